@@ -1,0 +1,85 @@
+"""From network outputs in resized coordinates to boxes and binary masks on the original image."""
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+MASK_THRESHOLD = 0.5
+
+
+@dataclass
+class Detections:
+    """Instances of one image, in decreasing score order, in original-image pixels.
+
+    masks[i] is the binary mask of instance i inside the window (x0, y0) with shape
+    mask.shape: every pixel outside that window is 0 by construction (mmdetection's CPU
+    paste), so storing windows keeps memory bounded on very large images.
+    """
+    boxes: np.ndarray                    # (N, 4) float32 x1, y1, x2, y2
+    scores: np.ndarray                   # (N,) float32
+    labels: np.ndarray                   # (N,) int64, 0-based contiguous
+    masks: list = field(default_factory=list)   # N x (bool array, (x0, y0))
+    height: int = 0
+    width: int = 0
+
+    def __len__(self):
+        return len(self.scores)
+
+    def full_mask(self, i, out=None):
+        """Instance i's mask as a full HxW bool array."""
+        m, (x0, y0) = self.masks[i]
+        full = np.zeros((self.height, self.width), bool) if out is None else out
+        full[y0:y0 + m.shape[0], x0:x0 + m.shape[1]] = m
+        return full
+
+    def select(self, keep):
+        keep = np.asarray(keep, dtype=bool) if len(keep) == len(self) else np.asarray(keep)
+        idx = np.arange(len(self))[keep]
+        return Detections(self.boxes[idx], self.scores[idx], self.labels[idx],
+                          [self.masks[i] for i in idx], self.height, self.width)
+
+
+def paste_window(box, img_h, img_w):
+    """mmdetection's skip_empty window around a box: [floor(x0) - 1, ceil(x1) + 1) clamped."""
+    x0 = max(int(np.floor(box[0])) - 1, 0)
+    y0 = max(int(np.floor(box[1])) - 1, 0)
+    x1 = min(int(np.ceil(box[2])) + 1, img_w)
+    y1 = min(int(np.ceil(box[3])) + 1, img_h)
+    return x0, y0, x1, y1
+
+
+def paste_mask(prob, box, img_h, img_w, threshold=MASK_THRESHOLD):
+    """Paste one 28x28 probability map into its window of the image (mmdet's _do_paste_mask).
+
+    Pixel centres (x + 0.5) are mapped into the box and sampled with bilinear grid_sample
+    (align_corners=False, zero padding); returns (bool window, (x0, y0)).
+    """
+    x0, y0, x1, y1 = paste_window(box.tolist(), img_h, img_w)
+    bx0, by0, bx1, by1 = box.view(4, 1).unbind(0)
+    device = prob.device
+    ys = torch.arange(y0, y1, device=device).to(torch.float32) + 0.5
+    xs = torch.arange(x0, x1, device=device).to(torch.float32) + 0.5
+    ys = (ys - by0) / (by1 - by0) * 2 - 1
+    xs = (xs - bx0) / (bx1 - bx0) * 2 - 1
+    xs = torch.where(torch.isinf(xs), torch.zeros_like(xs), xs)  # degenerate box, as mmdet
+    ys = torch.where(torch.isinf(ys), torch.zeros_like(ys), ys)
+    gx = xs[None, :].expand(ys.shape[0], xs.shape[0])
+    gy = ys[:, None].expand(ys.shape[0], xs.shape[0])
+    grid = torch.stack([gx, gy], dim=2)[None]
+    window = F.grid_sample(prob[None, None].to(torch.float32), grid, align_corners=False)[0, 0]
+    return (window >= threshold).cpu().numpy(), (x0, y0)
+
+
+def paste_masks(probs, boxes, img_h, img_w, threshold=MASK_THRESHOLD):
+    """Paste every instance; see paste_mask.  boxes are in original-image pixels."""
+    return [paste_mask(p, b, img_h, img_w, threshold) for p, b in zip(probs, boxes)]
+
+
+def to_detections(boxes, scores, labels, probs, scale_factor, ori_shape):
+    """Rescale resized-image boxes to the original image (divide, as mmdet) and paste masks."""
+    img_h, img_w = ori_shape
+    boxes = boxes.float() / boxes.new_tensor(scale_factor, dtype=torch.float32).repeat(2)
+    masks = paste_masks(probs.float(), boxes, img_h, img_w)
+    return Detections(boxes.cpu().numpy(), scores.float().cpu().numpy(), labels.cpu().numpy(),
+                      masks, img_h, img_w)

@@ -1,0 +1,87 @@
+"""Image loading and mmdetection's test-time preprocessing (resize, normalise, pad)."""
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from mrcnn_cli import MrcnnError
+
+TEST_SCALE = (1333, 800)
+SIZE_DIVISOR = 32
+
+
+@dataclass(frozen=True)
+class Normalization:
+    mean: tuple
+    std: tuple
+    to_rgb: bool
+
+
+PYTORCH_NORM = Normalization((123.675, 116.28, 103.53), (58.395, 57.12, 57.375), to_rgb=True)
+CAFFE_NORM = Normalization((103.53, 116.28, 123.675), (1.0, 1.0, 1.0), to_rgb=False)
+# mask-rcnn_x101-32x8d configs: detectron2-pretrained backbone, BGR input with std.
+X101_32X8D_NORM = Normalization((103.53, 116.28, 123.675), (57.375, 57.12, 58.395), to_rgb=False)
+
+
+def read_image(path):
+    """BGR uint8 HxWx3 as mmcv reads it (cv2.imdecode, IMREAD_COLOR: EXIF orientation applied,
+    grey/alpha/16-bit converted).  Raises MrcnnError on an unreadable file."""
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as e:
+        raise MrcnnError(f'cannot read {path}: {e.strerror or e}') from None
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if img is None:
+        raise MrcnnError(f'{path}: not a readable image')
+    return img
+
+
+def rescale_size(w, h, scale=TEST_SCALE):
+    """mmcv.rescale_size for a (long, short) bound: new (w, h) and the scale factor."""
+    factor = min(max(scale) / max(h, w), min(scale) / min(h, w))
+    return int(w * float(factor) + 0.5), int(h * float(factor) + 0.5)
+
+
+def resize(img, scale=TEST_SCALE):
+    """Keep-ratio resize with cv2 bilinear; returns the image and (w_scale, h_scale) as mmdet stores it."""
+    h, w = img.shape[:2]
+    new_w, new_h = rescale_size(w, h, scale)
+    out = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    return out, (new_w / w, new_h / h)
+
+
+def normalize(img, norm, device='cpu'):
+    """HxWx3 BGR uint8 -> 3xHxW float32: channel order, then (x - mean) / std, as DetDataPreprocessor."""
+    x = torch.from_numpy(np.ascontiguousarray(img)).to(device).permute(2, 0, 1)
+    if norm.to_rgb:
+        x = x[[2, 1, 0]]
+    x = x.float()
+    mean = torch.tensor(norm.mean, device=device).view(3, 1, 1)
+    std = torch.tensor(norm.std, device=device).view(3, 1, 1)
+    return (x - mean) / std
+
+
+def pad_batch(tensors, divisor=SIZE_DIVISOR):
+    """Stack 3xHxW tensors, zero-padded bottom/right to the largest size rounded up to `divisor`."""
+    h = max(t.shape[1] for t in tensors)
+    w = max(t.shape[2] for t in tensors)
+    h, w = -(-h // divisor) * divisor, -(-w // divisor) * divisor
+    out = tensors[0].new_zeros(len(tensors), 3, h, w)
+    for i, t in enumerate(tensors):
+        out[i, :, :t.shape[1], :t.shape[2]] = t
+    return out
+
+
+@dataclass
+class Prepared:
+    """One image ready for the network, with what is needed to map results back."""
+    tensor: torch.Tensor          # 3 x h x w, normalised, unpadded
+    img_shape: tuple              # (h, w) after resize
+    scale_factor: tuple           # (w_scale, h_scale)
+    ori_shape: tuple              # (H, W) of the input
+
+
+def prepare(img, norm, device='cpu', scale=TEST_SCALE):
+    resized, factor = resize(img, scale)
+    return Prepared(normalize(resized, norm, device), resized.shape[:2], factor, img.shape[:2])

@@ -1,0 +1,117 @@
+"""RoI box and mask heads with mmdetection's multi-level RoIAlign and test-time selection."""
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torchvision.ops import roi_align
+
+from mrcnn_cli.boxes import batched_nms, decode_boxes
+from mrcnn_cli.fpn import Conv
+
+ROI_STRIDES = (4, 8, 16, 32)   # P2..P5 feed the RoI heads
+FINEST_SCALE = 56
+BOX_STDS = (0.1, 0.1, 0.2, 0.2)
+SCORE_THR = 0.05
+NMS_IOU = 0.5
+MAX_PER_IMG = 100
+
+
+def map_roi_levels(rois, num_levels):
+    """Pyramid level of each roi: floor(log2(sqrt(w * h) / 56 + 1e-6)), clamped."""
+    scale = torch.sqrt((rois[:, 3] - rois[:, 1]) * (rois[:, 4] - rois[:, 2]))
+    levels = torch.floor(torch.log2(scale / FINEST_SCALE + 1e-6))
+    return levels.clamp(min=0, max=num_levels - 1).long()
+
+
+def multilevel_roi_align(feats, rois, output_size):
+    """RoIAlign (aligned=True, sampling_ratio=0) of each (batch_idx, x1, y1, x2, y2) roi on its level."""
+    levels = map_roi_levels(rois, len(ROI_STRIDES))
+    out = feats[0].new_zeros(rois.shape[0], feats[0].shape[1], output_size, output_size)
+    for level, stride in enumerate(ROI_STRIDES):
+        inds = (levels == level).nonzero().squeeze(1)
+        if inds.numel():
+            out[inds] = roi_align(feats[level], rois[inds], output_size, 1.0 / stride,
+                                  sampling_ratio=0, aligned=True)
+    return out
+
+
+def to_rois(boxes_per_image):
+    """Concatenate per-image boxes into (K, 5) rois with the batch index first."""
+    return torch.cat([torch.cat([b.new_full((b.shape[0], 1), i), b], dim=1)
+                      for i, b in enumerate(boxes_per_image)])
+
+
+class BBoxHead(nn.Module):
+    """Shared2FC head: two 1024-d FCs, then classes (background LAST) and class-specific deltas."""
+
+    def __init__(self, num_classes=80, in_channels=256, roi_size=7, fc_channels=1024):
+        super().__init__()
+        self.num_classes = num_classes
+        self.shared_fcs = nn.ModuleList([nn.Linear(in_channels * roi_size * roi_size, fc_channels),
+                                         nn.Linear(fc_channels, fc_channels)])
+        self.fc_cls = nn.Linear(fc_channels, num_classes + 1)
+        self.fc_reg = nn.Linear(fc_channels, num_classes * 4)
+
+    def forward(self, x):
+        x = x.flatten(1)
+        for fc in self.shared_fcs:
+            x = F.relu(fc(x))
+        return self.fc_cls(x), self.fc_reg(x)
+
+
+class MaskHead(nn.Module):
+    """FCN mask head: four 3x3 convs, a 2x deconv, 1x1 logits per class (28 x 28)."""
+
+    def __init__(self, num_classes=80, channels=256):
+        super().__init__()
+        self.convs = nn.ModuleList(Conv(channels, channels, 3, padding=1, relu=True) for _ in range(4))
+        self.upsample = nn.ConvTranspose2d(channels, channels, 2, stride=2)
+        self.conv_logits = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, x):
+        for conv in self.convs:
+            x = conv(x)
+        return self.conv_logits(F.relu(self.upsample(x)))
+
+
+def select_detections(rois, cls_logits, deltas, img_shape, num_classes):
+    """mmdetection's multiclass_nms for one image: softmax, decode, score > thr, per-class NMS, top 100.
+
+    Boxes stay in resized-image coordinates (mmdet rescales them later with the masks).
+    Returns boxes (N, 4), scores (N,), labels (N,), in NMS order (decreasing score).
+    """
+    scores = F.softmax(cls_logits, dim=-1)[:, :-1]
+    boxes = decode_boxes(rois, deltas, BOX_STDS, img_shape).view(-1, num_classes, 4)
+    labels = torch.arange(num_classes, device=scores.device).view(1, -1).expand_as(scores)
+    boxes, scores, labels = boxes.reshape(-1, 4), scores.reshape(-1), labels.reshape(-1)
+    inds = (scores > SCORE_THR).nonzero().squeeze(1)
+    boxes, scores, labels = boxes[inds], scores[inds], labels[inds]
+    keep = batched_nms(boxes, scores, labels, NMS_IOU)[:MAX_PER_IMG]
+    return boxes[keep], scores[keep], labels[keep]
+
+
+class RoIHeads(nn.Module):
+    def __init__(self, num_classes=80):
+        super().__init__()
+        self.bbox_head = BBoxHead(num_classes)
+        self.mask_head = MaskHead(num_classes)
+
+    def forward(self, feats, proposals, img_shapes):
+        """Per image: boxes (resized coords), scores, labels, 28x28 mask probabilities of the label."""
+        feats = feats[:len(ROI_STRIDES)]
+        counts = [p.shape[0] for p in proposals]
+        rois = to_rois(proposals)
+        cls_logits, deltas = self.bbox_head(multilevel_roi_align(feats, rois, 7))
+        dets = [select_detections(r[:, 1:], c, d, shape, self.bbox_head.num_classes)
+                for r, c, d, shape in zip(rois.split(counts), cls_logits.split(counts),
+                                          deltas.split(counts), img_shapes)]
+        mask_rois = to_rois([boxes for boxes, _, _ in dets])
+        results = []
+        if mask_rois.shape[0]:
+            logits = self.mask_head(multilevel_roi_align(feats, mask_rois, 14))
+            labels = torch.cat([lab for _, _, lab in dets])
+            probs = logits[torch.arange(logits.shape[0], device=logits.device), labels].sigmoid()
+        else:
+            probs = feats[0].new_zeros(0, 28, 28)
+        for (boxes, scores, labels), p in zip(dets, probs.split([d[0].shape[0] for d in dets])):
+            results.append((boxes, scores, labels, p))
+        return results
