@@ -1,0 +1,113 @@
+"""The `mrcnn` command line: parses options and calls the library, nothing more."""
+import sys
+
+import click
+
+from mrcnn_cli import MrcnnError, __version__
+
+STYLE = click.Choice(['pytorch', 'caffe'])
+
+
+def model_options(f):
+    f = click.option('--weights-dir', type=click.Path(file_okay=False), default=None,
+                     help='Where zoo checkpoints are cached (default: weights/ or $MRCNN_WEIGHTS_DIR).')(f)
+    f = click.option('--device', default='auto', show_default=True, help='auto, cpu, cuda or cuda:N.')(f)
+    f = click.option('--style', type=STYLE, default=None,
+                     help='Backbone style for --weights alone (default pytorch; a zoo name sets it).')(f)
+    f = click.option('--weights', type=click.Path(dir_okay=False), default=None,
+                     help='A local checkpoint (mmdetection 3.x/2.x file or bare state_dict).')(f)
+    f = click.option('--model', 'model_name', default=None, help='A zoo name, see `mrcnn zoo list`.')(f)
+    return f
+
+
+@click.group(context_settings={'help_option_names': ['-h', '--help']})
+@click.version_option(__version__, prog_name='mrcnn')
+@click.option('--debug', is_flag=True, help='Show Python tracebacks on errors.')
+def cli(debug):
+    """mmdetection-exact Mask R-CNN: masks, COCO JSON, ONNX and fps from model-zoo checkpoints."""
+
+
+@cli.command()
+@click.argument('sources', nargs=-1, required=True)
+@model_options
+@click.option('--score-thr', type=click.FloatRange(0, 1), default=0.3, show_default=True,
+              help='Minimum score drawn and written to JSON (the model always applies 0.05).')
+@click.option('--out', 'out_dir', type=click.Path(file_okay=False), default='runs/predict', show_default=True)
+@click.option('--no-vis', is_flag=True, help='Write predictions.json only, no pictures.')
+@click.option('--classes', 'class_names', default=None, help='Keep only these classes, e.g. person,car.')
+def predict(sources, model_name, weights, style, device, weights_dir, score_thr, out_dir, no_vis, class_names):
+    """Segment images: SOURCES are image files, directories or glob patterns."""
+    from mrcnn_cli.predict import parse_class_filter, predict_images
+    from mrcnn_cli.predictor import load_torch_predictor
+    predictor = load_torch_predictor(model_name, weights, style, device, weights_dir)
+    class_filter = parse_class_filter(class_names, predictor.classes)
+    click.echo(f'model: {predictor.spec.backbone_name} {predictor.spec.style} from {predictor.source} '
+               f'on {predictor.device}', err=True)
+    summary = predict_images(predictor, sources, out_dir, score_thr, not no_vis, class_filter,
+                             warn=lambda m: click.echo(m, err=True))
+    click.echo(f'{summary.images} images, {summary.instances} instances (score >= {score_thr}) -> '
+               f'{summary.json_path}' + ('' if no_vis else f' and pictures in {summary.out_dir}/'))
+    if summary.failed:
+        click.echo(f'{len(summary.failed)} inputs failed: ' + ', '.join(summary.failed[:5])
+                   + (' ...' if len(summary.failed) > 5 else ''), err=True)
+        sys.exit(1)
+
+
+@cli.group()
+def zoo():
+    """The mmdetection Mask R-CNN model zoo."""
+
+
+@zoo.command('list')
+@click.option('--weights-dir', type=click.Path(file_okay=False), default=None)
+def zoo_list(weights_dir):
+    """Every zoo checkpoint with its published box / mask AP."""
+    from mrcnn_cli import zoo as zoo_lib
+    rows = [(e.name, e.backbone, e.style, e.schedule, f'{e.box_ap:.1f}', f'{e.mask_ap:.1f}',
+             'yes' if zoo_lib.local_path(e, weights_dir).exists() else '-') for e in zoo_lib.entries()]
+    header = ('name', 'backbone', 'style', 'schedule', 'box AP', 'mask AP', 'downloaded')
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    for r in [header] + rows:
+        click.echo('  '.join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip())
+
+
+@zoo.command('download')
+@click.argument('name')
+@click.option('--weights-dir', type=click.Path(file_okay=False), default=None)
+def zoo_download(name, weights_dir):
+    """Download a zoo checkpoint (sha256-checked) into the weights directory."""
+    from mrcnn_cli import zoo as zoo_lib
+    entry = zoo_lib.get_entry(name)
+    path = zoo_lib.local_path(entry, weights_dir)
+    if path.exists():
+        click.echo(f'{name}: already at {path}')
+        return
+    click.echo(f'{name}: saved to {zoo_lib.download(entry, weights_dir)}')
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    debug = '--debug' in argv
+    try:
+        cli.main(args=argv, prog_name='mrcnn', standalone_mode=False)
+    except MrcnnError as e:
+        if debug:
+            raise
+        click.echo(f'error: {e}', err=True)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        click.echo('interrupted', err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo('interrupted', err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except Exception as e:  # noqa: BLE001 - the one place that turns bugs into one line
+        if debug:
+            raise
+        click.echo(f'error: {type(e).__name__}: {e} (run with --debug for the traceback)', err=True)
+        sys.exit(1)
