@@ -1,0 +1,56 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / 'shared'
+KEYS = SHARED / 'data' / 'state_dict_keys'
+COCO_IMAGES = SHARED / 'data' / 'coco_mini_val2017' / 'val2017'
+DEMO = ROOT / 'assets' / 'demo.jpg'
+
+VARIANTS = {  # variant -> keys file of mmdetection's own model
+    'r50': 'mmdet_mask-rcnn_r50_fpn_1x_coco.txt',
+    'r50_caffe': 'mmdet_mask-rcnn_r50-caffe_fpn_1x_coco.txt',
+    'x101_32x4d': 'mmdet_mask-rcnn_x101-32x4d_fpn_1x_coco.txt',
+}
+
+
+def pytest_sessionstart(session):
+    if not (SHARED / 'tools' / 'make_checkpoint.py').exists():
+        raise pytest.UsageError(f'test data not found: {SHARED} must sit beside the project root')
+    torch.set_num_threads(2)
+
+
+def make_checkpoint(keys_file, out, fmt='mmdet3', seed=0):
+    subprocess.run([sys.executable, str(SHARED / 'tools' / 'make_checkpoint.py'), str(KEYS / keys_file),
+                    str(out), '--seed', str(seed), '--format', fmt], check=True)
+    return out
+
+
+@pytest.fixture(scope='session')
+def checkpoint(tmp_path_factory):
+    """Synthetic checkpoints with the exact key layout of the real ones, made once per session."""
+    made = {}
+
+    def get(variant, fmt='mmdet3'):
+        if (variant, fmt) not in made:
+            out = tmp_path_factory.mktemp('ckpt') / f'{variant}_{fmt}.pth'
+            made[variant, fmt] = make_checkpoint(VARIANTS[variant], out, fmt)
+        return made[variant, fmt]
+    return get
+
+
+@pytest.fixture(scope='session')
+def torch_predictor(checkpoint):
+    from mrcnn_cli.predictor import load_torch_predictor
+    cache = {}
+
+    def get(variant, style=None, model_name=None):
+        key = (variant, style, model_name)
+        if key not in cache:
+            cache[key] = load_torch_predictor(model_name, checkpoint(variant), style=style, device='cpu')
+        return cache[key]
+    return get

@@ -1,0 +1,104 @@
+"""The `mrcnn` command as a user runs it (a real subprocess)."""
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pycocotools.mask as mask_util
+from pycocotools.coco import COCO
+
+from conftest import COCO_IMAGES, DEMO, SHARED
+from matching import assert_matches_reference
+from mrcnn_cli import __version__
+from mrcnn_cli.coco import COCO_CATEGORY_IDS
+
+
+def mrcnn(*args, cwd=None):
+    return subprocess.run([sys.executable, '-m', 'mrcnn_cli', *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=600)
+
+
+def assert_one_error_line(proc, pattern):
+    assert proc.returncode != 0
+    assert 'Traceback' not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith('error:')]
+    assert len(errors) == 1 and pattern in errors[0], proc.stderr
+
+
+def test_version_and_help():
+    assert mrcnn('--version').stdout.strip().endswith(__version__)
+    for cmd in ([], ['predict'], ['zoo'], ['zoo', 'list'], ['zoo', 'download']):
+        proc = mrcnn(*cmd, '--help')
+        assert proc.returncode == 0 and 'Usage:' in proc.stdout
+
+
+def test_zoo_list_shows_every_row(tmp_path):
+    proc = mrcnn('zoo', 'list', '--weights-dir', tmp_path)
+    lines = proc.stdout.strip().splitlines()
+    assert proc.returncode == 0 and len(lines) == 22
+    assert lines[0].split()[:3] == ['name', 'backbone', 'style']
+    assert any(line.startswith('mask-rcnn_x101-64x4d_fpn_ms-poly_3x_coco') for line in lines)
+
+
+def test_predict_directory_writes_pictures_and_coco_json(tmp_path, checkpoint):
+    src = tmp_path / 'in'
+    (src / 'sub').mkdir(parents=True)
+    shutil.copy(DEMO, src / 'demo.jpg')
+    shutil.copy(COCO_IMAGES / '000000397133.jpg', src / 'sub' / 'street.jpg')
+    (src / 'broken.jpg').write_bytes(b'\xff\xd8\xff not really a jpeg')
+    out = tmp_path / 'out'
+    proc = mrcnn('predict', src, '--weights', checkpoint('r50'), '--device', 'cpu', '--out', out,
+                 '--score-thr', '0.05')
+    assert proc.returncode == 1, proc.stderr          # one input failed
+    assert 'Traceback' not in proc.stderr
+    assert sum('broken.jpg' in line and 'warning' in line for line in proc.stderr.splitlines()) == 1
+    assert sorted(p.name for p in out.iterdir()) == ['demo.jpg', 'predictions.json', 'street.jpg']
+    coco = COCO(str(out / 'predictions.json'))
+    assert len(coco.imgs) == 2 and len(coco.cats) == 80 and sorted(coco.cats) == list(COCO_CATEGORY_IDS)
+    demo_id = next(i for i, im in coco.imgs.items() if im['file_name'].endswith('demo.jpg'))
+    assert (coco.imgs[demo_id]['height'], coco.imgs[demo_id]['width']) == (427, 640)
+    anns = coco.loadAnns(coco.getAnnIds(imgIds=[demo_id]))
+    for a in anns:
+        assert isinstance(a['segmentation']['counts'], str)
+        assert a['area'] == int(mask_util.decode(a['segmentation']).sum())
+    # the JSON carries mmdetection's own detections for this checkpoint
+    ref = json.loads((SHARED / 'data' / 'reference' / 'r50_fpn__mmdet_demo.json').read_text())
+    labels = {c: i for i, c in enumerate(COCO_CATEGORY_IDS)}
+    pred = [{'label': labels[a['category_id']], 'score': a['score'],
+             'bbox_xyxy': [a['bbox'][0], a['bbox'][1], a['bbox'][0] + a['bbox'][2], a['bbox'][1] + a['bbox'][3]],
+             'mask': mask_util.decode(a['segmentation']).astype(bool)} for a in anns]
+    assert_matches_reference(ref['detections'], pred)
+    picture = (out / 'demo.jpg').read_bytes()
+    assert picture != DEMO.read_bytes() and len(picture) > 10000
+
+
+def test_predict_class_filter_and_no_vis(tmp_path, checkpoint):
+    out = tmp_path / 'out'
+    proc = mrcnn('predict', DEMO, '--weights', checkpoint('r50'), '--device', 'cpu', '--out', out,
+                 '--score-thr', '0.05', '--classes', 'cat', '--no-vis')
+    assert proc.returncode == 0, proc.stderr
+    assert [p.name for p in out.iterdir()] == ['predictions.json']
+    doc = json.loads((out / 'predictions.json').read_text())
+    assert doc['annotations'] and {a['category_id'] for a in doc['annotations']} == {17}  # cat
+    assert all(a['score'] >= 0.05 for a in doc['annotations'])
+    x, y, w, h = doc['annotations'][0]['bbox']
+    assert 0 <= x and 0 <= y and x + w <= 640.01 and y + h <= 427.01
+
+
+def test_bad_inputs_give_one_error_line(tmp_path, checkpoint):
+    assert_one_error_line(mrcnn('predict', tmp_path / 'nope.jpg', '--weights', checkpoint('r50')),
+                          'no input images')
+    (tmp_path / 'empty').mkdir()
+    assert_one_error_line(mrcnn('predict', tmp_path / 'empty', '--weights', checkpoint('r50')),
+                          'no input images')
+    junk = tmp_path / 'junk.pth'
+    junk.write_bytes(np.random.default_rng(0).bytes(1000))
+    assert_one_error_line(mrcnn('predict', DEMO, '--weights', junk), 'not a valid')
+    assert_one_error_line(mrcnn('predict', DEMO, '--model', 'mask-rcnn_x101-32x4d_fpn_1x_coco',
+                                '--weights', checkpoint('r50')), 'wrong architecture')
+    assert_one_error_line(mrcnn('predict', DEMO, '--model', 'no-such-model'), 'unknown model')
+    assert_one_error_line(mrcnn('predict', DEMO), 'no model given')
+    assert_one_error_line(mrcnn('predict', DEMO, '--weights', checkpoint('r50'), '--classes', 'unicorn'),
+                          'unknown class')
+    assert not (tmp_path / 'runs').exists()

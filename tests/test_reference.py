@@ -1,0 +1,30 @@
+"""The product's core promise: mmdetection's own detections for the same checkpoint."""
+import json
+
+import pytest
+
+from conftest import COCO_IMAGES, SHARED
+from matching import assert_matches_reference, detections_as_dicts, match_reference
+from mrcnn_cli.preprocess import read_image
+
+REFERENCES = [
+    ('r50', 'pytorch', 'r50_fpn__mmdet_demo.json', SHARED / 'data' / 'demo' / 'mmdet_demo.jpg'),
+    ('r50', 'pytorch', 'r50_fpn__000000397133.json', COCO_IMAGES / '000000397133.jpg'),
+    ('r50_caffe', 'caffe', 'r50_caffe_fpn__000000397133.json', COCO_IMAGES / '000000397133.jpg'),
+]
+
+
+@pytest.mark.parametrize('variant,style,ref_name,image', REFERENCES, ids=[r[2] for r in REFERENCES])
+def test_matches_mmdetection_reference(torch_predictor, variant, style, ref_name, image):
+    ref = json.loads((SHARED / 'data' / 'reference' / ref_name).read_text())
+    det = torch_predictor(variant, style).predict(read_image(image))
+    assert (det.height, det.width) == (ref['height'], ref['width'])
+    assert_matches_reference(ref['detections'], detections_as_dicts(det))
+
+
+def test_reference_check_can_fail(torch_predictor):
+    """The matcher rejects the pytorch-style reference when the model runs with caffe preprocessing."""
+    ref = json.loads((SHARED / 'data' / 'reference' / 'r50_fpn__mmdet_demo.json').read_text())
+    det = torch_predictor('r50', 'caffe').predict(read_image(SHARED / 'data' / 'demo' / 'mmdet_demo.jpg'))
+    unmatched, n_ref, _ = match_reference(ref['detections'], detections_as_dicts(det))
+    assert len(unmatched) > 0.5 * n_ref

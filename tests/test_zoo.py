@@ -1,0 +1,60 @@
+import csv
+import hashlib
+
+import pytest
+
+from conftest import SHARED
+from mrcnn_cli import MrcnnError, zoo
+
+
+def published_rows():
+    with open(SHARED / 'data' / 'mmdet_mask_rcnn_zoo.tsv') as f:
+        return list(csv.DictReader(f, delimiter='\t'))
+
+
+def test_all_published_rows_are_named_models():
+    rows = published_rows()
+    entries = {e.name: e for e in zoo.entries()}
+    assert len(rows) == 21 and len(entries) == 21
+    for r in rows:
+        e = entries[r['name']]
+        assert (e.url, e.sha256_prefix, e.box_ap, e.mask_ap, e.style) == (
+            r['url'], r['sha256_prefix'], float(r['box_ap']), float(r['mask_ap']), r['style'])
+        assert e.filename.endswith(f"-{r['sha256_prefix']}.pth")
+
+
+def test_unknown_name_suggests_the_closest():
+    with pytest.raises(MrcnnError, match="did you mean 'mask-rcnn_r50_fpn_1x_coco'"):
+        zoo.get_entry('mask-rcnn_r50_fpn_1x')
+
+
+def _entry_for(tmp_path, payload, prefix=None):
+    src = tmp_path / 'remote.pth'
+    src.write_bytes(payload)
+    digest = hashlib.sha256(payload).hexdigest()
+    base = zoo.get_entry('mask-rcnn_r50_fpn_1x_coco')
+    return zoo.ZooEntry(**{**base.__dict__, 'url': src.as_uri(), 'sha256_prefix': prefix or digest[:8]})
+
+
+def test_download_checks_sha256_and_writes_atomically(tmp_path):
+    entry = _entry_for(tmp_path, b'checkpoint bytes')
+    dest = zoo.download(entry, tmp_path / 'w', progress=False)
+    assert dest.read_bytes() == b'checkpoint bytes' and dest.name == 'remote.pth'
+    assert zoo.ensure_downloaded(entry, tmp_path / 'w') == dest
+    bad = _entry_for(tmp_path, b'tampered', prefix='00000000')
+    with pytest.raises(MrcnnError, match='checksum mismatch'):
+        zoo.download(bad, tmp_path / 'v', progress=False)
+    assert list((tmp_path / 'v').iterdir()) == []
+
+
+def test_offline_download_says_how_to_use_a_local_file(tmp_path):
+    base = zoo.get_entry('mask-rcnn_r50_fpn_1x_coco')
+    entry = zoo.ZooEntry(**{**base.__dict__, 'url': 'http://127.0.0.1:9/x.pth'})
+    with pytest.raises(MrcnnError, match=r'--model mask-rcnn_r50_fpn_1x_coco --weights'):
+        zoo.download(entry, tmp_path, progress=False, timeout=5)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_weights_dir_override(monkeypatch, tmp_path):
+    monkeypatch.setenv('MRCNN_WEIGHTS_DIR', str(tmp_path))
+    assert zoo.local_path(zoo.get_entry('mask-rcnn_r50_fpn_1x_coco')).parent == tmp_path
