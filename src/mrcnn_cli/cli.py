@@ -1,4 +1,5 @@
 """The `mrcnn` command line: parses options and calls the library, nothing more."""
+import signal
 import sys
 
 import click
@@ -27,29 +28,54 @@ def cli(debug):
     """mmdetection-exact Mask R-CNN: masks, COCO JSON, ONNX and fps from model-zoo checkpoints."""
 
 
+def precision_options(f):
+    f = click.option('--bf16', is_flag=True, help='BF16 autocast (CPUs with BF16 support, or GPUs).')(f)
+    f = click.option('--fp16', is_flag=True, help='FP16 autocast on a CUDA GPU (NMS, decoding, paste stay FP32).')(f)
+    return f
+
+
+def precision_of(fp16, bf16):
+    if fp16 and bf16:
+        raise click.UsageError('choose one of --fp16 and --bf16')
+    return 'fp16' if fp16 else 'bf16' if bf16 else 'fp32'
+
+
 @cli.command()
 @click.argument('sources', nargs=-1, required=True)
 @model_options
+@precision_options
 @click.option('--score-thr', type=click.FloatRange(0, 1), default=0.3, show_default=True,
               help='Minimum score drawn and written to JSON (the model always applies 0.05).')
 @click.option('--out', 'out_dir', type=click.Path(file_okay=False), default='runs/predict', show_default=True)
-@click.option('--no-vis', is_flag=True, help='Write predictions.json only, no pictures.')
+@click.option('--no-vis', is_flag=True, help='Write predictions.json only, no pictures or videos.')
 @click.option('--classes', 'class_names', default=None, help='Keep only these classes, e.g. person,car.')
-def predict(sources, model_name, weights, style, device, weights_dir, score_thr, out_dir, no_vis, class_names):
-    """Segment images: SOURCES are image files, directories or glob patterns."""
-    from mrcnn_cli.predict import parse_class_filter, predict_images
+@click.option('--batch-size', type=click.IntRange(1), default=1, show_default=True,
+              help='Images or frames per network call (results are identical to 1).')
+@click.option('--vid-stride', type=click.IntRange(1), default=1, show_default=True,
+              help='Run the model on every Nth video frame; frames between reuse the last result.')
+@click.option('--max-frames', type=click.IntRange(1), default=None, help='Stop each video after N frames.')
+@click.option('--show', is_flag=True, help='Show results in a window where a display exists.')
+def predict(sources, model_name, weights, style, device, weights_dir, fp16, bf16, score_thr, out_dir,
+            no_vis, class_names, batch_size, vid_stride, max_frames, show):
+    """Segment SOURCES: image files, directories, glob patterns, videos, camera indexes (0) or
+    rtsp/http stream URLs."""
+    from mrcnn_cli.predict import PredictOptions, parse_class_filter, predict_sources
     from mrcnn_cli.predictor import load_torch_predictor
-    predictor = load_torch_predictor(model_name, weights, style, device, weights_dir)
-    class_filter = parse_class_filter(class_names, predictor.classes)
+    predictor = load_torch_predictor(model_name, weights, style, device, weights_dir, precision_of(fp16, bf16))
+    opts = PredictOptions(out_dir, score_thr, not no_vis, parse_class_filter(class_names, predictor.classes),
+                          batch_size, vid_stride, max_frames, show)
     click.echo(f'model: {predictor.spec.backbone_name} {predictor.spec.style} from {predictor.source} '
-               f'on {predictor.device}', err=True)
-    summary = predict_images(predictor, sources, out_dir, score_thr, not no_vis, class_filter,
-                             warn=lambda m: click.echo(m, err=True))
-    click.echo(f'{summary.images} images, {summary.instances} instances (score >= {score_thr}) -> '
-               f'{summary.json_path}' + ('' if no_vis else f' and pictures in {summary.out_dir}/'))
-    if summary.failed:
-        click.echo(f'{len(summary.failed)} inputs failed: ' + ', '.join(summary.failed[:5])
-                   + (' ...' if len(summary.failed) > 5 else ''), err=True)
+               f'on {predictor.device} ({predictor.precision})', err=True)
+    s = predict_sources(predictor, sources, opts, warn=lambda m: click.echo(m, err=True))
+    done = ', '.join(part for part in (f'{s.images} images' if s.images else '',
+                                       f'{s.frames} video frames' if s.frames else '') if part) or 'nothing'
+    click.echo(f'{done}, {s.instances} instances (score >= {score_thr}) in {s.seconds:.1f} s -> {s.json_path}'
+               + ('' if no_vis else f' and {len(s.outputs)} pictures/videos in {opts.out_dir}/'))
+    if s.skipped_frames:
+        click.echo(f'{s.skipped_frames} unreadable video frames skipped', err=True)
+    if s.failed:
+        click.echo(f'{len(s.failed)} inputs failed: ' + ', '.join(s.failed[:5])
+                   + (' ...' if len(s.failed) > 5 else ''), err=True)
         sys.exit(1)
 
 
@@ -85,9 +111,14 @@ def zoo_download(name, weights_dir):
     click.echo(f'{name}: saved to {zoo_lib.download(entry, weights_dir)}')
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     debug = '--debug' in argv
+    signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM finishes outputs as Ctrl-C does
     try:
         cli.main(args=argv, prog_name='mrcnn', standalone_mode=False)
     except MrcnnError as e:

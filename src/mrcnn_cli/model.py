@@ -1,4 +1,5 @@
 """Mask R-CNN with FPN: the one model core every backend runs."""
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -50,15 +51,27 @@ class MaskRCNN(nn.Module):
         self.rpn_head = RPNHead()
         self.roi_head = RoIHeads(spec.num_classes)
 
-    def forward(self, images, img_shapes):
+    def forward(self, images, img_shapes, amp_dtype=None):
         """images: (B, 3, H, W) normalised and padded; img_shapes: per image (h, w) before padding.
 
+        amp_dtype (torch.float16 / bfloat16) runs the convolutions and FCs under autocast;
+        proposal selection, box decoding, NMS and the mask probabilities stay FP32.
         Returns per image (boxes in resized-image pixels, scores, labels, 28x28 mask probabilities).
         """
-        feats = self.neck(self.backbone(images))
-        head_outs = self.rpn_head(feats)
+        amp = autocast(images.device.type, amp_dtype)
+        with amp():
+            feats = self.neck(self.backbone(images))
+            head_outs = self.rpn_head(feats)
+        head_outs = [(c.float(), r.float()) for c, r in head_outs]
         proposals = [proposals_single(head_outs, i, shape)[0] for i, shape in enumerate(img_shapes)]
-        return self.roi_head(feats, proposals, img_shapes)
+        return self.roi_head(feats, proposals, img_shapes, amp)
+
+
+def autocast(device_type, dtype):
+    """A factory of autocast contexts (or of no-ops when dtype is None)."""
+    if dtype is None:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device_type, dtype=dtype)
 
 
 def build_model(spec, state_dict=None):

@@ -1,10 +1,12 @@
 """The predictor interface that predict, eval and bench share, and its PyTorch backend."""
+import warnings
+
 import torch
 
 from mrcnn_cli import MrcnnError
 from mrcnn_cli.checkpoint import load_checkpoint, model_from_checkpoint
 from mrcnn_cli.postprocess import to_detections
-from mrcnn_cli.preprocess import pad_batch, prepare
+from mrcnn_cli.preprocess import SIZE_DIVISOR, pad_batch, prepare
 
 
 def resolve_device(device='auto'):
@@ -22,13 +24,21 @@ def resolve_device(device='auto'):
     return dev
 
 
+PRECISIONS = ('fp32', 'fp16', 'bf16')
+
+
+def padded_shape(img_shape, divisor=SIZE_DIVISOR):
+    return tuple(-(-s // divisor) * divisor for s in img_shape)
+
+
 class Predictor:
-    """BGR uint8 image in, Detections out.  Backends implement `run_network`."""
+    """BGR uint8 images in, Detections out.  Backends implement `run_network`."""
 
     name = 'base'
 
-    def __init__(self, spec, classes, device, source):
+    def __init__(self, spec, classes, device, source, precision='fp32'):
         self.spec, self.classes, self.device, self.source = spec, classes, device, source
+        self.precision = precision
 
     def run_network(self, batch, img_shapes):
         """(B, 3, H, W) padded batch -> per image (boxes, scores, labels, 28x28 mask probs)."""
@@ -36,24 +46,70 @@ class Predictor:
 
     def predict(self, img):
         """Detections for one BGR image, in original-image pixels, mmdetection's test thresholds."""
-        prepared = prepare(img, self.spec.norm, self.device)
-        (boxes, scores, labels, probs), = self.run_network(pad_batch([prepared.tensor]), [prepared.img_shape])
-        return to_detections(boxes, scores, labels, probs, prepared.scale_factor, prepared.ori_shape)
+        return self.predict_batch([img])[0]
+
+    def predict_batch(self, imgs):
+        """Detections for several images; identical to predicting them one by one.
+
+        Only images whose padded sizes are equal share a network batch (video frames always
+        do): extra padding would change the features near the border and so the detections.
+        """
+        prepared = [prepare(img, self.spec.norm, self.device) for img in imgs]
+        groups = {}
+        for i, p in enumerate(prepared):
+            groups.setdefault(padded_shape(p.img_shape), []).append(i)
+        results = [None] * len(imgs)
+        for members in groups.values():
+            outs = self.run_network(pad_batch([prepared[i].tensor for i in members]),
+                                    [prepared[i].img_shape for i in members])
+            for i, (boxes, scores, labels, probs) in zip(members, outs):
+                results[i] = to_detections(boxes, scores, labels, probs, prepared[i].scale_factor,
+                                           prepared[i].ori_shape)
+        return results
 
 
 class TorchPredictor(Predictor):
     name = 'torch'
 
-    def __init__(self, model, classes, device, source):
-        super().__init__(model.spec, classes, device, source)
+    def __init__(self, model, classes, device, source, precision='fp32'):
+        super().__init__(model.spec, classes, device, source, precision)
+        self.amp_dtype = check_precision(precision, device)
         self.model = model.to(device)
+        if device.type == 'cuda':
+            self.model = self.model.to(memory_format=torch.channels_last)
 
     @torch.inference_mode()
     def run_network(self, batch, img_shapes):
-        return self.model(batch.to(self.device), img_shapes)
+        batch = batch.to(self.device)
+        if self.device.type == 'cuda':
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return self.model(batch, img_shapes, self.amp_dtype)
 
 
-def load_torch_predictor(model_name=None, weights=None, style=None, device='auto', weights_dir=None):
+def cpu_has_native_bf16():
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def check_precision(precision, device):
+    """The autocast dtype for a precision name; FP16 needs CUDA (CPU FP16 convs are slow and inexact)."""
+    if precision not in PRECISIONS:
+        raise MrcnnError(f'unknown precision {precision!r} (use one of {", ".join(PRECISIONS)})')
+    if precision == 'fp16':
+        if device.type != 'cuda':
+            raise MrcnnError('--fp16 needs a CUDA GPU; on the CPU use --bf16')
+        return torch.float16
+    if precision == 'bf16':
+        if device.type == 'cpu' and not cpu_has_native_bf16():
+            warnings.warn('this CPU has no native BF16 support (AVX512-BF16/AMX): --bf16 will be slow')
+        return torch.bfloat16
+    return None
+
+
+def load_torch_predictor(model_name=None, weights=None, style=None, device='auto', weights_dir=None,
+                         precision='fp32'):
     """A TorchPredictor from a zoo name (downloaded on first use) and/or a local checkpoint."""
     from mrcnn_cli import zoo
     if model_name is None and weights is None:
@@ -66,4 +122,4 @@ def load_torch_predictor(model_name=None, weights=None, style=None, device='auto
         if weights is None:
             weights = zoo.ensure_downloaded(entry, weights_dir)
     model, classes = model_from_checkpoint(load_checkpoint(weights), spec=spec, style=style, source=str(weights))
-    return TorchPredictor(model, classes, dev, source=str(weights))
+    return TorchPredictor(model, classes, dev, source=str(weights), precision=precision)

@@ -1,4 +1,6 @@
 """RoI box and mask heads with mmdetection's multi-level RoIAlign and test-time selection."""
+import contextlib
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -95,21 +97,26 @@ class RoIHeads(nn.Module):
         self.bbox_head = BBoxHead(num_classes)
         self.mask_head = MaskHead(num_classes)
 
-    def forward(self, feats, proposals, img_shapes):
-        """Per image: boxes (resized coords), scores, labels, 28x28 mask probabilities of the label."""
+    def forward(self, feats, proposals, img_shapes, amp=contextlib.nullcontext):
+        """Per image: boxes (resized coords), scores, labels, 28x28 mask probabilities of the label.
+
+        `amp` makes the autocast context for the heads; selection and NMS run in FP32."""
         feats = feats[:len(ROI_STRIDES)]
         counts = [p.shape[0] for p in proposals]
         rois = to_rois(proposals)
-        cls_logits, deltas = self.bbox_head(multilevel_roi_align(feats, rois, 7))
+        with amp():
+            cls_logits, deltas = self.bbox_head(multilevel_roi_align(feats, rois, 7))
+        cls_logits, deltas = cls_logits.float(), deltas.float()
         dets = [select_detections(r[:, 1:], c, d, shape, self.bbox_head.num_classes)
                 for r, c, d, shape in zip(rois.split(counts), cls_logits.split(counts),
                                           deltas.split(counts), img_shapes)]
         mask_rois = to_rois([boxes for boxes, _, _ in dets])
         results = []
         if mask_rois.shape[0]:
-            logits = self.mask_head(multilevel_roi_align(feats, mask_rois, 14))
+            with amp():
+                logits = self.mask_head(multilevel_roi_align(feats, mask_rois, 14))
             labels = torch.cat([lab for _, _, lab in dets])
-            probs = logits[torch.arange(logits.shape[0], device=logits.device), labels].sigmoid()
+            probs = logits[torch.arange(logits.shape[0], device=logits.device), labels].float().sigmoid()
         else:
             probs = feats[0].new_zeros(0, 28, 28)
         for (boxes, scores, labels), p in zip(dets, probs.split([d[0].shape[0] for d in dets])):
