@@ -6,12 +6,14 @@ import sys
 
 import numpy as np
 import pycocotools.mask as mask_util
+import torch
 from pycocotools.coco import COCO
 
 from conftest import COCO_IMAGES, DEMO, SHARED
 from matching import assert_matches_reference
 from mrcnn_cli import __version__
 from mrcnn_cli.coco import COCO_CATEGORY_IDS
+from mrcnn_cli.preprocess import read_image
 
 
 def mrcnn(*args, cwd=None):
@@ -101,4 +103,14 @@ def test_bad_inputs_give_one_error_line(tmp_path, checkpoint):
     assert_one_error_line(mrcnn('predict', DEMO), 'no model given')
     assert_one_error_line(mrcnn('predict', DEMO, '--weights', checkpoint('r50'), '--classes', 'unicorn'),
                           'unknown class')
+    if not torch.cuda.is_available():
+        assert_one_error_line(mrcnn('predict', DEMO, '--weights', checkpoint('r50'), '--fp16'), 'needs a CUDA GPU')
     assert not (tmp_path / 'runs').exists()
+
+
+def test_bf16_runs_with_fp32_selection(torch_predictor, checkpoint):
+    from mrcnn_cli.predictor import load_torch_predictor
+    p = load_torch_predictor(None, checkpoint('r50'), device='cpu', precision='bf16')
+    det = p.predict(read_image(DEMO))
+    assert len(det) > 0 and det.boxes.dtype == np.float32 and det.scores.dtype == np.float32
+    assert ((det.scores > 0.05) & (det.scores <= 1)).all() and (det.scores[:-1] >= det.scores[1:]).all()

@@ -115,6 +115,7 @@ def load_torch_predictor(model_name=None, weights=None, style=None, device='auto
     if model_name is None and weights is None:
         raise MrcnnError('no model given: pass --model NAME (see `mrcnn zoo list`) or --weights PATH')
     dev = resolve_device(device)
+    check_precision(precision, dev)
     spec = None
     if model_name is not None:
         entry = zoo.get_entry(model_name)
