@@ -18,7 +18,7 @@ test: setup
 
 # Set up if needed, download the default R-50 model on first use, predict on the bundled demo photo.
 demo: setup
-	$(BIN)/mrcnn predict assets/demo.jpg --model mask-rcnn_r50_fpn_1x_coco --out runs/demo
+	$(BIN)/mrcnn predict src/mrcnn_cli/data/demo.jpg --model mask-rcnn_r50_fpn_1x_coco --out runs/demo
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / 'shared'
 KEYS = SHARED / 'data' / 'state_dict_keys'
 COCO_IMAGES = SHARED / 'data' / 'coco_mini_val2017' / 'val2017'
-DEMO = ROOT / 'assets' / 'demo.jpg'
+DEMO = ROOT / 'src' / 'mrcnn_cli' / 'data' / 'demo.jpg'
 
 VARIANTS = {  # variant -> keys file of mmdetection's own model
     'r50': 'mmdet_mask-rcnn_r50_fpn_1x_coco.txt',

@@ -26,10 +26,30 @@ def decode_boxes(rois, deltas, stds, max_shape):
     gwh = pwh * deltas[:, 2:].clamp(min=-MAX_WH_RATIO, max=MAX_WH_RATIO).exp()
     boxes = torch.cat([gxy - gwh * 0.5, gxy + gwh * 0.5], dim=-1)
     if max_shape is not None:
-        h, w = max_shape
-        boxes[:, 0::2] = boxes[:, 0::2].clamp(min=0, max=w)
-        boxes[:, 1::2] = boxes[:, 1::2].clamp(min=0, max=h)
+        h, w = max_shape  # ints, or 0-d float tensors in an exported graph
+        boxes = torch.stack([boxes[:, 0].clamp(min=0, max=w), boxes[:, 1].clamp(min=0, max=h),
+                             boxes[:, 2].clamp(min=0, max=w), boxes[:, 3].clamp(min=0, max=h)], dim=1)
     return boxes.reshape(n, -1)
+
+
+def exporting():
+    """True while torch.onnx traces the model: shapes are dynamic, Python branches on data are not."""
+    return torch.onnx.is_in_onnx_export()
+
+
+def top_scores(scores, k):
+    """(values, indices) of the k best scores, by decreasing score.
+
+    Eager: mmdet's unstable `sort(descending=True)` then a slice, so ties fall as in mmdet.
+    Export: TopK with k = min(k, n) computed in the graph, for any image size.
+    """
+    if exporting():
+        n = torch._shape_as_tensor(scores)[0]
+        return scores.topk(torch.clamp(n, max=k))
+    if 0 < k < scores.shape[0]:
+        values, order = scores.sort(descending=True)
+        return values[:k], order[:k]
+    return scores, torch.arange(scores.shape[0], device=scores.device)
 
 
 def nms_sorted_like_mmcv(boxes, scores, iou_threshold):
@@ -51,12 +71,17 @@ def batched_nms(boxes, scores, idxs, iou_threshold):
     and above NMS_SPLIT_THRESHOLD boxes the groups are run one by one as mmcv does.
     Returns keep indices by decreasing score.
     """
+    if exporting():
+        # no boxes is a valid input here; boxes are clipped to >= 0, so 0 does not change the max
+        max_coordinate = torch.cat([boxes.reshape(-1), boxes.new_zeros(1)]).max()
+        boxes_for_nms = boxes + (idxs.to(boxes) * (max_coordinate + 1))[:, None]
+        return nms(boxes_for_nms, scores, iou_threshold)
     if boxes.numel() == 0:
         return torch.empty(0, dtype=torch.long, device=boxes.device)
     max_coordinate = boxes.max()
     offsets = idxs.to(boxes) * (max_coordinate + torch.tensor(1).to(boxes))
     boxes_for_nms = boxes + offsets[:, None]
-    if boxes.shape[0] < NMS_SPLIT_THRESHOLD or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+    if boxes.shape[0] < NMS_SPLIT_THRESHOLD:
         return nms_sorted_like_mmcv(boxes_for_nms, scores, iou_threshold)
     kept = torch.zeros_like(scores, dtype=torch.bool)
     for group in torch.unique(idxs):

@@ -28,6 +28,15 @@ def cli(debug):
     """mmdetection-exact Mask R-CNN: masks, COCO JSON, ONNX and fps from model-zoo checkpoints."""
 
 
+def backend_options(f):
+    f = click.option('--ort-provider', type=click.Choice(['cuda', 'tensorrt', 'cpu']), default=None,
+                     help='onnxruntime provider (default: CUDA with a GPU, else CPU).')(f)
+    f = click.option('--onnx', 'onnx_path', type=click.Path(dir_okay=False), default=None,
+                     help='An ONNX file from `mrcnn export` (for --backend onnx).')(f)
+    f = click.option('--backend', type=click.Choice(['torch', 'onnx']), default='torch', show_default=True)(f)
+    return f
+
+
 def precision_options(f):
     f = click.option('--bf16', is_flag=True, help='BF16 autocast (CPUs with BF16 support, or GPUs).')(f)
     f = click.option('--fp16', is_flag=True, help='FP16 autocast on a CUDA GPU (NMS, decoding, paste stay FP32).')(f)
@@ -43,6 +52,7 @@ def precision_of(fp16, bf16):
 @cli.command()
 @click.argument('sources', nargs=-1, required=True)
 @model_options
+@backend_options
 @precision_options
 @click.option('--score-thr', type=click.FloatRange(0, 1), default=0.3, show_default=True,
               help='Minimum score drawn and written to JSON (the model always applies 0.05).')
@@ -55,17 +65,17 @@ def precision_of(fp16, bf16):
               help='Run the model on every Nth video frame; frames between reuse the last result.')
 @click.option('--max-frames', type=click.IntRange(1), default=None, help='Stop each video after N frames.')
 @click.option('--show', is_flag=True, help='Show results in a window where a display exists.')
-def predict(sources, model_name, weights, style, device, weights_dir, fp16, bf16, score_thr, out_dir,
-            no_vis, class_names, batch_size, vid_stride, max_frames, show):
+def predict(sources, model_name, weights, style, device, weights_dir, backend, onnx_path, ort_provider, fp16, bf16,
+            score_thr, out_dir, no_vis, class_names, batch_size, vid_stride, max_frames, show):
     """Segment SOURCES: image files, directories, glob patterns, videos, camera indexes (0) or
     rtsp/http stream URLs."""
+    from mrcnn_cli.backends import describe, load_predictor
     from mrcnn_cli.predict import PredictOptions, parse_class_filter, predict_sources
-    from mrcnn_cli.predictor import load_torch_predictor
-    predictor = load_torch_predictor(model_name, weights, style, device, weights_dir, precision_of(fp16, bf16))
+    predictor = load_predictor(backend, onnx_path, model_name, weights, style, device, weights_dir,
+                               precision_of(fp16, bf16), ort_provider)
     opts = PredictOptions(out_dir, score_thr, not no_vis, parse_class_filter(class_names, predictor.classes),
                           batch_size, vid_stride, max_frames, show)
-    click.echo(f'model: {predictor.spec.backbone_name} {predictor.spec.style} from {predictor.source} '
-               f'on {predictor.device} ({predictor.precision})', err=True)
+    click.echo(f'model: {describe(predictor)}', err=True)
     s = predict_sources(predictor, sources, opts, warn=lambda m: click.echo(m, err=True))
     done = ', '.join(part for part in (f'{s.images} images' if s.images else '',
                                        f'{s.frames} video frames' if s.frames else '') if part) or 'nothing'
@@ -77,6 +87,36 @@ def predict(sources, model_name, weights, style, device, weights_dir, fp16, bf16
         click.echo(f'{len(s.failed)} inputs failed: ' + ', '.join(s.failed[:5])
                    + (' ...' if len(s.failed) > 5 else ''), err=True)
         sys.exit(1)
+
+
+@cli.command('export')
+@click.option('--onnx', 'onnx_path', type=click.Path(dir_okay=False), required=True, help='Output .onnx file.')
+@model_options
+@click.option('--opset', type=click.IntRange(16), default=17, show_default=True)
+@click.option('--fp16', is_flag=True, help='FP16 network; box decoding and NMS stay FP32.')
+@click.option('--check-image', type=click.Path(dir_okay=False, exists=True), default=None,
+              help='Image for the onnxruntime-vs-PyTorch check (default: the bundled demo photo).')
+def export(onnx_path, model_name, weights, style, device, weights_dir, opset, fp16, check_image):
+    """Export one ONNX file (standard operators, dynamic size) and check it against PyTorch."""
+    import os
+
+    from mrcnn_cli.compare import agreement
+    from mrcnn_cli.onnx_export import DEMO_IMAGE, export_onnx
+    from mrcnn_cli.ort_backend import OnnxPredictor
+    from mrcnn_cli.predictor import load_torch_predictor
+    from mrcnn_cli.preprocess import read_image
+    predictor = load_torch_predictor(model_name, weights, style, 'cpu', weights_dir)
+    seconds = export_onnx(predictor, onnx_path, opset, fp16)
+    size = os.path.getsize(onnx_path) / 2 ** 20
+    click.echo(f'exported {onnx_path} ({size:.1f} MiB, opset {opset}, {"fp16" if fp16 else "fp32"}) in {seconds:.1f} s')
+    image_path = check_image or DEMO_IMAGE
+    img = read_image(image_path)
+    ort_predictor = OnnxPredictor(onnx_path, device)
+    result = agreement(predictor.predict(img), ort_predictor.predict(img), max_score_diff=0.05 if fp16 else 0.01)
+    click.echo(f'check on {os.path.basename(str(image_path))}: onnxruntime ({ort_predictor.providers[0]}) vs '
+               f'PyTorch: {result}')
+    if result.matched < result.total:
+        click.echo('warning: onnxruntime and PyTorch disagree on some detections', err=True)
 
 
 @cli.group()

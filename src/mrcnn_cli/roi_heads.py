@@ -6,7 +6,7 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import roi_align
 
-from mrcnn_cli.boxes import batched_nms, decode_boxes
+from mrcnn_cli.boxes import batched_nms, decode_boxes, exporting
 from mrcnn_cli.fpn import Conv
 
 ROI_STRIDES = (4, 8, 16, 32)   # P2..P5 feed the RoI heads
@@ -30,7 +30,7 @@ def multilevel_roi_align(feats, rois, output_size):
     out = feats[0].new_zeros(rois.shape[0], feats[0].shape[1], output_size, output_size)
     for level, stride in enumerate(ROI_STRIDES):
         inds = (levels == level).nonzero().squeeze(1)
-        if inds.numel():
+        if exporting() or inds.numel():
             out[inds] = roi_align(feats[level], rois[inds], output_size, 1.0 / stride,
                                   sampling_ratio=0, aligned=True)
     return out
@@ -102,23 +102,28 @@ class RoIHeads(nn.Module):
 
         `amp` makes the autocast context for the heads; selection and NMS run in FP32."""
         feats = feats[:len(ROI_STRIDES)]
-        counts = [p.shape[0] for p in proposals]
         rois = to_rois(proposals)
         with amp():
             cls_logits, deltas = self.bbox_head(multilevel_roi_align(feats, rois, 7))
         cls_logits, deltas = cls_logits.float(), deltas.float()
         dets = [select_detections(r[:, 1:], c, d, shape, self.bbox_head.num_classes)
-                for r, c, d, shape in zip(rois.split(counts), cls_logits.split(counts),
-                                          deltas.split(counts), img_shapes)]
+                for r, c, d, shape in zip(*(split_per_image(t, proposals) for t in (rois, cls_logits, deltas)),
+                                          img_shapes)]
         mask_rois = to_rois([boxes for boxes, _, _ in dets])
-        results = []
-        if mask_rois.shape[0]:
+        if exporting() or mask_rois.shape[0]:
             with amp():
                 logits = self.mask_head(multilevel_roi_align(feats, mask_rois, 14))
             labels = torch.cat([lab for _, _, lab in dets])
             probs = logits[torch.arange(logits.shape[0], device=logits.device), labels].float().sigmoid()
         else:
-            probs = feats[0].new_zeros(0, 28, 28)
-        for (boxes, scores, labels), p in zip(dets, probs.split([d[0].shape[0] for d in dets])):
-            results.append((boxes, scores, labels, p))
-        return results
+            probs = feats[0].new_zeros(0, 28, 28, dtype=torch.float32)
+        return [(boxes, scores, labels, p)
+                for (boxes, scores, labels), p in zip(dets, split_per_image(probs, [d[0] for d in dets]))]
+
+
+def split_per_image(t, per_image):
+    """Split rows of `t` by the row counts of `per_image` (one image: no split, so that an
+    exported graph keeps its dynamic row count)."""
+    if len(per_image) == 1:
+        return [t]
+    return t.split([p.shape[0] for p in per_image])

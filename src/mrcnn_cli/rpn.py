@@ -4,7 +4,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mrcnn_cli.anchors import RATIOS, SCALES, STRIDES, grid_anchors
-from mrcnn_cli.boxes import batched_nms, box_wh, decode_boxes
+from mrcnn_cli.boxes import batched_nms, box_wh, decode_boxes, top_scores
 
 NMS_PRE = 1000       # top proposals kept per level before NMS
 MAX_PER_IMG = 1000   # proposals kept after NMS
@@ -39,10 +39,8 @@ def proposals_single(head_outs, img_index, img_shape):
         scores = cls.permute(1, 2, 0).reshape(-1).sigmoid()
         deltas = reg.permute(1, 2, 0).reshape(-1, 4)
         anchors = grid_anchors(cls.shape[1], cls.shape[2], stride, cls.device)
-        if 0 < NMS_PRE < scores.shape[0]:
-            scores, order = scores.sort(descending=True)
-            scores, order = scores[:NMS_PRE], order[:NMS_PRE]
-            deltas, anchors = deltas[order], anchors[order]
+        scores, order = top_scores(scores, NMS_PRE)
+        deltas, anchors = deltas[order], anchors[order]
         scores_all.append(scores)
         deltas_all.append(deltas)
         anchors_all.append(anchors)

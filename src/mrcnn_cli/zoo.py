@@ -40,7 +40,7 @@ class ZooEntry:
 
 
 def entries():
-    text = resources.files('mrcnn_cli').joinpath('zoo.tsv').read_text()
+    text = resources.files('mrcnn_cli').joinpath('data', 'zoo.tsv').read_text()
     rows = csv.DictReader((line for line in text.splitlines() if not line.startswith('#')), delimiter='\t')
     return [ZooEntry(r['name'], r['table'], r['backbone'], r['style'], r['lr_schedule'],
                      float(r['box_ap']), float(r['mask_ap']), r['inf_fps_v100'], r['sha256_prefix'], r['url'])

@@ -1,0 +1,92 @@
+"""`mrcnn export --onnx`: one ONNX file with the whole network (standard operators only)."""
+import hashlib
+import json
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mrcnn_cli import MrcnnError, __version__
+from mrcnn_cli.results import atomic_path
+
+DEMO_IMAGE = Path(__file__).parent / 'data' / 'demo.jpg'
+DEFAULT_OPSET = 17        # RoiAlign-16 (half_pixel = aligned=True); onnxruntime >= 1.25 runs it on CUDA
+INPUT_NAMES = ['image', 'img_shape']
+OUTPUT_NAMES = ['boxes', 'scores', 'labels', 'mask_probs']
+
+
+class ExportedNetwork(nn.Module):
+    """The graph's contract: a normalised, padded (1, 3, H, W) image and its unpadded (h, w)
+    in, detections in resized-image pixels and 28x28 mask probabilities out."""
+
+    def __init__(self, model, amp_dtype=None):
+        super().__init__()
+        self.model = model
+        self.amp_dtype = amp_dtype
+
+    def forward(self, image, img_shape):
+        shape = img_shape.to(torch.float32)
+        (boxes, scores, labels, probs), = self.model(image, [(shape[0], shape[1])], self.amp_dtype)
+        return boxes, scores, labels, probs
+
+
+def model_metadata(predictor, source_sha256=None):
+    spec = predictor.spec
+    return {
+        'mrcnn_version': __version__,
+        'classes': json.dumps(list(predictor.classes)),
+        'depth': str(spec.depth), 'groups': str(spec.groups), 'width_per_group': str(spec.width_per_group),
+        'style': spec.style, 'num_classes': str(spec.num_classes),
+        'mean': json.dumps(list(spec.norm.mean)), 'std': json.dumps(list(spec.norm.std)),
+        'to_rgb': str(spec.norm.to_rgb).lower(),
+        'source_checkpoint': Path(predictor.source).name,
+        'source_sha256': source_sha256 or '',
+    }
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            h.update(block)
+    return h.hexdigest()
+
+
+def export_onnx(predictor, out_path, opset=DEFAULT_OPSET, fp16=False, sample_image=None):
+    """Trace the predictor's model into `out_path` (atomically) with metadata; returns seconds taken."""
+    import onnx
+    if opset < 16:
+        raise MrcnnError('--opset must be >= 16 (RoiAlign with aligned=True semantics needs opset 16)')
+    model = predictor.model.cpu().float().eval()
+    sample = _sample_input(predictor, sample_image)
+    start = time.perf_counter()
+    net = ExportedNetwork(model, torch.float16 if fp16 else None).eval()  # export restores the wrapper's mode on everything inside
+    with atomic_path(out_path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        with torch.no_grad():
+            torch.onnx.export(net, sample, str(tmp), dynamo=False, opset_version=opset,
+                              input_names=INPUT_NAMES, output_names=OUTPUT_NAMES,
+                              dynamic_axes={'image': {2: 'height', 3: 'width'}, 'boxes': {0: 'n'},
+                                            'scores': {0: 'n'}, 'labels': {0: 'n'}, 'mask_probs': {0: 'n'}})
+        proto = onnx.load(str(tmp))
+        source = Path(predictor.source)
+        meta = model_metadata(predictor, sha256_file(source) if source.is_file() else None)
+        meta['precision'] = 'fp16' if fp16 else 'fp32'
+        meta['opset'] = str(opset)
+        for key, value in meta.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(tmp))
+    predictor.model.to(predictor.device)
+    return time.perf_counter() - start
+
+
+def _sample_input(predictor, sample_image):
+    import numpy as np
+    from mrcnn_cli.preprocess import pad_batch, prepare
+    img = sample_image if sample_image is not None else np.full((480, 640, 3), 114, np.uint8)
+    p = prepare(img, predictor.spec.norm, 'cpu')
+    return pad_batch([p.tensor]), torch.tensor(p.img_shape, dtype=torch.int64)

@@ -1,0 +1,82 @@
+"""ONNX Runtime backend: the exported network behind the same Predictor interface."""
+import json
+import os
+
+import numpy as np
+import torch
+
+from mrcnn_cli import MrcnnError
+from mrcnn_cli.model import ModelSpec
+from mrcnn_cli.predictor import Predictor, resolve_device
+from mrcnn_cli.preprocess import Normalization
+
+PROVIDERS = {'cuda': 'CUDAExecutionProvider', 'tensorrt': 'TensorrtExecutionProvider',
+             'cpu': 'CPUExecutionProvider'}
+
+
+def session_options(threads=None):
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads or os.cpu_count() or 1
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # errors only: keep the CLI's output to one line per problem
+    return opts
+
+
+def choose_providers(device, requested=None):
+    """CUDA (or TensorRT when asked) where a GPU is in use, CPU otherwise; CPU always last."""
+    import onnxruntime as ort
+    available = ort.get_available_providers()
+    if device.type == 'cpu':
+        return ['CPUExecutionProvider']
+    wanted = [PROVIDERS[requested]] if requested else []
+    wanted += ['CUDAExecutionProvider']
+    chosen = [p for p in dict.fromkeys(wanted) if p in available]
+    if requested and PROVIDERS[requested] not in available:
+        raise MrcnnError(f'onnxruntime has no {PROVIDERS[requested]} here (available: {", ".join(available)})')
+    if device.index is not None and 'CUDAExecutionProvider' in chosen:
+        chosen[chosen.index('CUDAExecutionProvider')] = ('CUDAExecutionProvider', {'device_id': device.index})
+    return chosen + ['CPUExecutionProvider']
+
+
+def spec_from_metadata(meta, path):
+    try:
+        norm = Normalization(tuple(json.loads(meta['mean'])), tuple(json.loads(meta['std'])),
+                             meta['to_rgb'] == 'true')
+        spec = ModelSpec(depth=int(meta['depth']), groups=int(meta['groups']),
+                         width_per_group=int(meta['width_per_group']), style=meta['style'],
+                         num_classes=int(meta['num_classes']), norm=norm)
+        return spec, tuple(json.loads(meta['classes']))
+    except (KeyError, ValueError) as e:
+        raise MrcnnError(f'{path}: not an mrcnn ONNX export (metadata {e} missing or invalid)') from None
+
+
+class OnnxPredictor(Predictor):
+    name = 'onnx'
+
+    def __init__(self, path, device='auto', provider=None, threads=None):
+        import onnxruntime as ort
+        dev = resolve_device(device)
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=session_options(threads),
+                                                providers=choose_providers(dev, provider))
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own untyped errors
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if not os.path.exists(path):
+                raise MrcnnError(f'ONNX file not found: {path}') from None
+            raise MrcnnError(f'{path}: cannot load the ONNX model ({first[:200]})') from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        spec, classes = spec_from_metadata(meta, path)
+        super().__init__(spec, classes, dev, str(path), meta.get('precision', 'fp32'))
+        self.metadata = meta
+        self.providers = self.session.get_providers()
+
+    def run_network(self, batch, img_shapes):
+        results = []
+        for image, shape in zip(batch, img_shapes):
+            boxes, scores, labels, probs = self.session.run(None, {
+                'image': image[None].cpu().numpy(), 'img_shape': np.asarray(shape, dtype=np.int64)})
+            results.append((torch.from_numpy(boxes), torch.from_numpy(scores),
+                            torch.from_numpy(labels), torch.from_numpy(probs)))
+        return results
