@@ -16,9 +16,9 @@ from mrcnn_cli.coco import COCO_CATEGORY_IDS
 from mrcnn_cli.preprocess import read_image
 
 
-def mrcnn(*args, cwd=None):
+def mrcnn(*args, cwd=None, env=None):
     return subprocess.run([sys.executable, '-m', 'mrcnn_cli', *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, timeout=600)
+                          text=True, cwd=cwd, timeout=600, env=env)
 
 
 def assert_one_error_line(proc, pattern):

@@ -1,6 +1,7 @@
 """The `mrcnn` command line: parses options and calls the library, nothing more."""
 import signal
 import sys
+from pathlib import Path
 
 import click
 
@@ -117,6 +118,72 @@ def export(onnx_path, model_name, weights, style, device, weights_dir, opset, fp
                f'PyTorch: {result}')
     if result.matched < result.total:
         click.echo('warning: onnxruntime and PyTorch disagree on some detections', err=True)
+
+
+@cli.group('eval')
+def eval_group():
+    """Evaluate box and mask AP."""
+
+
+@eval_group.command('coco')
+@click.option('--ann', type=click.Path(dir_okay=False), required=True, help='COCO annotation JSON.')
+@click.option('--images', 'images_dir', type=click.Path(file_okay=False), default=None,
+              help='Folder with the annotation file\'s images.')
+@click.option('--results', 'results_files', multiple=True,
+              help='Evaluate existing COCO results file(s) instead of running a model (globs allowed).')
+@model_options
+@backend_options
+@precision_options
+@click.option('--max-images', type=click.IntRange(1), default=None, help='Only the first N images (by id).')
+@click.option('--out', 'out_dir', type=click.Path(file_okay=False), default='runs/eval', show_default=True)
+@click.option('--resume', is_flag=True, help='Skip images already done by an interrupted run with the same --out.')
+@click.option('--shard', default=None, help='K/N: this process takes every Nth image from the Kth.')
+def eval_coco(ann, images_dir, results_files, model_name, weights, style, device, weights_dir, backend,
+              onnx_path, ort_provider, fp16, bf16, max_images, out_dir, resume, shard):
+    """COCO box AP and mask AP through pycocotools (mmdetection's test thresholds: 0.05, 100 per image)."""
+    from mrcnn_cli import evaluate as ev
+    if results_files:
+        gt = ev.load_ground_truth(ann)
+        evaluation = ev.evaluate(gt, ev.load_results(results_files))
+        _print_evaluation(evaluation, None)
+        return
+    if not images_dir:
+        raise click.UsageError('--images DIR is needed to run a model (or pass --results FILE)')
+    from mrcnn_cli.backends import describe, load_predictor
+    dist_ctx = ev.distributed_context()
+    if dist_ctx and device == 'auto':
+        import torch
+        device = f'cuda:{dist_ctx[2]}' if torch.cuda.is_available() else 'cpu'
+    predictor = load_predictor(backend, onnx_path, model_name, weights, style, device, weights_dir,
+                               precision_of(fp16, bf16), ort_provider)
+    if not dist_ctx or dist_ctx[0] == 0:
+        click.echo(f'model: {describe(predictor)}', err=True)
+    outcome = ev.eval_with_model(predictor, ann, images_dir, out_dir, max_images,
+                                 ev.parse_shard(shard) if shard else None, resume, model_name,
+                                 warn=lambda m: click.echo(m, err=True))
+    if outcome.rank != 0 and outcome.evaluation is None and dist_ctx:
+        return
+    if outcome.evaluation is None:
+        click.echo(f'shard results -> {outcome.results_path}; evaluate all shards with '
+                   f"mrcnn eval coco --ann {ann} --results '{Path(out_dir) / 'results.shard-*.json'}'")
+        return
+    _print_evaluation(outcome.evaluation, ev.published(model_name))
+    click.echo(f'{outcome.evaluated} of {outcome.total} images evaluated -> {outcome.results_path}, '
+               f'{outcome.metrics_path}')
+    if outcome.missing:
+        click.echo(ev.summarise_missing(outcome.missing, outcome.total), err=True)
+        sys.exit(1)
+
+
+def _print_evaluation(evaluation, published):
+    for kind, value in evaluation.items():
+        click.echo(f'--- {kind} ---')
+        click.echo(value['summary'])
+    if published:
+        for kind, name in (('bbox', 'box'), ('segm', 'mask')):
+            if kind in evaluation:
+                ap = evaluation[kind]['metrics']['AP']
+                click.echo(f'{name} AP {ap:.3f}, published {published[kind]:.3f} ({ap - published[kind]:+.3f})')
 
 
 @cli.group()

@@ -1,0 +1,130 @@
+"""`mrcnn eval coco`: pycocotools' official example, the full loop on both backends, sharding."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import COCO_IMAGES, SHARED
+from test_cli import assert_one_error_line, mrcnn
+from test_onnx import exported  # noqa: F401 - session fixture shared with the ONNX tests
+
+VAL2014 = SHARED / 'data' / 'val2014_100'
+TINY8 = SHARED / 'data' / 'coco_mini_val2017' / 'annotations' / 'instances_val2017_tiny8.json'
+
+
+def official_numbers(kind):
+    text = (VAL2014 / 'val2014_fake_eval_res.txt').read_text()
+    block = text.split(f'type={kind}')[1].split('-----')[0]
+    return [float(v) for v in re.findall(r'= (\d\.\d+)', block)]
+
+
+def printed_numbers(stdout, kind):
+    block = stdout.split(f'--- {kind} ---')[1].split('---')[0]
+    return [float(v) for v in re.findall(r'= (\d\.\d+)', block)]
+
+
+@pytest.mark.parametrize('kind,results', [('bbox', 'instances_val2014_fakebbox100_results.json'),
+                                          ('segm', 'instances_val2014_fakesegm100_results.json')])
+def test_reproduces_pycocotools_official_example(kind, results):
+    proc = mrcnn('eval', 'coco', '--ann', VAL2014 / 'instances_val2014_100.json', '--results', VAL2014 / results)
+    assert proc.returncode == 0, proc.stderr
+    expected = official_numbers(kind)
+    assert len(expected) == 12 and expected[0] == {'bbox': 0.505, 'segm': 0.320}[kind]
+    assert printed_numbers(proc.stdout, kind) == expected
+
+
+def test_results_with_unknown_ids_and_bad_files(tmp_path):
+    ann = VAL2014 / 'instances_val2014_100.json'
+    entries = json.loads((VAL2014 / 'instances_val2014_fakebbox100_results.json').read_text())
+    for field, value, message in (('image_id', 999999999, 'image ids that are not in the annotation file'),
+                                  ('category_id', 12, 'category ids that are not in the annotation file')):
+        bad = tmp_path / f'{field}.json'
+        bad.write_text(json.dumps([dict(entries[0], **{field: value})] + entries[1:]))
+        assert_one_error_line(mrcnn('eval', 'coco', '--ann', ann, '--results', bad), message)
+    broken = tmp_path / 'broken.json'
+    broken.write_text('{"images": [')
+    assert_one_error_line(mrcnn('eval', 'coco', '--ann', broken, '--results', VAL2014 / 'instances_val2014_fakebbox100_results.json'),
+                          'not valid JSON')
+    assert_one_error_line(mrcnn('eval', 'coco', '--ann', tmp_path / 'nope.json', '--results', broken),
+                          'annotation file not found')
+    (tmp_path / 'list.json').write_text('[1, 2]')
+    assert_one_error_line(mrcnn('eval', 'coco', '--ann', tmp_path / 'list.json', '--results', broken),
+                          'not a COCO annotation file')
+
+
+def _metrics(out):
+    return json.loads((out / 'metrics.json').read_text())
+
+
+def test_full_loop_on_both_backends(tmp_path, checkpoint, exported):  # noqa: F811
+    outs = {}
+    for backend, args in (('torch', ['--weights', checkpoint('r50')]), ('onnx', ['--onnx', exported('r50')])):
+        out = tmp_path / backend
+        proc = mrcnn('eval', 'coco', '--ann', TINY8, '--images', COCO_IMAGES, '--backend', backend, *args,
+                     '--device', 'cpu', '--out', out)
+        assert proc.returncode == 0, proc.stderr
+        assert printed_numbers(proc.stdout, 'bbox') and printed_numbers(proc.stdout, 'segm')
+        outs[backend] = out
+    from pycocotools.coco import COCO
+    gt = COCO(str(TINY8))
+    results = json.loads((outs['torch'] / 'results.json').read_text())
+    assert results and gt.loadRes(results)   # official results format, loadable
+    assert {r['image_id'] for r in results} <= set(gt.getImgIds())
+    assert all(isinstance(r['segmentation']['counts'], str) and len(r['bbox']) == 4 for r in results)
+    assert all(r['score'] > 0.05 for r in results)
+    m_torch, m_onnx = _metrics(outs['torch']), _metrics(outs['onnx'])
+    assert m_torch['images_evaluated'] == 8
+    for kind in ('bbox', 'segm'):
+        for name, value in m_torch[kind].items():
+            assert value == pytest.approx(m_onnx[kind][name], abs=0.005), (kind, name)
+
+
+def test_missing_images_resume_and_shards(tmp_path, checkpoint):
+    images = tmp_path / 'images'
+    images.mkdir()
+    ids = sorted(img['id'] for img in json.loads(TINY8.read_text())['images'])[:3]
+    names = {img['id']: img['file_name'] for img in json.loads(TINY8.read_text())['images']}
+    for i in ids[:2]:
+        os.symlink(COCO_IMAGES / names[i], images / names[i])
+    out = tmp_path / 'out'
+    base = ['eval', 'coco', '--ann', TINY8, '--images', images, '--weights', checkpoint('r50'), '--device', 'cpu',
+            '--max-images', 3, '--out', out]
+    proc = mrcnn(*base)
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr
+    assert f'1 of 3 images missing or unreadable, not evaluated: {names[ids[2]]}' in proc.stderr
+    first = _metrics(out)
+    assert first['images_evaluated'] == 2 and first['images_missing'] == [names[ids[2]]]
+    # resume: nothing left to predict for the two readable images, same numbers
+    proc = mrcnn(*base, '--resume')
+    assert proc.returncode == 1 and _metrics(out)['bbox'] == first['bbox']
+    assert len((out / 'results.partial.jsonl').read_text().splitlines()) == 2
+    # two shards written separately and evaluated together give the same metrics
+    for k in (0, 1):
+        proc = mrcnn(*base[:-1], tmp_path / 'shards', '--shard', f'{k}/2')
+        assert proc.returncode == 0, proc.stderr
+    proc = mrcnn('eval', 'coco', '--ann', TINY8, '--results', str(tmp_path / 'shards' / 'results.shard-*.json'))
+    assert proc.returncode == 0, proc.stderr
+    # the shard evaluation runs over every annotated image, so compare the detections instead
+    merged = sorted((r['image_id'], r['score']) for k in (0, 1)
+                    for r in json.loads((tmp_path / 'shards' / f'results.shard-{k}-of-2.json').read_text()))
+    single = sorted((r['image_id'], r['score']) for r in json.loads((out / 'results.json').read_text()))
+    assert merged == single
+
+
+def test_torchrun_two_processes_equal_one(tmp_path, checkpoint):
+    common = ['--ann', TINY8, '--images', COCO_IMAGES, '--weights', checkpoint('r50'), '--max-images', 2]
+    env = dict(os.environ, OMP_NUM_THREADS='1')  # same thread count, same float reduction order
+    single = tmp_path / 'single'
+    proc = mrcnn('eval', 'coco', *common, '--device', 'cpu', '--out', single, env=env)
+    assert proc.returncode == 0, proc.stderr
+    multi = tmp_path / 'multi'
+    proc = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc-per-node', '2',
+                           '--master-port', '29517', '-m', 'mrcnn_cli', 'eval', 'coco', *map(str, common),
+                           '--out', str(multi)], capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (multi / 'results.rank0.partial.jsonl').exists() and (multi / 'results.rank1.partial.jsonl').exists()
+    assert json.loads((multi / 'results.json').read_text()) == json.loads((single / 'results.json').read_text())
+    assert _metrics(multi)['bbox'] == _metrics(single)['bbox'] and _metrics(multi)['segm'] == _metrics(single)['segm']
