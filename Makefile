@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SHARED ?= ../shared
 
-.PHONY: setup test demo clean
+.PHONY: setup test demo bench clean
 
 $(BIN)/mrcnn: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,6 +19,22 @@ test: setup
 # Set up if needed, download the default R-50 model on first use, predict on the bundled demo photo.
 demo: setup
 	$(BIN)/mrcnn predict src/mrcnn_cli/data/demo.jpg --model mask-rcnn_r50_fpn_1x_coco --out runs/demo
+
+# CPU benchmark with a synthetic R-50 checkpoint (real key layout, made by ../shared's generator):
+# torch FP32, torch BF16, onnxruntime and torchvision with the same weights, in one run.
+BENCH_N ?= 20
+BENCH_IMAGES ?= src/mrcnn_cli/data
+weights/synthetic_r50.pth: | setup
+	$(BIN)/python $(SHARED)/tools/make_checkpoint.py $(SHARED)/data/state_dict_keys/mmdet_mask-rcnn_r50_fpn_1x_coco.txt $@
+
+runs/bench/r50.onnx: weights/synthetic_r50.pth
+	$(BIN)/mrcnn export --onnx $@ --weights weights/synthetic_r50.pth
+
+bench: runs/bench/r50.onnx
+	$(BIN)/mrcnn bench --fps --weights weights/synthetic_r50.pth --backend all --onnx runs/bench/r50.onnx \
+		--images $(BENCH_IMAGES) --n $(BENCH_N) --compare torchvision --json runs/bench/fp32.json
+	$(BIN)/mrcnn bench --fps --weights weights/synthetic_r50.pth --bf16 \
+		--images $(BENCH_IMAGES) --n $(BENCH_N) --json runs/bench/bf16.json
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -186,6 +186,43 @@ def _print_evaluation(evaluation, published):
                 click.echo(f'{name} AP {ap:.3f}, published {published[kind]:.3f} ({ap - published[kind]:+.3f})')
 
 
+@cli.command()
+@click.option('--fps', is_flag=True, help='Measure throughput and latency (the default and only mode).')
+@model_options
+@click.option('--backend', type=click.Choice(['torch', 'onnx', 'all']), default='torch', show_default=True)
+@click.option('--onnx', 'onnx_path', type=click.Path(dir_okay=False), default=None)
+@precision_options
+@click.option('--images', 'images_dir', type=click.Path(file_okay=False, exists=True), default=None,
+              help='Folder of images to cycle through (default: the bundled demo photo).')
+@click.option('--n', 'count', type=click.IntRange(1), default=200, show_default=True, help='Timed images.')
+@click.option('--warmup', type=click.IntRange(0), default=5, show_default=True, help='Untimed batches first.')
+@click.option('--batch-size', type=click.IntRange(1), default=1, show_default=True)
+@click.option('--compare', type=click.Choice(['torchvision']), default=None,
+              help="Also time torchvision's maskrcnn_resnet50_fpn with the same weights.")
+@click.option('--json', 'json_path', type=click.Path(dir_okay=False), default=None, help='Write the report here.')
+def bench(fps, model_name, weights, style, device, weights_dir, backend, onnx_path, fp16, bf16, images_dir,
+          count, warmup, batch_size, compare, json_path):
+    """Speed: fps, latency percentiles, peak memory and a per-stage breakdown, per backend."""
+    from mrcnn_cli import bench as bench_lib
+    from mrcnn_cli.predictor import load_torch_predictor, resolve_device
+    from mrcnn_cli.results import write_json
+    dev = str(resolve_device(device))
+    backends = ['torch', 'onnx'] if backend == 'all' else [backend]
+    images, decode_ms = bench_lib.load_images(images_dir)
+
+    def make(precision):
+        return load_torch_predictor(model_name, weights, style, dev, weights_dir, precision)
+    report = bench_lib.run_bench(make, backends, onnx_path, images, decode_ms, count, warmup, batch_size, dev,
+                                 precision_of(fp16, bf16), compare)
+    click.echo(f'method: {report.method}')
+    click.echo('machine: ' + ', '.join(f'{k} {v}' for k, v in report.machine.items()))
+    click.echo(f'images: {len(images)} ({", ".join(f"{w}x{h}" for h, w in report.image_sizes)}), '
+               f'decode {decode_ms:.1f} ms/image (not timed)')
+    click.echo(bench_lib.format_table(report))
+    if json_path:
+        write_json(json_path, bench_lib.report_dict(report))
+
+
 @cli.group()
 def zoo():
     """The mmdetection Mask R-CNN model zoo."""

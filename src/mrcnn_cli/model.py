@@ -10,6 +10,7 @@ from mrcnn_cli.fpn import FPN
 from mrcnn_cli.preprocess import CAFFE_NORM, PYTORCH_NORM, X101_32X8D_NORM, Normalization
 from mrcnn_cli.roi_heads import RoIHeads
 from mrcnn_cli.rpn import RPNHead, proposals_single
+from mrcnn_cli.stages import stage
 
 
 @dataclass(frozen=True)
@@ -59,11 +60,13 @@ class MaskRCNN(nn.Module):
         Returns per image (boxes in resized-image pixels, scores, labels, 28x28 mask probabilities).
         """
         amp = autocast(images.device.type, amp_dtype)
-        with amp():
+        with stage('backbone+fpn'), amp():
             feats = self.neck(self.backbone(images))
-            head_outs = self.rpn_head(feats)
-        head_outs = [(c.float(), r.float()) for c, r in head_outs]
-        proposals = [proposals_single(head_outs, i, shape)[0] for i, shape in enumerate(img_shapes)]
+        with stage('rpn'):
+            with amp():
+                head_outs = self.rpn_head(feats)
+            head_outs = [(c.float(), r.float()) for c, r in head_outs]
+            proposals = [proposals_single(head_outs, i, shape)[0] for i, shape in enumerate(img_shapes)]
         return self.roi_head(feats, proposals, img_shapes, amp)
 
 

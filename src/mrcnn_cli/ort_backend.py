@@ -9,6 +9,7 @@ from mrcnn_cli import MrcnnError
 from mrcnn_cli.model import ModelSpec
 from mrcnn_cli.predictor import Predictor, resolve_device
 from mrcnn_cli.preprocess import Normalization
+from mrcnn_cli.stages import stage
 
 PROVIDERS = {'cuda': 'CUDAExecutionProvider', 'tensorrt': 'TensorrtExecutionProvider',
              'cpu': 'CPUExecutionProvider'}
@@ -75,8 +76,9 @@ class OnnxPredictor(Predictor):
     def run_network(self, batch, img_shapes):
         results = []
         for image, shape in zip(batch, img_shapes):
-            boxes, scores, labels, probs = self.session.run(None, {
-                'image': image[None].cpu().numpy(), 'img_shape': np.asarray(shape, dtype=np.int64)})
+            with stage('network'):
+                boxes, scores, labels, probs = self.session.run(None, {
+                    'image': image[None].cpu().numpy(), 'img_shape': np.asarray(shape, dtype=np.int64)})
             results.append((torch.from_numpy(boxes), torch.from_numpy(scores),
                             torch.from_numpy(labels), torch.from_numpy(probs)))
         return results

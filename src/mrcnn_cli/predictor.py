@@ -7,6 +7,7 @@ from mrcnn_cli import MrcnnError
 from mrcnn_cli.checkpoint import load_checkpoint, model_from_checkpoint
 from mrcnn_cli.postprocess import to_detections
 from mrcnn_cli.preprocess import SIZE_DIVISOR, pad_batch, prepare
+from mrcnn_cli.stages import stage
 
 
 def resolve_device(device='auto'):
@@ -54,17 +55,20 @@ class Predictor:
         Only images whose padded sizes are equal share a network batch (video frames always
         do): extra padding would change the features near the border and so the detections.
         """
-        prepared = [prepare(img, self.spec.norm, self.device) for img in imgs]
+        with stage('preprocess'):
+            prepared = [prepare(img, self.spec.norm, self.device) for img in imgs]
         groups = {}
         for i, p in enumerate(prepared):
             groups.setdefault(padded_shape(p.img_shape), []).append(i)
         results = [None] * len(imgs)
         for members in groups.values():
-            outs = self.run_network(pad_batch([prepared[i].tensor for i in members]),
-                                    [prepared[i].img_shape for i in members])
-            for i, (boxes, scores, labels, probs) in zip(members, outs):
-                results[i] = to_detections(boxes, scores, labels, probs, prepared[i].scale_factor,
-                                           prepared[i].ori_shape)
+            with stage('preprocess'):
+                batch = pad_batch([prepared[i].tensor for i in members])
+            outs = self.run_network(batch, [prepared[i].img_shape for i in members])
+            with stage('paste'):
+                for i, (boxes, scores, labels, probs) in zip(members, outs):
+                    results[i] = to_detections(boxes, scores, labels, probs, prepared[i].scale_factor,
+                                               prepared[i].ori_shape)
         return results
 
 

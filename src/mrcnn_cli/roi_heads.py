@@ -8,6 +8,7 @@ from torchvision.ops import roi_align
 
 from mrcnn_cli.boxes import batched_nms, decode_boxes, exporting
 from mrcnn_cli.fpn import Conv
+from mrcnn_cli.stages import stage
 
 ROI_STRIDES = (4, 8, 16, 32)   # P2..P5 feed the RoI heads
 FINEST_SCALE = 56
@@ -102,13 +103,18 @@ class RoIHeads(nn.Module):
 
         `amp` makes the autocast context for the heads; selection and NMS run in FP32."""
         feats = feats[:len(ROI_STRIDES)]
-        rois = to_rois(proposals)
-        with amp():
-            cls_logits, deltas = self.bbox_head(multilevel_roi_align(feats, rois, 7))
-        cls_logits, deltas = cls_logits.float(), deltas.float()
-        dets = [select_detections(r[:, 1:], c, d, shape, self.bbox_head.num_classes)
-                for r, c, d, shape in zip(*(split_per_image(t, proposals) for t in (rois, cls_logits, deltas)),
-                                          img_shapes)]
+        with stage('roi box head'):
+            rois = to_rois(proposals)
+            with amp():
+                cls_logits, deltas = self.bbox_head(multilevel_roi_align(feats, rois, 7))
+            cls_logits, deltas = cls_logits.float(), deltas.float()
+            dets = [select_detections(r[:, 1:], c, d, shape, self.bbox_head.num_classes)
+                    for r, c, d, shape in zip(*(split_per_image(t, proposals) for t in (rois, cls_logits, deltas)),
+                                              img_shapes)]
+        with stage('mask head'):
+            return self._masks(feats, dets, amp)
+
+    def _masks(self, feats, dets, amp):
         mask_rois = to_rois([boxes for boxes, _, _ in dets])
         if exporting() or mask_rois.shape[0]:
             with amp():

@@ -1,0 +1,188 @@
+"""`mrcnn bench --fps`: what a user gets per image, measured the way mmdetection's benchmark does."""
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from mrcnn_cli import MrcnnError
+from mrcnn_cli.preprocess import read_image
+from mrcnn_cli.sources import IMAGE_SUFFIXES
+from mrcnn_cli.stages import StageTimer, timing
+
+METHOD = ('warm-up iterations not counted, then N images at the given batch size, cycled from the image set; '
+          'the timed span covers preprocessing (resize, normalise, pad), the network, NMS and the '
+          'full-resolution mask paste, with torch.cuda.synchronize() on GPU; image decoding is done '
+          'beforehand and reported separately')
+
+
+@dataclass
+class BenchRow:
+    backend: str
+    precision: str
+    device: str
+    images: int
+    fps: float
+    latency_ms: dict
+    stages_ms: dict
+    peak_rss_mb: float
+    cuda_max_allocated_mb: float = None
+    speedup_vs_torchvision: float = None
+    detections_per_image: float = 0.0
+
+
+@dataclass
+class BenchReport:
+    method: str
+    machine: dict
+    decode_ms_per_image: float
+    image_sizes: list
+    rows: list = field(default_factory=list)
+
+
+def load_images(folder=None, limit=64):
+    """Decoded bench images (the bundled demo photo by default) and the mean decode time."""
+    from mrcnn_cli.onnx_export import DEMO_IMAGE
+    if folder:
+        paths = sorted(p for p in Path(folder).rglob('*') if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+        if not paths:
+            raise MrcnnError(f'no images in {folder}')
+    else:
+        paths = [DEMO_IMAGE]
+    start = time.perf_counter()
+    images = [read_image(p) for p in paths]
+    return images, (time.perf_counter() - start) / len(images) * 1000
+
+
+def reset_peak_rss():
+    """Linux: restart the process's peak-RSS counter so that each backend gets its own peak."""
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+    except OSError:
+        pass
+
+
+def peak_rss_mb():
+    try:
+        for line in Path('/proc/self/status').read_text().splitlines():
+            if line.startswith('VmHWM:'):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(name, precision, device, predict_batch, images, n, warmup, batch_size, progress=True):
+    """Time `predict_batch` over n images after `warmup` untimed batches."""
+    dev = torch.device(device)
+    cuda = dev.type == 'cuda'
+    batches = [[images[(b * batch_size + j) % len(images)] for j in range(batch_size)]
+               for b in range(-(-n // batch_size))]
+    for b in range(warmup):
+        predict_batch(batches[b % len(batches)])
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(dev)
+    reset_peak_rss()
+    timer = StageTimer(device)
+    latencies, dets = [], 0
+    with timing(timer), tqdm(total=n, desc=f'{name} {precision}', unit='img', disable=not progress) as bar:
+        for batch in batches:
+            start = time.perf_counter()
+            out = predict_batch(batch)
+            if cuda:
+                torch.cuda.synchronize()
+            latencies.append((time.perf_counter() - start) / len(batch))
+            dets += sum(len(d) for d in out)
+            bar.update(len(batch))
+    total = sum(latencies) * batch_size
+    lat = np.array(latencies) * 1000
+    count = len(batches) * batch_size
+    return BenchRow(
+        backend=name, precision=precision, device=str(device), images=count,
+        fps=count / total,
+        latency_ms={'mean': float(lat.mean()), 'p50': float(np.percentile(lat, 50)),
+                    'p90': float(np.percentile(lat, 90)), 'p99': float(np.percentile(lat, 99))},
+        stages_ms={k: v / count * 1000 for k, v in timer.totals.items()},
+        peak_rss_mb=peak_rss_mb(),
+        cuda_max_allocated_mb=torch.cuda.max_memory_allocated(dev) / 2 ** 20 if cuda else None,
+        detections_per_image=dets / count)
+
+
+def machine_info(device):
+    info = {'cpu': platform.processor() or platform.machine(), 'cores': os.cpu_count(),
+            'torch_threads': torch.get_num_threads(), 'torch': torch.__version__, 'python': platform.python_version()}
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'):
+                info['cpu'] = line.split(':', 1)[1].strip()
+                break
+    except OSError:
+        pass
+    if torch.device(device).type == 'cuda':
+        info['gpu'] = torch.cuda.get_device_name(torch.device(device))
+    try:
+        import onnxruntime
+        info['onnxruntime'] = onnxruntime.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def format_table(report):
+    rows = report.rows
+    head = ['backend', 'precision', 'device', 'fps', 'mean ms', 'p50', 'p90', 'p99', 'peak RSS MB', 'vs torchvision']
+    lines = [head]
+    for r in rows:
+        lines.append([r.backend, r.precision, r.device, f'{r.fps:.3f}', f"{r.latency_ms['mean']:.0f}",
+                      f"{r.latency_ms['p50']:.0f}", f"{r.latency_ms['p90']:.0f}", f"{r.latency_ms['p99']:.0f}",
+                      f'{r.peak_rss_mb:.0f}', f'{r.speedup_vs_torchvision:.2f}x' if r.speedup_vs_torchvision else '-'])
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
+    out = ['  '.join(str(v).ljust(w) for v, w in zip(line, widths)).rstrip() for line in lines]
+    for r in rows:
+        if r.stages_ms:
+            parts = ', '.join(f'{k} {v:.0f}' for k, v in r.stages_ms.items())
+            out.append(f'  {r.backend} {r.precision} stages (ms/image): {parts}')
+    return '\n'.join(out)
+
+
+def report_dict(report):
+    return asdict(report)
+
+
+def run_bench(make_predictor, backends, onnx_path, images, decode_ms, n, warmup, batch_size, device,
+              precision, compare=None, progress=True, warn=print):
+    """Benchmark each backend (and the torchvision peer) in this process on the same images."""
+    from mrcnn_cli.backends import load_predictor
+    report = BenchReport(METHOD, machine_info(device), decode_ms,
+                         sorted({tuple(int(v) for v in img.shape[:2]) for img in images}))
+    torch_predictor = None
+    for backend in backends:
+        if backend == 'torch':
+            predictor = torch_predictor = make_predictor(precision)
+        else:
+            if not onnx_path:
+                raise MrcnnError('benchmarking the onnx backend needs --onnx FILE (see `mrcnn export --onnx`)')
+            predictor = load_predictor('onnx', onnx_path, device=device)
+        row = measure(backend, predictor.precision, predictor.device, predictor.predict_batch, images, n,
+                      warmup, batch_size, progress)
+        row.device = getattr(predictor, 'providers', [row.device])[0]  # onnx: the provider in use
+        report.rows.append(row)
+        del predictor
+    if compare == 'torchvision':
+        from mrcnn_cli.torchvision_peer import TorchvisionPeer
+        base = torch_predictor or make_predictor('fp32')
+        peer = TorchvisionPeer(base.model, base.device)
+        row = measure('torchvision', 'fp32', str(base.device), peer.predict_batch, images, n, warmup,
+                      batch_size, progress)
+        row.detections_per_image = float('nan')  # counts score tensors, not comparable
+        for r in report.rows:
+            r.speedup_vs_torchvision = r.fps / row.fps
+        report.rows.append(row)
+    return report
