@@ -54,3 +54,17 @@ def torch_predictor(checkpoint):
             cache[key] = load_torch_predictor(model_name, checkpoint(variant), style=style, device='cpu')
         return cache[key]
     return get
+
+
+@pytest.fixture(scope='session')
+def exported(torch_predictor, tmp_path_factory):
+    made = {}
+
+    def get(variant, style=None):
+        if variant not in made:
+            from mrcnn_cli.onnx_export import export_onnx
+            out = tmp_path_factory.mktemp('onnx') / f'{variant}.onnx'
+            export_onnx(torch_predictor(variant, style), out)
+            made[variant] = out
+        return made[variant]
+    return get

@@ -5,7 +5,6 @@ import pytest
 
 from conftest import COCO_IMAGES
 from test_cli import mrcnn
-from test_onnx import exported  # noqa: F401
 
 
 def check_row(row, stages):
@@ -19,7 +18,7 @@ def check_row(row, stages):
     assert 1000 / lat['mean'] == pytest.approx(row['fps'], rel=1e-6)
 
 
-def test_bench_torch_onnx_and_torchvision(tmp_path, checkpoint, exported):  # noqa: F811
+def test_bench_torch_onnx_and_torchvision(tmp_path, checkpoint, exported):
     images = tmp_path / 'imgs'
     images.mkdir()
     (images / 'a.jpg').symlink_to(COCO_IMAGES / '000000397133.jpg')

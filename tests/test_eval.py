@@ -9,7 +9,6 @@ import pytest
 
 from conftest import COCO_IMAGES, SHARED
 from test_cli import assert_one_error_line, mrcnn
-from test_onnx import exported  # noqa: F401 - session fixture shared with the ONNX tests
 
 VAL2014 = SHARED / 'data' / 'val2014_100'
 TINY8 = SHARED / 'data' / 'coco_mini_val2017' / 'annotations' / 'instances_val2017_tiny8.json'
@@ -59,7 +58,7 @@ def _metrics(out):
     return json.loads((out / 'metrics.json').read_text())
 
 
-def test_full_loop_on_both_backends(tmp_path, checkpoint, exported):  # noqa: F811
+def test_full_loop_on_both_backends(tmp_path, checkpoint, exported):
     outs = {}
     for backend, args in (('torch', ['--weights', checkpoint('r50')]), ('onnx', ['--onnx', exported('r50')])):
         out = tmp_path / backend

@@ -30,19 +30,6 @@ def as_reference(det):
     return refs
 
 
-@pytest.fixture(scope='session')
-def exported(torch_predictor, tmp_path_factory):
-    made = {}
-
-    def get(variant, style=None):
-        if variant not in made:
-            out = tmp_path_factory.mktemp('onnx') / f'{variant}.onnx'
-            export_onnx(torch_predictor(variant, style), out)
-            made[variant] = out
-        return made[variant]
-    return get
-
-
 @pytest.mark.parametrize('variant,style,images', CASES, ids=[c[0] for c in CASES])
 def test_onnxruntime_matches_pytorch(exported, torch_predictor, variant, style, images):
     path = exported(variant, style)

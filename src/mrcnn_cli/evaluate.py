@@ -18,15 +18,20 @@ from mrcnn_cli.results import encode_masks, write_json
 METRICS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'AR1', 'AR10', 'AR100', 'ARs', 'ARm', 'ARl')
 
 
+def read_json(path, what):
+    """A JSON file's content, or one MrcnnError line saying what is wrong with it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (FileNotFoundError, IsADirectoryError):
+        raise MrcnnError(f'{what} not found: {path}') from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise MrcnnError(f'{path}: not valid JSON ({e})') from None
+
+
 def load_ground_truth(path):
     """pycocotools COCO for an annotation file, with one-line errors for what is wrong with it."""
     from pycocotools.coco import COCO
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise MrcnnError(f'annotation file not found: {path}') from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise MrcnnError(f'{path}: not valid JSON ({e})') from None
+    data = read_json(path, 'annotation file')
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ('images', 'annotations', 'categories')):
         raise MrcnnError(f"{path}: not a COCO annotation file (needs 'images', 'annotations' and 'categories' lists)")
     coco = COCO()
@@ -127,12 +132,7 @@ def load_results(patterns):
         files += matched
     segm, bbox = [], []
     for f in files:
-        try:
-            entries = json.loads(Path(f).read_text())
-        except FileNotFoundError:
-            raise MrcnnError(f'results file not found: {f}') from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise MrcnnError(f'{f}: not valid JSON ({e})') from None
+        entries = read_json(f, 'results file')
         if not isinstance(entries, list) or not all(isinstance(e, dict) and 'image_id' in e and 'category_id' in e
                                                     and 'score' in e for e in entries):
             raise MrcnnError(f'{f}: not a COCO results file (a list of {{image_id, category_id, score, ...}})')

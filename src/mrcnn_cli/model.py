@@ -84,8 +84,3 @@ def build_model(spec, state_dict=None):
         missing = [k for k in missing if not k.endswith('num_batches_tracked')]
         assert not missing and not unexpected, (missing, unexpected)  # checked by checkpoint.py
     return model.eval().requires_grad_(False)
-
-
-@torch.no_grad()
-def count_parameters(model):
-    return sum(p.numel() for p in model.parameters())

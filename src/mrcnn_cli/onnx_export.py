@@ -1,5 +1,4 @@
 """`mrcnn export --onnx`: one ONNX file with the whole network (standard operators only)."""
-import hashlib
 import json
 import time
 import warnings
@@ -10,6 +9,7 @@ from torch import nn
 
 from mrcnn_cli import MrcnnError, __version__
 from mrcnn_cli.results import atomic_path
+from mrcnn_cli.zoo import sha256_of
 
 DEMO_IMAGE = Path(__file__).parent / 'data' / 'demo.jpg'
 DEFAULT_OPSET = 17        # RoiAlign-16 (half_pixel = aligned=True); onnxruntime >= 1.25 runs it on CUDA
@@ -46,14 +46,6 @@ def model_metadata(predictor, source_sha256=None):
     }
 
 
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            h.update(block)
-    return h.hexdigest()
-
-
 def export_onnx(predictor, out_path, opset=DEFAULT_OPSET, fp16=False, sample_image=None):
     """Trace the predictor's model into `out_path` (atomically) with metadata; returns seconds taken."""
     import onnx
@@ -72,7 +64,7 @@ def export_onnx(predictor, out_path, opset=DEFAULT_OPSET, fp16=False, sample_ima
                                             'scores': {0: 'n'}, 'labels': {0: 'n'}, 'mask_probs': {0: 'n'}})
         proto = onnx.load(str(tmp))
         source = Path(predictor.source)
-        meta = model_metadata(predictor, sha256_file(source) if source.is_file() else None)
+        meta = model_metadata(predictor, sha256_of(source) if source.is_file() else None)
         meta['precision'] = 'fp16' if fp16 else 'fp32'
         meta['opset'] = str(opset)
         for key, value in meta.items():

@@ -33,12 +33,6 @@ class Detections:
         full[y0:y0 + m.shape[0], x0:x0 + m.shape[1]] = m
         return full
 
-    def select(self, keep):
-        keep = np.asarray(keep, dtype=bool) if len(keep) == len(self) else np.asarray(keep)
-        idx = np.arange(len(self))[keep]
-        return Detections(self.boxes[idx], self.scores[idx], self.labels[idx],
-                          [self.masks[i] for i in idx], self.height, self.width)
-
 
 def paste_window(box, img_h, img_w):
     """mmdetection's skip_empty window around a box: [floor(x0) - 1, ceil(x1) + 1) clamped."""
