@@ -10,6 +10,12 @@ from mrcnn_cli import MrcnnError, __version__
 STYLE = click.Choice(['pytorch', 'caffe'])
 
 
+def warn(message):
+    """One line on stderr that never lands inside a progress bar's line."""
+    from tqdm import tqdm
+    tqdm.write(message, file=sys.stderr)
+
+
 def model_options(f):
     f = click.option('--weights-dir', type=click.Path(file_okay=False), default=None,
                      help='Where zoo checkpoints are cached (default: weights/ or $MRCNN_WEIGHTS_DIR).')(f)
@@ -77,7 +83,7 @@ def predict(sources, model_name, weights, style, device, weights_dir, backend, o
     opts = PredictOptions(out_dir, score_thr, not no_vis, parse_class_filter(class_names, predictor.classes),
                           batch_size, vid_stride, max_frames, show)
     click.echo(f'model: {describe(predictor)}', err=True)
-    s = predict_sources(predictor, sources, opts, warn=lambda m: click.echo(m, err=True))
+    s = predict_sources(predictor, sources, opts, warn=warn)
     done = ', '.join(part for part in (f'{s.images} images' if s.images else '',
                                        f'{s.frames} video frames' if s.frames else '') if part) or 'nothing'
     click.echo(f'{done}, {s.instances} instances (score >= {score_thr}) in {s.seconds:.1f} s -> {s.json_path}'
@@ -160,7 +166,7 @@ def eval_coco(ann, images_dir, results_files, model_name, weights, style, device
         click.echo(f'model: {describe(predictor)}', err=True)
     outcome = ev.eval_with_model(predictor, ann, images_dir, out_dir, max_images,
                                  ev.parse_shard(shard) if shard else None, resume, model_name,
-                                 warn=lambda m: click.echo(m, err=True))
+                                 warn=warn)
     if outcome.rank != 0 and outcome.evaluation is None and dist_ctx:
         return
     if outcome.evaluation is None:

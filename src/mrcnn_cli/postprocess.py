@@ -36,8 +36,8 @@ class Detections:
 
 def paste_window(box, img_h, img_w):
     """mmdetection's skip_empty window around a box: [floor(x0) - 1, ceil(x1) + 1) clamped."""
-    x0 = max(int(np.floor(box[0])) - 1, 0)
-    y0 = max(int(np.floor(box[1])) - 1, 0)
+    x0 = min(max(int(np.floor(box[0])) - 1, 0), img_w)
+    y0 = min(max(int(np.floor(box[1])) - 1, 0), img_h)
     x1 = min(int(np.ceil(box[2])) + 1, img_w)
     y1 = min(int(np.ceil(box[3])) + 1, img_h)
     return x0, y0, x1, y1
@@ -50,6 +50,8 @@ def paste_mask(prob, box, img_h, img_w, threshold=MASK_THRESHOLD):
     (align_corners=False, zero padding); returns (bool window, (x0, y0)).
     """
     x0, y0, x1, y1 = paste_window(box.tolist(), img_h, img_w)
+    if x1 <= x0 or y1 <= y0:  # a box wholly outside the image (never from the model: it clips)
+        return np.zeros((max(y1 - y0, 0), max(x1 - x0, 0)), bool), (x0, y0)
     bx0, by0, bx1, by1 = box.view(4, 1).unbind(0)
     device = prob.device
     ys = torch.arange(y0, y1, device=device).to(torch.float32) + 0.5

@@ -157,6 +157,13 @@ class _Run:
             self.summary.failed.append(str(src))
 
 
+def check_no_overwrite(sources, names, out_dir):
+    inputs = {Path(s).resolve() for s in sources if not isinstance(s, str)}
+    for name in names:
+        if (out_dir / name).resolve() in inputs:
+            raise MrcnnError(f'writing {out_dir / name} would overwrite the input; choose another --out')
+
+
 def predict_sources(predictor, sources, opts=None, warn=print):
     """Run `mrcnn predict` over images, videos, cameras and streams; returns a PredictSummary.
 
@@ -168,11 +175,14 @@ def predict_sources(predictor, sources, opts=None, warn=print):
     run.summary.failed += missing
     opts.out_dir.mkdir(parents=True, exist_ok=True)
     used = set()
+    image_names, video_names = output_names(images, '.jpg', used), output_names(videos, '.mp4', used)
+    if opts.vis:
+        check_no_overwrite(images + videos, image_names + video_names, opts.out_dir)
     start = time.perf_counter()
     try:
         if images:
-            run.images(images, output_names(images, '.jpg', used))
-        for src, name in zip(videos, output_names(videos, '.mp4', used)):
+            run.images(images, image_names)
+        for src, name in zip(videos, video_names):
             run.video(src, name)
     finally:
         run.doc.write(run.summary.json_path)

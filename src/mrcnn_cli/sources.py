@@ -44,7 +44,7 @@ def collect_sources(sources, exclude_dir=None, warn=print):
     """(images, videos, missing): images and video files in order (directories recursively,
     sorted; globs expanded), cameras and stream URLs among the videos.  A source that does not
     exist is reported through `warn` and listed in `missing`; files under `exclude_dir` (the
-    output folder) are never inputs."""
+    output folder) are never taken from folders or patterns."""
     exclude = Path(exclude_dir).resolve() if exclude_dir else None
     found, missing = [], []
     for src in sources:
@@ -67,7 +67,9 @@ def collect_sources(sources, exclude_dir=None, warn=print):
             warn(f'warning: no such file or directory: {src}')
             missing.append(str(src))
             continue
-        found += [p for p in items if isinstance(p, str) or not (exclude and _is_within(p, exclude))]
+        # files found by scanning a folder or a pattern are never taken from the output folder;
+        # a file named on the command line is taken as given
+        found += [p for p in items if isinstance(p, str) or path.is_file() or not (exclude and _is_within(p, exclude))]
     seen, images, videos = set(), [], []
     for p in found:
         key = p if isinstance(p, str) else p.resolve()

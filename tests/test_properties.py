@@ -1,0 +1,54 @@
+"""Property tests (hypothesis) for the box, mask and RLE helpers."""
+import numpy as np
+import pycocotools.mask as mask_util
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mrcnn_cli.boxes import decode_boxes
+from mrcnn_cli.postprocess import Detections, paste_mask, paste_window
+from mrcnn_cli.results import encode_masks
+
+coord = st.floats(min_value=-50, max_value=700, allow_nan=False, width=32)
+size = st.integers(min_value=1, max_value=120)
+
+
+@st.composite
+def boxes(draw):
+    x1, y1 = draw(coord), draw(coord)
+    return [x1, y1, x1 + draw(st.floats(0, 300, width=32)), y1 + draw(st.floats(0, 300, width=32))]
+
+
+@settings(max_examples=200, deadline=None)
+@given(box=boxes(), deltas=st.lists(st.floats(-20, 20, width=32), min_size=4, max_size=4), h=size, w=size)
+def test_decoded_boxes_stay_inside_the_image(box, deltas, h, w):
+    out = decode_boxes(torch.tensor([box]), torch.tensor([deltas]), (0.1, 0.1, 0.2, 0.2), (h, w))[0]
+    assert torch.isfinite(out).all()
+    assert 0 <= out[0] <= w and 0 <= out[2] <= w and 0 <= out[1] <= h and 0 <= out[3] <= h
+
+
+@settings(max_examples=100, deadline=None)
+@given(box=boxes(), h=size, w=size, seed=st.integers(0, 2 ** 16))
+def test_paste_never_writes_outside_its_window_or_the_image(box, h, w, seed):
+    prob = torch.rand(28, 28, generator=torch.Generator().manual_seed(seed))
+    mask, (x0, y0) = paste_mask(prob, torch.tensor(box), h, w)
+    wx0, wy0, wx1, wy1 = paste_window(box, h, w)
+    assert (x0, y0) == (wx0, wy0) and mask.dtype == bool
+    assert mask.shape == (max(wy1 - wy0, 0), max(wx1 - wx0, 0))
+    assert 0 <= x0 and 0 <= y0 and x0 + mask.shape[1] <= w and y0 + mask.shape[0] <= h
+
+
+@settings(max_examples=100, deadline=None)
+@given(h=size, w=size, seed=st.integers(0, 2 ** 16), n=st.integers(0, 4))
+def test_rle_round_trips_the_full_masks(h, w, seed, n):
+    rng = np.random.default_rng(seed)
+    masks = []
+    for _ in range(n):
+        x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
+        win = rng.random((int(rng.integers(0, h - y0 + 1)), int(rng.integers(0, w - x0 + 1)))) > 0.5
+        masks.append((win, (x0, y0)))
+    det = Detections(np.zeros((n, 4), np.float32), np.zeros(n, np.float32), np.zeros(n, np.int64), masks, h, w)
+    for i, rle in enumerate(encode_masks(det, range(n))):
+        assert isinstance(rle['counts'], str) and rle['size'] == [h, w]
+        decoded = mask_util.decode(dict(rle, counts=rle['counts'].encode())).astype(bool)
+        assert np.array_equal(decoded, det.full_mask(i))
