@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import COCO_IMAGES, DEMO
+from conftest import COCO_IMAGES, DEMO, SHARED
 from test_cli import assert_one_error_line, mrcnn
 
 
@@ -88,12 +88,18 @@ def test_checkpoint_and_file_faults(tmp_path, checkpoint):
     onnx_bad.write_bytes(data[:5000])
     assert_one_error_line(mrcnn('predict', DEMO, '--backend', 'onnx', '--onnx', onnx_bad, '--out', tmp_path / 'o'),
                           'cannot load the ONNX model')
+    mp4 = tmp_path / 'cut.mp4'   # an mp4 whose index (moov atom, at the end) was cut off
+    mp4.write_bytes((SHARED / 'data' / 'video' / 'mmdet_demo.mp4').read_bytes()[:150_000])
+    proc = mrcnn('predict', mp4, '--weights', checkpoint('r50'), '--out', tmp_path / 'o')
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr
+    assert f'error: cannot open {mp4} as a video' in proc.stderr
+    assert json.loads((tmp_path / 'o' / 'predictions.json').read_text())['images'] == []
     ann = tmp_path / 'ann.json'
     ann.write_text('{"images": [{"id": 1}], "annotations": {"oops": 1}, "categories": []}')
     assert_one_error_line(mrcnn('eval', 'coco', '--ann', ann, '--results', ann), 'not a COCO annotation file')
     assert_one_error_line(mrcnn('predict', tmp_path / 'does-not-exist', '--weights', checkpoint('r50')),
                           'no input images or videos found')
-    assert not (tmp_path / 'o').exists() or not any((tmp_path / 'o').iterdir())
+    assert sorted(p.name for p in (tmp_path / 'o').iterdir()) == ['predictions.json']
 
 
 def test_outputs_never_feed_back_or_overwrite_inputs(tmp_path, checkpoint):
