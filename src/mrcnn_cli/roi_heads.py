@@ -41,19 +41,26 @@ def threaded_roi_align(feat, rois, output_size, scale, min_chunk=64):
     """torchvision's CPU RoIAlign runs on one core; each RoI is independent, so chunks of RoIs on
     torch's threads give the same numbers faster (the op releases the GIL)."""
     threads = torch.get_num_threads()
-    if feat.device.type != 'cpu' or threads < 2 or rois.shape[0] < 2 * min_chunk or exporting():
+    # autocast is per thread: mixed dtypes (BF16 features, FP32 rois) stay on the calling thread
+    if (feat.device.type != 'cpu' or threads < 2 or rois.shape[0] < 2 * min_chunk or exporting()
+            or feat.dtype != rois.dtype):
         return roi_align(feat, rois, output_size, scale, sampling_ratio=0, aligned=True)
     chunks = rois.chunk(min(threads, rois.shape[0] // min_chunk))
-    outs = [None] * len(chunks)
+    outs, errors = [None] * len(chunks), []
 
     def run(i):
-        outs[i] = roi_align(feat, chunks[i], output_size, scale, sampling_ratio=0, aligned=True)
+        try:
+            outs[i] = roi_align(feat, chunks[i], output_size, scale, sampling_ratio=0, aligned=True)
+        except Exception as e:  # noqa: BLE001 - re-raised on the calling thread
+            errors.append(e)
     workers = [threading.Thread(target=run, args=(i,)) for i in range(1, len(chunks))]
     for w in workers:
         w.start()
     run(0)
     for w in workers:
         w.join()
+    if errors:
+        raise errors[0]
     return torch.cat(outs)
 
 
