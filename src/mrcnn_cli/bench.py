@@ -157,7 +157,7 @@ def report_dict(report):
 
 
 def run_bench(make_predictor, backends, onnx_path, images, decode_ms, n, warmup, batch_size, device,
-              precision, compare=None, progress=True, warn=print):
+              precision, compare=None, progress=True):
     """Benchmark each backend (and the torchvision peer) in this process on the same images."""
     from mrcnn_cli.backends import load_predictor
     report = BenchReport(METHOD, machine_info(device), decode_ms,
@@ -167,8 +167,6 @@ def run_bench(make_predictor, backends, onnx_path, images, decode_ms, n, warmup,
         if backend == 'torch':
             predictor = torch_predictor = make_predictor(precision)
         else:
-            if not onnx_path:
-                raise MrcnnError('benchmarking the onnx backend needs --onnx FILE (see `mrcnn export --onnx`)')
             predictor = load_predictor('onnx', onnx_path, device=device)
         row = measure(backend, predictor.precision, predictor.device, predictor.predict_batch, images, n,
                       warmup, batch_size, progress)
@@ -181,7 +179,6 @@ def run_bench(make_predictor, backends, onnx_path, images, decode_ms, n, warmup,
         peer = TorchvisionPeer(base.model, base.device)
         row = measure('torchvision', 'fp32', str(base.device), peer.predict_batch, images, n, warmup,
                       batch_size, progress)
-        row.detections_per_image = float('nan')  # counts score tensors, not comparable
         for r in report.rows:
             r.speedup_vs_torchvision = r.fps / row.fps
         report.rows.append(row)

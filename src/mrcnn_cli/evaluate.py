@@ -13,7 +13,7 @@ from tqdm import tqdm
 from mrcnn_cli import MrcnnError
 from mrcnn_cli.coco import category_ids
 from mrcnn_cli.preprocess import read_image
-from mrcnn_cli.results import encode_masks, write_json
+from mrcnn_cli.results import coco_results, write_json
 
 METRICS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'AR1', 'AR10', 'AR100', 'ARs', 'ARm', 'ARl')
 
@@ -55,16 +55,6 @@ def parse_shard(text):
     return k, n
 
 
-def detections_to_results(det, image_id, cat_ids):
-    """Official COCO results entries for every detection (mmdetection's test thresholds already applied)."""
-    out = []
-    for i, rle in enumerate(encode_masks(det, range(len(det)))):
-        x1, y1, x2, y2 = (float(v) for v in det.boxes[i])
-        out.append({'image_id': int(image_id), 'category_id': int(cat_ids[det.labels[i]]),
-                    'bbox': [x1, y1, x2 - x1, y2 - y1], 'score': float(det.scores[i]), 'segmentation': rle})
-    return out
-
-
 @dataclass
 class InferenceRun:
     results: list = field(default_factory=list)
@@ -100,7 +90,8 @@ def run_inference(predictor, gt, images_dir, partial_path, image_ids, resume=Fal
                 continue  # the line being written when the last run was stopped
             run.done.append(rec['image_id'])
             run.results += rec['results']
-    todo = [i for i in image_ids if i not in set(run.done)]
+    done = set(run.done)
+    todo = [i for i in image_ids if i not in done]
     start = time.perf_counter()
     with open(partial_path, 'a' if resume else 'w') as sink:
         for image_id in tqdm(todo, desc='eval', unit='img', disable=not progress):
@@ -112,7 +103,7 @@ def run_inference(predictor, gt, images_dir, partial_path, image_ids, resume=Fal
                 warn(f'warning: image {image_id} missing or unreadable: {e}')
                 run.missing.append((image_id, info['file_name'], str(e)))
                 continue
-            results = detections_to_results(predictor.predict(img), image_id, cat_ids)
+            results = coco_results(predictor.predict(img), image_id, cat_ids)  # every detection: mmdet's thresholds
             sink.write(json.dumps({'image_id': image_id, 'results': results}) + '\n')
             sink.flush()
             run.done.append(image_id)
@@ -178,10 +169,6 @@ def evaluate(gt, results_by_type, image_ids=None):
     return out
 
 
-def write_results(path, results):
-    write_json(path, results)
-
-
 def metrics_record(evaluation, extra=None):
     rec = {kind: v['metrics'] for kind, v in evaluation.items()}
     rec.update(extra or {})
@@ -214,7 +201,6 @@ def gather_to_rank0(dist, run):
         merged.results += results
         merged.done += done
         merged.missing += missing
-    merged.results.sort(key=lambda r: (r['image_id'], -r['score']))
     return merged
 
 
@@ -269,10 +255,10 @@ def eval_with_model(predictor, ann, images_dir, out_dir, max_images=None, shard=
     if world > 1 and not dist:
         # one shard of several: write its results; evaluate the merged files later
         outcome.results_path = out_dir / f'results.shard-{rank}-of-{world}.json'
-        write_results(outcome.results_path, run.results)
+        write_json(outcome.results_path, run.results)
         return outcome
     outcome.results_path = out_dir / 'results.json'
-    write_results(outcome.results_path, run.results)
+    write_json(outcome.results_path, run.results)
     outcome.evaluated = len(run.done)
     if not run.done:
         raise MrcnnError('no image could be read: nothing to evaluate')

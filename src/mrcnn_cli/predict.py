@@ -173,11 +173,11 @@ def predict_sources(predictor, sources, opts=None, warn=print):
     images, videos, missing = collect_sources(sources, exclude_dir=opts.out_dir, warn=warn)
     run = _Run(predictor, opts, warn)
     run.summary.failed += missing
-    opts.out_dir.mkdir(parents=True, exist_ok=True)
     used = set()
     image_names, video_names = output_names(images, '.jpg', used), output_names(videos, '.mp4', used)
     if opts.vis:
         check_no_overwrite(images + videos, image_names + video_names, opts.out_dir)
+    opts.out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     try:
         if images:

@@ -6,7 +6,7 @@ import torch
 from mrcnn_cli import MrcnnError
 from mrcnn_cli.checkpoint import load_checkpoint, model_from_checkpoint
 from mrcnn_cli.postprocess import to_detections
-from mrcnn_cli.preprocess import SIZE_DIVISOR, pad_batch, prepare
+from mrcnn_cli.preprocess import pad_batch, padded_shape, prepare
 from mrcnn_cli.stages import stage
 
 
@@ -26,10 +26,6 @@ def resolve_device(device='auto'):
 
 
 PRECISIONS = ('fp32', 'fp16', 'bf16')
-
-
-def padded_shape(img_shape, divisor=SIZE_DIVISOR):
-    return tuple(-(-s // divisor) * divisor for s in img_shape)
 
 
 class Predictor:

@@ -62,11 +62,14 @@ def normalize(img, norm, device='cpu'):
     return (x - mean) / std
 
 
+def padded_shape(img_shape, divisor=SIZE_DIVISOR):
+    """(h, w) rounded up to multiples of `divisor`."""
+    return tuple(-(-s // divisor) * divisor for s in img_shape)
+
+
 def pad_batch(tensors, divisor=SIZE_DIVISOR):
     """Stack 3xHxW tensors, zero-padded bottom/right to the largest size rounded up to `divisor`."""
-    h = max(t.shape[1] for t in tensors)
-    w = max(t.shape[2] for t in tensors)
-    h, w = -(-h // divisor) * divisor, -(-w // divisor) * divisor
+    h, w = padded_shape((max(t.shape[1] for t in tensors), max(t.shape[2] for t in tensors)), divisor)
     out = tensors[0].new_zeros(len(tensors), 3, h, w)
     for i, t in enumerate(tensors):
         out[i, :, :t.shape[1], :t.shape[2]] = t

@@ -52,16 +52,27 @@ def encode_masks(det, indices):
     return rles
 
 
-def to_coco_annotations(det, image_id, cat_ids, keep):
-    """COCO result dicts (bbox xywh, score, area, RLE segmentation) for the kept detections."""
-    indices = [i for i in range(len(det)) if keep[i]]
-    anns = []
+def coco_results(det, image_id, cat_ids, indices=None):
+    """Official COCO results entries (image_id, category_id, bbox xywh, score, RLE segmentation),
+    full precision, for detections `indices` (default: all)."""
+    indices = range(len(det)) if indices is None else indices
+    out = []
     for i, rle in zip(indices, encode_masks(det, indices)):
         x1, y1, x2, y2 = (float(v) for v in det.boxes[i])
-        anns.append({'image_id': image_id, 'category_id': int(cat_ids[det.labels[i]]),
-                     'bbox': [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)],
-                     'score': round(float(det.scores[i]), 5), 'area': int(mask_util.area(rle)),
-                     'segmentation': rle, 'iscrowd': 0})
+        out.append({'image_id': int(image_id), 'category_id': int(cat_ids[det.labels[i]]),
+                    'bbox': [x1, y1, x2 - x1, y2 - y1], 'score': float(det.scores[i]), 'segmentation': rle})
+    return out
+
+
+def to_coco_annotations(det, image_id, cat_ids, keep):
+    """predictions.json annotations for the kept detections: results entries, rounded for
+    size, with the mask area and iscrowd that a COCO dataset dict carries."""
+    anns = coco_results(det, image_id, cat_ids, [i for i in range(len(det)) if keep[i]])
+    for ann in anns:
+        ann['bbox'] = [round(v, 3) for v in ann['bbox']]
+        ann['score'] = round(ann['score'], 5)
+        ann['area'] = int(mask_util.area(ann['segmentation']))
+        ann['iscrowd'] = 0
     return anns
 
 
