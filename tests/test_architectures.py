@@ -71,3 +71,23 @@ def test_resnext_checkpoint_end_to_end(torch_predictor):
     assert (det.boxes >= 0).all() and ((det.scores > 0.05) & (det.scores <= 1)).all()
     assert (det.scores[:-1] >= det.scores[1:]).all()
     assert any(m.any() for m, _ in det.masks)
+
+
+@pytest.mark.parametrize('depth,groups,width,style', [(50, 1, 64, 'caffe'), (101, 32, 4, 'pytorch')])
+def test_folded_batchnorm_is_the_same_function(depth, groups, width, style):
+    """Folding needs every conv/BN pair found (caffe stride swap, grouped ResNeXt convs included)."""
+    torch.manual_seed(0)
+    net = ResNet(depth, groups, width, style).eval()
+    for m in net.modules():  # non-trivial statistics, so a missed or misplaced fold shows
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.normal_(0, 0.1)
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(1, 3, 96, 64)
+    with torch.no_grad():
+        ref = net(x)
+        got = net.fold_batchnorm()(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    for a, b in zip(ref, got):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * float(a.abs().max()))

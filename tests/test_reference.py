@@ -1,6 +1,7 @@
 """The product's core promise: mmdetection's own detections for the same checkpoint."""
 import json
 
+import numpy as np
 import pytest
 
 from conftest import COCO_IMAGES, SHARED
@@ -28,3 +29,15 @@ def test_reference_check_can_fail(torch_predictor):
     det = torch_predictor('r50', 'caffe').predict(read_image(SHARED / 'data' / 'demo' / 'mmdet_demo.jpg'))
     unmatched, n_ref, _ = match_reference(ref['detections'], detections_as_dicts(det))
     assert len(unmatched) > 0.5 * n_ref
+
+
+@pytest.mark.parametrize('variant,style,ref_name,image', REFERENCES, ids=[r[2] for r in REFERENCES])
+def test_fp32_inference_rewrites_stay_at_rounding_level(torch_predictor, variant, style, ref_name, image):
+    """The default FP32 mode folds BatchNorms and runs channels_last: mmdetection's detections
+    in its order, scores within 1e-3 and boxes within 0.05 px (measured: 2e-4, 4e-3 px)."""
+    ref = json.loads((SHARED / 'data' / 'reference' / ref_name).read_text())['detections']
+    det = torch_predictor(variant, style).predict(read_image(image))
+    assert len(det) == len(ref)
+    assert [d['label'] for d in ref] == det.labels.tolist()
+    assert np.abs(det.scores - [d['score'] for d in ref]).max() <= 1e-3
+    assert np.abs(det.boxes - np.array([d['bbox_xyxy'] for d in ref])).max() <= 0.05

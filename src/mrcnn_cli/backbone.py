@@ -1,5 +1,6 @@
 """ResNet / ResNeXt backbones with mmdetection's parameter names, built from torchvision blocks."""
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models.resnet import Bottleneck
 
 STAGE_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
@@ -37,6 +38,21 @@ class ResNet(nn.Module):
             rest = [Bottleneck(inplanes, planes, 1, None, groups, width_per_group) for _ in range(blocks - 1)]
             self.add_module(f'layer{i + 1}', nn.Sequential(first, *rest))
         self.out_channels = tuple(p * Bottleneck.expansion for p in STAGE_PLANES)
+
+    def fold_batchnorm(self):
+        """Fold every eval-mode BatchNorm into the conv before it, for inference: one op instead
+        of two (BN alone was ~5 % of CPU time); the same function up to float rounding."""
+        def fold(parent, conv, bn):
+            setattr(parent, conv, fuse_conv_bn_eval(getattr(parent, conv), getattr(parent, bn)))
+            setattr(parent, bn, nn.Identity())
+        fold(self, 'conv1', 'bn1')
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+            for block in layer:
+                for i in (1, 2, 3):
+                    fold(block, f'conv{i}', f'bn{i}')
+                if block.downsample is not None:
+                    fold(block.downsample, '0', '1')
+        return self
 
     def forward(self, x):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))

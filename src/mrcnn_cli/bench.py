@@ -174,9 +174,12 @@ def run_bench(make_predictor, backends, onnx_path, images, decode_ms, n, warmup,
         report.rows.append(row)
         del predictor
     if compare == 'torchvision':
+        from mrcnn_cli.checkpoint import load_checkpoint, model_from_checkpoint
         from mrcnn_cli.torchvision_peer import TorchvisionPeer
         base = torch_predictor or make_predictor('fp32')
-        peer = TorchvisionPeer(base.model, base.device)
+        # the peer converts the checkpoint's own weights (the predictor's model has folded BatchNorms)
+        model, _ = model_from_checkpoint(load_checkpoint(base.source), spec=base.spec, source=base.source)
+        peer = TorchvisionPeer(model, base.device)
         row = measure('torchvision', 'fp32', str(base.device), peer.predict_batch, images, n, warmup,
                       batch_size, progress)
         for r in report.rows:

@@ -51,7 +51,9 @@ def export_onnx(predictor, out_path, opset=DEFAULT_OPSET, fp16=False, sample_ima
     import onnx
     if opset < 16:
         raise MrcnnError('--opset must be >= 16 (RoiAlign with aligned=True semantics needs opset 16)')
-    model = predictor.model.cpu().float().eval()
+    if predictor.precision != 'fp32':
+        raise MrcnnError('export from an FP32 predictor (--fp16 makes the FP16 graph from FP32 weights)')
+    model = predictor.model.cpu().eval()
     sample = _sample_input(predictor, sample_image)
     start = time.perf_counter()
     net = ExportedNetwork(model, torch.float16 if fp16 else None).eval()  # export restores the wrapper's mode on everything inside

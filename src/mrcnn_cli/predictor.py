@@ -74,16 +74,11 @@ class TorchPredictor(Predictor):
     def __init__(self, model, classes, device, source, precision='fp32'):
         super().__init__(model.spec, classes, device, source, precision)
         self.amp_dtype = check_precision(precision, device)
-        self.model = model.to(device)
-        if device.type == 'cuda':
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = model.to(device).optimize_for_inference(device, self.amp_dtype)
 
     @torch.inference_mode()
     def run_network(self, batch, img_shapes):
-        batch = batch.to(self.device)
-        if self.device.type == 'cuda':
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        return self.model(batch, img_shapes, self.amp_dtype)
+        return self.model(batch.to(self.device), img_shapes, self.amp_dtype)
 
 
 def cpu_has_native_bf16():

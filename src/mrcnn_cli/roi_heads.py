@@ -27,7 +27,9 @@ def map_roi_levels(rois, num_levels):
 
 
 def multilevel_roi_align(feats, rois, output_size):
-    """RoIAlign (aligned=True, sampling_ratio=0) of each (batch_idx, x1, y1, x2, y2) roi on its level."""
+    """RoIAlign (aligned=True, sampling_ratio=0) of each (batch_idx, x1, y1, x2, y2) roi on its level.
+
+    `feats` are NCHW in the rois' dtype (see `RoIHeads.forward`); the result has that dtype."""
     levels = map_roi_levels(rois, len(ROI_STRIDES))
     out = feats[0].new_zeros(rois.shape[0], feats[0].shape[1], output_size, output_size)
     for level, stride in enumerate(ROI_STRIDES):
@@ -41,7 +43,7 @@ def threaded_roi_align(feat, rois, output_size, scale, min_chunk=64):
     """torchvision's CPU RoIAlign runs on one core; each RoI is independent, so chunks of RoIs on
     torch's threads give the same numbers faster (the op releases the GIL)."""
     threads = torch.get_num_threads()
-    # autocast is per thread: mixed dtypes (BF16 features, FP32 rois) stay on the calling thread
+    # autocast is per thread: mixed dtypes (which autocast would cast) stay on the calling thread
     if (feat.device.type != 'cpu' or threads < 2 or rois.shape[0] < 2 * min_chunk or exporting()
             or feat.dtype != rois.dtype):
         return roi_align(feat, rois, output_size, scale, sampling_ratio=0, aligned=True)
@@ -129,8 +131,10 @@ class RoIHeads(nn.Module):
         """Per image: boxes (resized coords), scores, labels, 28x28 mask probabilities of the label.
 
         `amp` makes the autocast context for the heads; selection and NMS run in FP32."""
-        feats = feats[:len(ROI_STRIDES)]
         with stage('roi box head'):
+            # torchvision's RoIAlign reads NCHW and samples in FP32 (its autocast rule): convert
+            # each level once here, not once per call (layout first: BF16 moves half the bytes)
+            feats = [f.contiguous().to(torch.float32) for f in feats[:len(ROI_STRIDES)]]
             rois = to_rois(proposals)
             with amp():
                 cls_logits, deltas = self.bbox_head(multilevel_roi_align(feats, rois, 7))

@@ -51,6 +51,7 @@ class TorchvisionPeer:
     name = 'torchvision'
 
     def __init__(self, mrcnn_model, device):
+        """mrcnn_model: an mrcnn MaskRCNN as loaded (before the predictor folds its BatchNorms)."""
         from torchvision.models.detection import maskrcnn_resnet50_fpn
         spec = mrcnn_model.spec
         if (spec.depth, spec.groups, spec.style) != (50, 1, 'pytorch'):
