@@ -98,3 +98,22 @@ def test_paste_window_and_values():
     full[y0:y0 + mask.shape[0], x0:x0 + mask.shape[1]] = mask
     # with align_corners=False a constant map stays >= 0.5 exactly over the box's pixels
     assert full[10:38, 10:38].all() and full.sum() == 28 * 28
+
+
+def test_chunked_gpu_paste_equals_windowed_paste():
+    """The GPU path (run here on the CPU, chunks forced small) gives paste_mask's windows."""
+    from mrcnn_cli.postprocess import paste_masks_chunked
+    g = torch.Generator().manual_seed(0)
+    h, w = 120, 160
+    xy = torch.rand(23, 2, generator=g) * torch.tensor([w, h]) - 10
+    wh = torch.rand(23, 2, generator=g) * 90 + 0.5
+    boxes = torch.cat([xy, xy + wh], dim=1)
+    boxes[0] = torch.tensor([30.0, 40.0, 30.0, 60.0])        # zero width, as mmdet handles it
+    boxes[1] = torch.tensor([200.0, 10.0, 230.0, 30.0])      # wholly outside the image
+    probs = torch.rand(23, 28, 28, generator=g)
+    want = [paste_mask(p, b, h, w) for p, b in zip(probs, boxes)]
+    for max_bytes in (1, h * w * 13 * 5, 2 ** 30):          # one per chunk, 5 per chunk, all at once
+        got = paste_masks_chunked(probs, boxes, h, w, max_bytes=max_bytes)
+        assert len(got) == len(want)
+        for (gm, gxy), (wm, wxy) in zip(got, want):
+            assert gxy == wxy and gm.shape == wm.shape and np.array_equal(gm, wm)
