@@ -23,7 +23,7 @@ demo: setup
 # CPU benchmark with a synthetic R-50 checkpoint (real key layout, made by ../shared's generator):
 # torch FP32, torch BF16, onnxruntime and torchvision with the same weights, in one run.
 BENCH_N ?= 20
-BENCH_IMAGES ?= src/mrcnn_cli/data
+BENCH_IMAGES ?= $(SHARED)/data/coco_mini_val2017/val2017
 weights/synthetic_r50.pth: | setup
 	$(BIN)/python $(SHARED)/tools/make_checkpoint.py $(SHARED)/data/state_dict_keys/mmdet_mask-rcnn_r50_fpn_1x_coco.txt $@
 

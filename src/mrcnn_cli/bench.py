@@ -59,7 +59,15 @@ def load_images(folder=None, limit=64):
 
 
 def reset_peak_rss():
-    """Linux: restart the process's peak-RSS counter so that each backend gets its own peak."""
+    """Linux: restart the process's peak-RSS counter so that each backend gets its own peak
+    (after handing the previous backend's freed memory back to the system)."""
+    import ctypes
+    import gc
+    gc.collect()
+    try:
+        ctypes.CDLL('libc.so.6').malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
     try:
         with open('/proc/self/clear_refs', 'w') as f:
             f.write('5')
@@ -162,10 +170,11 @@ def run_bench(make_predictor, backends, onnx_path, images, decode_ms, n, warmup,
     from mrcnn_cli.backends import load_predictor
     report = BenchReport(METHOD, machine_info(device), decode_ms,
                          sorted({tuple(int(v) for v in img.shape[:2]) for img in images}))
-    torch_predictor = None
-    for backend in backends:
+    torch_source = None  # (source, spec, device) of the torch row, for the peer; the model itself
+    for backend in backends:  # is freed before the next backend, whose peak RSS must be its own
         if backend == 'torch':
-            predictor = torch_predictor = make_predictor(precision)
+            predictor = make_predictor(precision)
+            torch_source = predictor.source, predictor.spec, predictor.device
         else:
             predictor = load_predictor('onnx', onnx_path, device=device)
         row = measure(backend, predictor.precision, predictor.device, predictor.predict_batch, images, n,
@@ -176,11 +185,16 @@ def run_bench(make_predictor, backends, onnx_path, images, decode_ms, n, warmup,
     if compare == 'torchvision':
         from mrcnn_cli.checkpoint import load_checkpoint, model_from_checkpoint
         from mrcnn_cli.torchvision_peer import TorchvisionPeer
-        base = torch_predictor or make_predictor('fp32')
+        if torch_source is None:
+            base = make_predictor('fp32')
+            torch_source = base.source, base.spec, base.device
+            del base
+        source, spec, dev = torch_source
         # the peer converts the checkpoint's own weights (the predictor's model has folded BatchNorms)
-        model, _ = model_from_checkpoint(load_checkpoint(base.source), spec=base.spec, source=base.source)
-        peer = TorchvisionPeer(model, base.device)
-        row = measure('torchvision', 'fp32', str(base.device), peer.predict_batch, images, n, warmup,
+        model, _ = model_from_checkpoint(load_checkpoint(source), spec=spec, source=source)
+        peer = TorchvisionPeer(model, dev)
+        del model
+        row = measure('torchvision', 'fp32', str(dev), peer.predict_batch, images, n, warmup,
                       batch_size, progress)
         for r in report.rows:
             r.speedup_vs_torchvision = r.fps / row.fps

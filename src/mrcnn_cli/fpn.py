@@ -13,7 +13,7 @@ class Conv(nn.Module):
 
     def forward(self, x):
         x = self.conv(x)
-        return F.relu(x) if self.relu else x
+        return F.relu(x, inplace=True) if self.relu else x  # x is the conv's fresh output
 
 
 class FPN(nn.Module):

@@ -86,7 +86,7 @@ class BBoxHead(nn.Module):
     def forward(self, x):
         x = x.flatten(1)
         for fc in self.shared_fcs:
-            x = F.relu(fc(x))
+            x = F.relu(fc(x), inplace=True)
         return self.fc_cls(x), self.fc_reg(x)
 
 
@@ -102,7 +102,7 @@ class MaskHead(nn.Module):
     def forward(self, x):
         for conv in self.convs:
             x = conv(x)
-        return self.conv_logits(F.relu(self.upsample(x)))
+        return self.conv_logits(F.relu(self.upsample(x), inplace=True))
 
 
 def select_detections(rois, cls_logits, deltas, img_shape, num_classes):

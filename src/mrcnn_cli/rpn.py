@@ -22,7 +22,7 @@ class RPNHead(nn.Module):
         """Per level: (objectness logits (B, A, H, W), deltas (B, 4A, H, W))."""
         outs = []
         for x in feats:
-            x = F.relu(self.rpn_conv(x))
+            x = F.relu(self.rpn_conv(x), inplace=True)
             outs.append((self.rpn_cls(x), self.rpn_reg(x)))
         return outs
 
