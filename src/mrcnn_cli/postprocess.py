@@ -43,6 +43,14 @@ def paste_window(box, img_h, img_w):
     return x0, y0, x1, y1
 
 
+def grid_coords(start, stop, lo, hi, device):
+    """grid_sample coordinates of pixel centres start + 0.5 .. stop - 0.5 along one axis of
+    boxes spanning [lo, hi] (tensors, (1,) or (K, 1)); a degenerate box maps to 0, as mmdet."""
+    centres = torch.arange(start, stop, device=device).to(torch.float32) + 0.5
+    coords = (centres[None] - lo) / (hi - lo) * 2 - 1
+    return torch.where(torch.isinf(coords), torch.zeros_like(coords), coords)
+
+
 def paste_mask(prob, box, img_h, img_w, threshold=MASK_THRESHOLD):
     """Paste one 28x28 probability map into its window of the image (mmdet's _do_paste_mask).
 
@@ -53,13 +61,8 @@ def paste_mask(prob, box, img_h, img_w, threshold=MASK_THRESHOLD):
     if x1 <= x0 or y1 <= y0:  # a box wholly outside the image (never from the model: it clips)
         return np.zeros((max(y1 - y0, 0), max(x1 - x0, 0)), bool), (x0, y0)
     bx0, by0, bx1, by1 = box.view(4, 1).unbind(0)
-    device = prob.device
-    ys = torch.arange(y0, y1, device=device).to(torch.float32) + 0.5
-    xs = torch.arange(x0, x1, device=device).to(torch.float32) + 0.5
-    ys = (ys - by0) / (by1 - by0) * 2 - 1
-    xs = (xs - bx0) / (bx1 - bx0) * 2 - 1
-    xs = torch.where(torch.isinf(xs), torch.zeros_like(xs), xs)  # degenerate box, as mmdet
-    ys = torch.where(torch.isinf(ys), torch.zeros_like(ys), ys)
+    xs = grid_coords(x0, x1, bx0, bx1, prob.device)[0]
+    ys = grid_coords(y0, y1, by0, by1, prob.device)[0]
     gx = xs[None, :].expand(ys.shape[0], xs.shape[0])
     gy = ys[:, None].expand(ys.shape[0], xs.shape[0])
     grid = torch.stack([gx, gy], dim=2)[None]
@@ -87,16 +90,12 @@ def paste_masks_chunked(probs, boxes, img_h, img_w, threshold=MASK_THRESHOLD, ma
     n, device = probs.shape[0], probs.device
     windows = [paste_window(b, img_h, img_w) for b in boxes.tolist()]
     chunk = max(1, int(max_bytes // (img_h * img_w * 13)))  # grid 8 B + sample 4 B + bool 1 B a pixel
-    ys_all = torch.arange(img_h, device=device).to(torch.float32) + 0.5
-    xs_all = torch.arange(img_w, device=device).to(torch.float32) + 0.5
     out = []
     for start in range(0, n, chunk):
         p, b = probs[start:start + chunk], boxes[start:start + chunk].to(torch.float32)
         bx0, by0, bx1, by1 = b[:, :, None].unbind(1)
-        xs = (xs_all[None] - bx0) / (bx1 - bx0) * 2 - 1
-        ys = (ys_all[None] - by0) / (by1 - by0) * 2 - 1
-        xs = torch.where(torch.isinf(xs), torch.zeros_like(xs), xs)
-        ys = torch.where(torch.isinf(ys), torch.zeros_like(ys), ys)
+        xs = grid_coords(0, img_w, bx0, bx1, device)
+        ys = grid_coords(0, img_h, by0, by1, device)
         k = p.shape[0]
         grid = torch.stack([xs[:, None, :].expand(k, img_h, img_w), ys[:, :, None].expand(k, img_h, img_w)], dim=3)
         full = (F.grid_sample(p[:, None].to(torch.float32), grid, align_corners=False)[:, 0] >= threshold)

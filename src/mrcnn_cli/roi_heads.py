@@ -41,11 +41,10 @@ def multilevel_roi_align(feats, rois, output_size):
 
 def threaded_roi_align(feat, rois, output_size, scale, min_chunk=64):
     """torchvision's CPU RoIAlign runs on one core; each RoI is independent, so chunks of RoIs on
-    torch's threads give the same numbers faster (the op releases the GIL)."""
+    torch's threads give the same numbers faster (the op releases the GIL).  `feat` and `rois`
+    share a dtype: autocast is per thread and would not cast them on the workers."""
     threads = torch.get_num_threads()
-    # autocast is per thread: mixed dtypes (which autocast would cast) stay on the calling thread
-    if (feat.device.type != 'cpu' or threads < 2 or rois.shape[0] < 2 * min_chunk or exporting()
-            or feat.dtype != rois.dtype):
+    if feat.device.type != 'cpu' or threads < 2 or rois.shape[0] < 2 * min_chunk or exporting():
         return roi_align(feat, rois, output_size, scale, sampling_ratio=0, aligned=True)
     chunks = rois.chunk(min(threads, rois.shape[0] // min_chunk))
     outs, errors = [None] * len(chunks), []
