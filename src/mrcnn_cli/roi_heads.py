@@ -1,6 +1,5 @@
 """RoI box and mask heads with mmdetection's multi-level RoIAlign and test-time selection."""
 import contextlib
-import threading
 
 import torch
 from torch import nn
@@ -9,6 +8,7 @@ from torchvision.ops import roi_align
 
 from mrcnn_cli.boxes import batched_nms, decode_boxes, exporting
 from mrcnn_cli.fpn import Conv
+from mrcnn_cli.roi_align import roi_align_nhwc
 from mrcnn_cli.stages import stage
 
 ROI_STRIDES = (4, 8, 16, 32)   # P2..P5 feed the RoI heads
@@ -29,40 +29,28 @@ def map_roi_levels(rois, num_levels):
 def multilevel_roi_align(feats, rois, output_size):
     """RoIAlign (aligned=True, sampling_ratio=0) of each (batch_idx, x1, y1, x2, y2) roi on its level.
 
-    `feats` are NCHW in the rois' dtype (see `RoIHeads.forward`); the result has that dtype."""
+    `feats` come from `roi_features`.  On the CPU the result is channels-last in memory (a
+    permuted view of `roi_align_nhwc`'s output), elsewhere NCHW; its shape is (K, C, S, S)."""
     levels = map_roi_levels(rois, len(ROI_STRIDES))
-    out = feats[0].new_zeros(rois.shape[0], feats[0].shape[1], output_size, output_size)
+    k, c = rois.shape[0], feats[0].shape[1]
+    gather = feats[0].device.type == 'cpu' and not exporting()
+    out = feats[0].new_zeros((k, output_size, output_size, c) if gather else (k, c, output_size, output_size))
     for level, stride in enumerate(ROI_STRIDES):
         inds = (levels == level).nonzero().squeeze(1)
-        if exporting() or inds.numel():
-            out[inds] = threaded_roi_align(feats[level], rois[inds], output_size, 1.0 / stride)
-    return out
+        if gather and inds.numel():
+            out[inds] = roi_align_nhwc(feats[level], rois[inds], output_size, 1.0 / stride)
+        elif not gather and (exporting() or inds.numel()):
+            out[inds] = roi_align(feats[level], rois[inds], output_size, 1.0 / stride,
+                                  sampling_ratio=0, aligned=True)
+    return out.permute(0, 3, 1, 2) if gather else out
 
 
-def threaded_roi_align(feat, rois, output_size, scale, min_chunk=64):
-    """torchvision's CPU RoIAlign runs on one core; each RoI is independent, so chunks of RoIs on
-    torch's threads give the same numbers faster (the op releases the GIL).  `feat` and `rois`
-    share a dtype: autocast is per thread and would not cast them on the workers."""
-    threads = torch.get_num_threads()
-    if feat.device.type != 'cpu' or threads < 2 or rois.shape[0] < 2 * min_chunk or exporting():
-        return roi_align(feat, rois, output_size, scale, sampling_ratio=0, aligned=True)
-    chunks = rois.chunk(min(threads, rois.shape[0] // min_chunk))
-    outs, errors = [None] * len(chunks), []
-
-    def run(i):
-        try:
-            outs[i] = roi_align(feat, chunks[i], output_size, scale, sampling_ratio=0, aligned=True)
-        except Exception as e:  # noqa: BLE001 - re-raised on the calling thread
-            errors.append(e)
-    workers = [threading.Thread(target=run, args=(i,)) for i in range(1, len(chunks))]
-    for w in workers:
-        w.start()
-    run(0)
-    for w in workers:
-        w.join()
-    if errors:
-        raise errors[0]
-    return torch.cat(outs)
+def roi_features(feats):
+    """P2..P5 in FP32 (RoIAlign samples in FP32, as torchvision's autocast rule does), converted
+    once for both heads: channels-last on the CPU for `roi_align_nhwc`, NCHW for torchvision's
+    kernels elsewhere (layout first: BF16/FP16 moves half the bytes)."""
+    fmt = torch.channels_last if feats[0].device.type == 'cpu' and not exporting() else torch.contiguous_format
+    return [f.contiguous(memory_format=fmt).to(torch.float32) for f in feats[:len(ROI_STRIDES)]]
 
 
 def to_rois(boxes_per_image):
@@ -77,13 +65,23 @@ class BBoxHead(nn.Module):
     def __init__(self, num_classes=80, in_channels=256, roi_size=7, fc_channels=1024):
         super().__init__()
         self.num_classes = num_classes
+        self.roi_size = roi_size
         self.shared_fcs = nn.ModuleList([nn.Linear(in_channels * roi_size * roi_size, fc_channels),
                                          nn.Linear(fc_channels, fc_channels)])
         self.fc_cls = nn.Linear(fc_channels, num_classes + 1)
         self.fc_reg = nn.Linear(fc_channels, num_classes * 4)
+        self.channels_last_input = False
+
+    def expect_channels_last(self):
+        """Reorder the first FC's inputs from (C, 7, 7) to (7, 7, C) once, so that a channels-last
+        RoI feature map flattens as a view instead of a 50 MB copy per image."""
+        fc, s = self.shared_fcs[0], self.roi_size
+        fc.weight.data = fc.weight.data.view(fc.out_features, -1, s, s).permute(0, 2, 3, 1).reshape(fc.weight.shape)
+        self.channels_last_input = True
 
     def forward(self, x):
-        x = x.flatten(1)
+        # a permuted flatten is a view of channels-last memory and a (correct) copy of NCHW
+        x = x.permute(0, 2, 3, 1).flatten(1) if self.channels_last_input else x.flatten(1)
         for fc in self.shared_fcs:
             x = F.relu(fc(x), inplace=True)
         return self.fc_cls(x), self.fc_reg(x)
@@ -131,9 +129,7 @@ class RoIHeads(nn.Module):
 
         `amp` makes the autocast context for the heads; selection and NMS run in FP32."""
         with stage('roi box head'):
-            # torchvision's RoIAlign reads NCHW and samples in FP32 (its autocast rule): convert
-            # each level once here, not once per call (layout first: BF16 moves half the bytes)
-            feats = [f.contiguous().to(torch.float32) for f in feats[:len(ROI_STRIDES)]]
+            feats = roi_features(feats)
             rois = to_rois(proposals)
             with amp():
                 cls_logits, deltas = self.bbox_head(multilevel_roi_align(feats, rois, 7))
