@@ -5,7 +5,7 @@ import torch
 from torchvision.ops import roi_align
 
 from mrcnn_cli.roi_align import roi_align_nhwc
-from mrcnn_cli.roi_heads import BBoxHead, multilevel_roi_align
+from mrcnn_cli.roi_heads import BBoxHead, multilevel_roi_align, ungroup
 
 # (batch index, x1, y1, x2, y2) in image pixels at stride 8 on a 40 x 56 map (320 x 448 image)
 EDGE_ROIS = [
@@ -58,11 +58,12 @@ def test_multilevel_gather_feeds_the_box_head_as_nchw_does():
              for s in (4, 8, 16, 32)]
     rois = random_rois(200, 320, 448, gen)
     rois[:, 0] = 0
-    gathered = multilevel_roi_align(feats, rois, 7)
+    gathered, order = multilevel_roi_align(feats, rois, 7)
     expected = torch.cat([roi_align(f, rois[i:i + 1], 7, 1 / s, sampling_ratio=0, aligned=True)
-                          for i in range(rois.shape[0])
-                          for f, s in [pick_level(feats, rois[i])]])
+                          for i in order.tolist() for f, s in [pick_level(feats, rois[i])]])
+    assert sorted(order.tolist()) == list(range(rois.shape[0]))
     torch.testing.assert_close(gathered, expected, rtol=0, atol=2e-6)
+    assert ungroup(order, order).tolist() == list(range(rois.shape[0]))
 
     head = BBoxHead(num_classes=3, in_channels=16).eval()
     cls_ref, reg_ref = head(expected.contiguous())

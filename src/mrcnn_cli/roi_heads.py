@@ -29,20 +29,34 @@ def map_roi_levels(rois, num_levels):
 def multilevel_roi_align(feats, rois, output_size):
     """RoIAlign (aligned=True, sampling_ratio=0) of each (batch_idx, x1, y1, x2, y2) roi on its level.
 
-    `feats` come from `roi_features`.  On the CPU the result is channels-last in memory (a
-    permuted view of `roi_align_nhwc`'s output), elsewhere NCHW; its shape is (K, C, S, S)."""
+    `feats` come from `roi_features`.  Returns the (K, C, S, S) features grouped by level, and
+    `order`: row i belongs to rois[order[i]] (heads run on the grouped rows and `ungroup` their
+    small outputs, instead of scattering 50 MB of features back).  On the CPU the features are
+    channels-last in memory (from `roi_align_nhwc`), elsewhere NCHW (torchvision's kernel)."""
     levels = map_roi_levels(rois, len(ROI_STRIDES))
-    k, c = rois.shape[0], feats[0].shape[1]
     gather = feats[0].device.type == 'cpu' and not exporting()
-    out = feats[0].new_zeros((k, output_size, output_size, c) if gather else (k, c, output_size, output_size))
+    outs, order = [], []
     for level, stride in enumerate(ROI_STRIDES):
         inds = (levels == level).nonzero().squeeze(1)
-        if gather and inds.numel():
-            out[inds] = roi_align_nhwc(feats[level], rois[inds], output_size, 1.0 / stride)
-        elif not gather and (exporting() or inds.numel()):
-            out[inds] = roi_align(feats[level], rois[inds], output_size, 1.0 / stride,
-                                  sampling_ratio=0, aligned=True)
-    return out.permute(0, 3, 1, 2) if gather else out
+        if not (exporting() or inds.numel()):
+            continue
+        if gather:
+            outs.append(roi_align_nhwc(feats[level], rois[inds], output_size, 1.0 / stride))
+        else:
+            outs.append(roi_align(feats[level], rois[inds], output_size, 1.0 / stride,
+                                  sampling_ratio=0, aligned=True))
+        order.append(inds)
+    if not outs:   # no rois at all
+        return feats[0].new_zeros(0, feats[0].shape[1], output_size, output_size), levels
+    out, order = (outs[0], order[0]) if len(outs) == 1 else (torch.cat(outs), torch.cat(order))
+    return (out.permute(0, 3, 1, 2) if gather else out), order
+
+
+def ungroup(t, order):
+    """Rows of `t` computed in `multilevel_roi_align`'s order, put back in roi order."""
+    out = torch.empty_like(t)
+    out[order] = t
+    return out
 
 
 def roi_features(feats):
@@ -131,9 +145,10 @@ class RoIHeads(nn.Module):
         with stage('roi box head'):
             feats = roi_features(feats)
             rois = to_rois(proposals)
+            roi_feats, order = multilevel_roi_align(feats, rois, 7)
             with amp():
-                cls_logits, deltas = self.bbox_head(multilevel_roi_align(feats, rois, 7))
-            cls_logits, deltas = cls_logits.float(), deltas.float()
+                cls_logits, deltas = self.bbox_head(roi_feats)
+            cls_logits, deltas = ungroup(cls_logits.float(), order), ungroup(deltas.float(), order)
             dets = [select_detections(r[:, 1:], c, d, shape, self.bbox_head.num_classes)
                     for r, c, d, shape in zip(*(split_per_image(t, proposals) for t in (rois, cls_logits, deltas)),
                                               img_shapes)]
@@ -143,10 +158,11 @@ class RoIHeads(nn.Module):
     def _masks(self, feats, dets, amp):
         mask_rois = to_rois([boxes for boxes, _, _ in dets])
         if exporting() or mask_rois.shape[0]:
+            roi_feats, order = multilevel_roi_align(feats, mask_rois, 14)
             with amp():
-                logits = self.mask_head(multilevel_roi_align(feats, mask_rois, 14))
-            labels = torch.cat([lab for _, _, lab in dets])
-            probs = logits[torch.arange(logits.shape[0], device=logits.device), labels].float().sigmoid()
+                logits = self.mask_head(roi_feats)
+            labels = torch.cat([lab for _, _, lab in dets])[order]
+            probs = ungroup(logits[torch.arange(logits.shape[0], device=logits.device), labels].float().sigmoid(), order)
         else:
             probs = feats[0].new_zeros(0, 28, 28, dtype=torch.float32)
         return [(boxes, scores, labels, p)
