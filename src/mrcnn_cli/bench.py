@@ -10,6 +10,7 @@ import torch
 from tqdm import tqdm
 
 from mrcnn_cli import MrcnnError
+from mrcnn_cli.memory import release_freed_memory
 from mrcnn_cli.preprocess import read_image
 from mrcnn_cli.sources import IMAGE_SUFFIXES
 from mrcnn_cli.stages import StageTimer, timing
@@ -17,7 +18,8 @@ from mrcnn_cli.stages import StageTimer, timing
 METHOD = ('warm-up iterations not counted, then N images at the given batch size, cycled from the image set; '
           'the timed span covers preprocessing (resize, normalise, pad), the network, NMS and the '
           'full-resolution mask paste, with torch.cuda.synchronize() on GPU; image decoding is done '
-          'beforehand and reported separately')
+          'beforehand and reported separately; the torchvision peer runs first, as its users run it '
+          '(glibc default allocator), mrcnn CPU rows with mrcnn\'s (freed memory kept for reuse)')
 
 
 @dataclass
@@ -59,15 +61,7 @@ def load_images(folder=None, limit=64):
 
 
 def reset_peak_rss():
-    """Linux: restart the process's peak-RSS counter so that each backend gets its own peak
-    (after handing the previous backend's freed memory back to the system)."""
-    import ctypes
-    import gc
-    gc.collect()
-    try:
-        ctypes.CDLL('libc.so.6').malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    """Linux: restart the process's peak-RSS counter (from the current RSS)."""
     try:
         with open('/proc/self/clear_refs', 'w') as f:
             f.write('5')
@@ -164,17 +158,36 @@ def report_dict(report):
     return asdict(report)
 
 
+def measure_torchvision_peer(make_predictor, images, n, warmup, batch_size, progress):
+    """torchvision's maskrcnn_resnet50_fpn on the checkpoint's own weights (not the predictor's
+    folded ones), FP32, in the process state its users have (glibc's default allocator)."""
+    from mrcnn_cli.checkpoint import load_checkpoint, model_from_checkpoint
+    from mrcnn_cli.torchvision_peer import TorchvisionPeer
+    base = make_predictor('fp32')
+    source, spec, dev = base.source, base.spec, base.device
+    del base
+    model, _ = model_from_checkpoint(load_checkpoint(source), spec=spec, source=source)
+    peer = TorchvisionPeer(model, dev)
+    del model
+    release_freed_memory()
+    row = measure('torchvision', 'fp32', str(dev), peer.predict_batch, images, n, warmup, batch_size, progress)
+    del peer
+    release_freed_memory()
+    return row
+
+
 def run_bench(make_predictor, backends, onnx_path, images, decode_ms, n, warmup, batch_size, device,
               precision, compare=None, progress=True):
     """Benchmark each backend (and the torchvision peer) in this process on the same images."""
     from mrcnn_cli.backends import load_predictor
     report = BenchReport(METHOD, machine_info(device), decode_ms,
                          sorted({tuple(int(v) for v in img.shape[:2]) for img in images}))
-    torch_source = None  # (source, spec, device) of the torch row, for the peer; the model itself
-    for backend in backends:  # is freed before the next backend, whose peak RSS must be its own
+    peer_row = None
+    if compare == 'torchvision':   # first: before any mrcnn predictor has changed the allocator
+        peer_row = measure_torchvision_peer(make_predictor, images, n, warmup, batch_size, progress)
+    for backend in backends:
         if backend == 'torch':
             predictor = make_predictor(precision)
-            torch_source = predictor.source, predictor.spec, predictor.device
         else:
             predictor = load_predictor('onnx', onnx_path, device=device)
         row = measure(backend, predictor.precision, predictor.device, predictor.predict_batch, images, n,
@@ -182,21 +195,9 @@ def run_bench(make_predictor, backends, onnx_path, images, decode_ms, n, warmup,
         row.device = getattr(predictor, 'providers', [row.device])[0]  # onnx: the provider in use
         report.rows.append(row)
         del predictor
-    if compare == 'torchvision':
-        from mrcnn_cli.checkpoint import load_checkpoint, model_from_checkpoint
-        from mrcnn_cli.torchvision_peer import TorchvisionPeer
-        if torch_source is None:
-            base = make_predictor('fp32')
-            torch_source = base.source, base.spec, base.device
-            del base
-        source, spec, dev = torch_source
-        # the peer converts the checkpoint's own weights (the predictor's model has folded BatchNorms)
-        model, _ = model_from_checkpoint(load_checkpoint(source), spec=spec, source=source)
-        peer = TorchvisionPeer(model, dev)
-        del model
-        row = measure('torchvision', 'fp32', str(dev), peer.predict_batch, images, n, warmup,
-                      batch_size, progress)
+        release_freed_memory()   # the next backend's peak RSS must be its own
+    if peer_row is not None:
         for r in report.rows:
-            r.speedup_vs_torchvision = r.fps / row.fps
-        report.rows.append(row)
+            r.speedup_vs_torchvision = r.fps / peer_row.fps
+        report.rows.append(peer_row)
     return report

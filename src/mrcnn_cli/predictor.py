@@ -5,6 +5,7 @@ import torch
 
 from mrcnn_cli import MrcnnError
 from mrcnn_cli.checkpoint import load_checkpoint, model_from_checkpoint
+from mrcnn_cli.memory import keep_freed_memory
 from mrcnn_cli.postprocess import to_detections
 from mrcnn_cli.preprocess import pad_batch, padded_shape, prepare
 from mrcnn_cli.stages import stage
@@ -78,6 +79,8 @@ class TorchPredictor(Predictor):
 
     @torch.inference_mode()
     def run_network(self, batch, img_shapes):
+        if self.device.type == 'cpu':
+            keep_freed_memory()   # set on first use (a no-op after), so merely loading changes nothing
         return self.model(batch.to(self.device), img_shapes, self.amp_dtype)
 
 
