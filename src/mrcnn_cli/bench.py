@@ -80,13 +80,15 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure(name, precision, device, predict_batch, images, n, warmup, batch_size, progress=True):
-    """Time `predict_batch` over n images after `warmup` untimed batches."""
+def measure(name, precision, device, predict_batch, images, n, warmup, batch_size, progress=True,
+            warm_every_batch=False):
+    """Time `predict_batch` over n images after `warmup` untimed batches (and, for a compiled
+    model, after one untimed pass over every batch: each new input size compiles first)."""
     dev = torch.device(device)
     cuda = dev.type == 'cuda'
     batches = [[images[(b * batch_size + j) % len(images)] for j in range(batch_size)]
                for b in range(-(-n // batch_size))]
-    for b in range(warmup):
+    for b in range(max(warmup, len(batches) if warm_every_batch else 0)):
         predict_batch(batches[b % len(batches)])
     if cuda:
         torch.cuda.synchronize()
@@ -163,7 +165,7 @@ def measure_torchvision_peer(make_predictor, images, n, warmup, batch_size, prog
     folded ones), FP32, in the process state its users have (glibc's default allocator)."""
     from mrcnn_cli.checkpoint import load_checkpoint, model_from_checkpoint
     from mrcnn_cli.torchvision_peer import TorchvisionPeer
-    base = make_predictor('fp32')
+    base = make_predictor('fp32', compile=False)
     source, spec, dev = base.source, base.spec, base.device
     del base
     model, _ = model_from_checkpoint(load_checkpoint(source), spec=spec, source=source)
@@ -191,8 +193,10 @@ def run_bench(make_predictor, backends, onnx_path, images, decode_ms, n, warmup,
         else:
             predictor = load_predictor('onnx', onnx_path, device=device)
         row = measure(backend, predictor.precision, predictor.device, predictor.predict_batch, images, n,
-                      warmup, batch_size, progress)
+                      warmup, batch_size, progress, warm_every_batch=getattr(predictor, 'compiled', False))
         row.device = getattr(predictor, 'providers', [row.device])[0]  # onnx: the provider in use
+        if getattr(predictor, 'compiled', False):
+            row.precision += '+compile'
         report.rows.append(row)
         del predictor
         release_freed_memory()   # the next backend's peak RSS must be its own

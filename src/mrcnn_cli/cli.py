@@ -45,6 +45,9 @@ def backend_options(f):
 
 
 def precision_options(f):
+    f = click.option('--compile', 'compile_model', is_flag=True,
+                     help='torch.compile backbone+FPN+RPN (CUDA graphs on a GPU); each new input size '
+                          'compiles once, so best for video and fixed sizes.')(f)
     f = click.option('--bf16', is_flag=True, help='BF16 autocast (CPUs with BF16 support, or GPUs).')(f)
     f = click.option('--fp16', is_flag=True, help='FP16 autocast on a CUDA GPU (NMS, decoding, paste stay FP32).')(f)
     return f
@@ -73,13 +76,13 @@ def precision_of(fp16, bf16):
 @click.option('--max-frames', type=click.IntRange(1), default=None, help='Stop each video after N frames.')
 @click.option('--show', is_flag=True, help='Show results in a window where a display exists.')
 def predict(sources, model_name, weights, style, device, weights_dir, backend, onnx_path, ort_provider, fp16, bf16,
-            score_thr, out_dir, no_vis, class_names, batch_size, vid_stride, max_frames, show):
+            compile_model, score_thr, out_dir, no_vis, class_names, batch_size, vid_stride, max_frames, show):
     """Segment SOURCES: image files, directories, glob patterns, videos, camera indexes (0) or
     rtsp/http stream URLs."""
     from mrcnn_cli.backends import describe, load_predictor
     from mrcnn_cli.predict import PredictOptions, parse_class_filter, predict_sources
     predictor = load_predictor(backend, onnx_path, model_name, weights, style, device, weights_dir,
-                               precision_of(fp16, bf16), ort_provider)
+                               precision_of(fp16, bf16), ort_provider, compile_model)
     opts = PredictOptions(out_dir, score_thr, not no_vis, parse_class_filter(class_names, predictor.classes),
                           batch_size, vid_stride, max_frames, show)
     click.echo(f'model: {describe(predictor)}', err=True)
@@ -145,7 +148,7 @@ def eval_group():
 @click.option('--resume', is_flag=True, help='Skip images already done by an interrupted run with the same --out.')
 @click.option('--shard', default=None, help='K/N: this process takes every Nth image from the Kth.')
 def eval_coco(ann, images_dir, results_files, model_name, weights, style, device, weights_dir, backend,
-              onnx_path, ort_provider, fp16, bf16, max_images, out_dir, resume, shard):
+              onnx_path, ort_provider, fp16, bf16, compile_model, max_images, out_dir, resume, shard):
     """COCO box AP and mask AP through pycocotools (mmdetection's test thresholds: 0.05, 100 per image)."""
     from mrcnn_cli import evaluate as ev
     if results_files:
@@ -161,7 +164,7 @@ def eval_coco(ann, images_dir, results_files, model_name, weights, style, device
         import torch
         device = f'cuda:{dist_ctx[2]}' if torch.cuda.is_available() else 'cpu'
     predictor = load_predictor(backend, onnx_path, model_name, weights, style, device, weights_dir,
-                               precision_of(fp16, bf16), ort_provider)
+                               precision_of(fp16, bf16), ort_provider, compile_model)
     if not dist_ctx or dist_ctx[0] == 0:
         click.echo(f'model: {describe(predictor)}', err=True)
     outcome = ev.eval_with_model(predictor, ann, images_dir, out_dir, max_images,
@@ -206,8 +209,8 @@ def _print_evaluation(evaluation, published):
 @click.option('--compare', type=click.Choice(['torchvision']), default=None,
               help="Also time torchvision's maskrcnn_resnet50_fpn with the same weights.")
 @click.option('--json', 'json_path', type=click.Path(dir_okay=False), default=None, help='Write the report here.')
-def bench(fps, model_name, weights, style, device, weights_dir, backend, onnx_path, fp16, bf16, images_dir,
-          count, warmup, batch_size, compare, json_path):
+def bench(fps, model_name, weights, style, device, weights_dir, backend, onnx_path, fp16, bf16, compile_model,
+          images_dir, count, warmup, batch_size, compare, json_path):
     """Speed: fps, latency percentiles, peak memory and a per-stage breakdown, per backend."""
     from mrcnn_cli import bench as bench_lib
     from mrcnn_cli.predictor import load_torch_predictor, resolve_device
@@ -216,8 +219,8 @@ def bench(fps, model_name, weights, style, device, weights_dir, backend, onnx_pa
     backends = ['torch', 'onnx'] if backend == 'all' else [backend]
     images, decode_ms = bench_lib.load_images(images_dir)
 
-    def make(precision):
-        return load_torch_predictor(model_name, weights, style, dev, weights_dir, precision)
+    def make(precision, compile=compile_model):
+        return load_torch_predictor(model_name, weights, style, dev, weights_dir, precision, compile)
     report = bench_lib.run_bench(make, backends, onnx_path, images, decode_ms, count, warmup, batch_size, dev,
                                  precision_of(fp16, bf16), compare)
     click.echo(f'method: {report.method}')

@@ -72,10 +72,13 @@ class Predictor:
 class TorchPredictor(Predictor):
     name = 'torch'
 
-    def __init__(self, model, classes, device, source, precision='fp32'):
+    def __init__(self, model, classes, device, source, precision='fp32', compile=False):
         super().__init__(model.spec, classes, device, source, precision)
         self.amp_dtype = check_precision(precision, device)
-        self.model = model.to(device).optimize_for_inference(device, self.amp_dtype)
+        if compile:
+            check_compiler(device)
+        self.model = model.to(device).optimize_for_inference(device, self.amp_dtype, compile)
+        self.compiled = compile
 
     @torch.inference_mode()
     def run_network(self, batch, img_shapes):
@@ -106,8 +109,20 @@ def check_precision(precision, device):
     return None
 
 
+def check_compiler(device):
+    """torch.compile's inductor generates C++ on the CPU and Triton kernels on CUDA."""
+    import importlib.util
+    import os
+    import shutil
+    if device.type == 'cuda':
+        if importlib.util.find_spec('triton') is None:
+            raise MrcnnError('--compile on a GPU needs the triton package (pip install triton)')
+    elif not shutil.which(os.environ.get('CXX', 'g++')):
+        raise MrcnnError('--compile on the CPU needs a C++ compiler (g++, or set CXX)')
+
+
 def load_torch_predictor(model_name=None, weights=None, style=None, device='auto', weights_dir=None,
-                         precision='fp32'):
+                         precision='fp32', compile=False):
     """A TorchPredictor from a zoo name (downloaded on first use) and/or a local checkpoint."""
     from mrcnn_cli import zoo
     if model_name is None and weights is None:
@@ -121,4 +136,4 @@ def load_torch_predictor(model_name=None, weights=None, style=None, device='auto
         if weights is None:
             weights = zoo.ensure_downloaded(entry, weights_dir)
     model, classes = model_from_checkpoint(load_checkpoint(weights), spec=spec, style=style, source=str(weights))
-    return TorchPredictor(model, classes, dev, source=str(weights), precision=precision)
+    return TorchPredictor(model, classes, dev, source=str(weights), precision=precision, compile=compile)
