@@ -27,7 +27,8 @@ BENCH_IMAGES ?= $(SHARED)/data/coco_mini_val2017/val2017
 weights/synthetic_r50.pth: | setup
 	$(BIN)/python $(SHARED)/tools/make_checkpoint.py $(SHARED)/data/state_dict_keys/mmdet_mask-rcnn_r50_fpn_1x_coco.txt $@
 
-runs/bench/r50.onnx: weights/synthetic_r50.pth
+# re-exported when the weights or the model code change
+runs/bench/r50.onnx: weights/synthetic_r50.pth $(wildcard src/mrcnn_cli/*.py)
 	$(BIN)/mrcnn export --onnx $@ --weights weights/synthetic_r50.pth
 
 bench: runs/bench/r50.onnx
