@@ -217,7 +217,8 @@ def bench(fps, model_name, weights, style, device, weights_dir, backend, onnx_pa
     from mrcnn_cli.results import write_json
     dev = str(resolve_device(device))
     backends = ['torch', 'onnx'] if backend == 'all' else [backend]
-    images, decode_ms = bench_lib.load_images(images_dir)
+    # only the images the timed batches use (they cycle from the first)
+    images, decode_ms = bench_lib.load_images(images_dir, limit=min(64, -(-count // batch_size) * batch_size))
 
     def make(precision, compile=compile_model):
         return load_torch_predictor(model_name, weights, style, dev, weights_dir, precision, compile)

@@ -26,9 +26,8 @@ class FPN(nn.Module):
 
     def forward(self, feats):
         laterals = [conv(f) for conv, f in zip(self.lateral_convs, feats)]
-        for i in range(len(laterals) - 1, 0, -1):
-            laterals[i - 1] = laterals[i - 1] + F.interpolate(
-                laterals[i], size=laterals[i - 1].shape[2:], mode='nearest')
+        for i in range(len(laterals) - 1, 0, -1):   # in place: a fresh conv output (one P2 less)
+            laterals[i - 1] += F.interpolate(laterals[i], size=laterals[i - 1].shape[2:], mode='nearest')
         outs = [conv(lat) for conv, lat in zip(self.fpn_convs, laterals)]
         outs.append(F.max_pool2d(outs[-1], 1, stride=2))
         return outs
