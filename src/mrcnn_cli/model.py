@@ -105,9 +105,13 @@ def compile_dense(model, device):
     inputs and long runs.  On CUDA the compiled region also runs as a CUDA graph
     ('reduce-overhead'); on the CPU inductor freezes the weights as constants (pre-packed for
     oneDNN).  The RoI stages stay eager: their sizes depend on the data."""
+    import logging
+
     import torch._dynamo.config as dynamo_config
     import torch._inductor.config as inductor_config
     inductor_config.freezing = True
+    if device.type == 'cpu':   # inductor's C++ toolchain probe warns that a CPU build has no CUDA
+        logging.getLogger('torch.utils.cpp_extension').setLevel(logging.ERROR)
     # every padded size is its own graph; past the limit dynamo would run new sizes eagerly
     dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 64)
     mode = 'reduce-overhead' if device.type == 'cuda' else None
