@@ -160,42 +160,39 @@ def report_dict(report):
     return asdict(report)
 
 
-def measure_torchvision_peer(make_predictor, images, n, warmup, batch_size, progress):
-    """torchvision's maskrcnn_resnet50_fpn on the checkpoint's own weights (not the predictor's
-    folded ones), FP32, in the process state its users have (glibc's default allocator)."""
-    from mrcnn_cli.checkpoint import load_checkpoint, model_from_checkpoint
+def measure_torchvision_peer(load_model, device, images, n, warmup, batch_size, progress):
+    """torchvision's maskrcnn_resnet50_fpn on the checkpoint's own weights (`load_model()`: the
+    model as loaded, before a predictor folds its BatchNorms), FP32, in the process state its
+    users have (glibc's default allocator)."""
     from mrcnn_cli.torchvision_peer import TorchvisionPeer
-    base = make_predictor('fp32', compile=False)
-    source, spec, dev = base.source, base.spec, base.device
-    del base
-    model, _ = model_from_checkpoint(load_checkpoint(source), spec=spec, source=source)
-    peer = TorchvisionPeer(model, dev)
-    del model
+    peer = TorchvisionPeer(load_model(), device)
     release_freed_memory()
-    row = measure('torchvision', 'fp32', str(dev), peer.predict_batch, images, n, warmup, batch_size, progress)
+    row = measure('torchvision', 'fp32', str(device), peer.predict_batch, images, n, warmup, batch_size, progress)
     del peer
     release_freed_memory()
     return row
 
 
 def run_bench(make_predictor, backends, onnx_path, images, decode_ms, n, warmup, batch_size, device,
-              precision, compare=None, progress=True):
-    """Benchmark each backend (and the torchvision peer) in this process on the same images."""
+              precision, compare=None, progress=True, load_model=None):
+    """Benchmark each backend (and, with `load_model` for its weights, the torchvision peer) in
+    this process on the same images."""
     from mrcnn_cli.backends import load_predictor
     report = BenchReport(METHOD, machine_info(device), decode_ms,
                          sorted({tuple(int(v) for v in img.shape[:2]) for img in images}))
     peer_row = None
     if compare == 'torchvision':   # first: before any mrcnn predictor has changed the allocator
-        peer_row = measure_torchvision_peer(make_predictor, images, n, warmup, batch_size, progress)
+        peer_row = measure_torchvision_peer(load_model, device, images, n, warmup, batch_size, progress)
     for backend in backends:
         if backend == 'torch':
             predictor = make_predictor(precision)
         else:
             predictor = load_predictor('onnx', onnx_path, device=device)
+        compiled = getattr(predictor, 'compiled', False)
         row = measure(backend, predictor.precision, predictor.device, predictor.predict_batch, images, n,
-                      warmup, batch_size, progress, warm_every_batch=getattr(predictor, 'compiled', False))
+                      warmup, batch_size, progress, warm_every_batch=compiled)
         row.device = getattr(predictor, 'providers', [row.device])[0]  # onnx: the provider in use
-        if getattr(predictor, 'compiled', False):
+        if compiled:
             row.precision += '+compile'
         report.rows.append(row)
         del predictor

@@ -121,14 +121,12 @@ def check_compiler(device):
         raise MrcnnError('--compile on the CPU needs a C++ compiler (g++, or set CXX)')
 
 
-def load_torch_predictor(model_name=None, weights=None, style=None, device='auto', weights_dir=None,
-                         precision='fp32', compile=False):
-    """A TorchPredictor from a zoo name (downloaded on first use) and/or a local checkpoint."""
+def load_torch_model(model_name=None, weights=None, style=None, weights_dir=None):
+    """(MaskRCNN as loaded, classes, source) from a zoo name (downloaded on first use) and/or a
+    local checkpoint."""
     from mrcnn_cli import zoo
     if model_name is None and weights is None:
         raise MrcnnError('no model given: pass --model NAME (see `mrcnn zoo list`) or --weights PATH')
-    dev = resolve_device(device)
-    check_precision(precision, dev)
     spec = None
     if model_name is not None:
         entry = zoo.get_entry(model_name)
@@ -136,4 +134,13 @@ def load_torch_predictor(model_name=None, weights=None, style=None, device='auto
         if weights is None:
             weights = zoo.ensure_downloaded(entry, weights_dir)
     model, classes = model_from_checkpoint(load_checkpoint(weights), spec=spec, style=style, source=str(weights))
-    return TorchPredictor(model, classes, dev, source=str(weights), precision=precision, compile=compile)
+    return model, classes, str(weights)
+
+
+def load_torch_predictor(model_name=None, weights=None, style=None, device='auto', weights_dir=None,
+                         precision='fp32', compile=False):
+    """A TorchPredictor from a zoo name (downloaded on first use) and/or a local checkpoint."""
+    dev = resolve_device(device)
+    check_precision(precision, dev)
+    model, classes, source = load_torch_model(model_name, weights, style, weights_dir)
+    return TorchPredictor(model, classes, dev, source=source, precision=precision, compile=compile)
