@@ -24,8 +24,10 @@ def keep_freed_memory():
     between images, which costs some fragmentation (R-50: peak RSS ~1.9 GB instead of ~1.5 GB).
     Idempotent, process-wide; MRCNN_KEEP_FREED_MEMORY=0 turns it off."""
     global _kept
+    if _kept or os.environ.get('MRCNN_KEEP_FREED_MEMORY') == '0':   # called per batch: cheap first
+        return
     libc = _libc()
-    if _kept or libc is None or not hasattr(libc, 'mallopt') or os.environ.get('MRCNN_KEEP_FREED_MEMORY') == '0':
+    if libc is None or not hasattr(libc, 'mallopt'):
         return
     libc.mallopt(M_MMAP_MAX, 0)
     libc.mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1)

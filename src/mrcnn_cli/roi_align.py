@@ -17,7 +17,8 @@ ROIS_PER_CHUNK = 256   # bounds the (rois, bins, rows, cols) index temporaries t
 
 def axis_weights(start, length, pooled, limit):
     """One axis of mmcv's sampling, for each roi (N,) and output bin: the first feature row the bin
-    touches (N, pooled) and its summed bilinear weights on the L rows from there (N, pooled, L).
+    touches (N, pooled), its summed bilinear weights on the L rows from there (N, pooled, L), and
+    the roi's samples per bin along this axis (N,).
 
     A bin has grid = ceil(length / pooled) samples, sample i at start + p * bin + (i + .5) * bin / grid;
     samples outside [-1, limit] weigh nothing, coordinates clamp at 0 and at limit - 1."""
@@ -40,7 +41,7 @@ def axis_weights(start, length, pooled, limit):
     weights = pos.new_zeros(n, pooled, span)
     weights.scatter_add_(2, (low - first.unsqueeze(2)).clamp(0, span - 1), torch.where(valid, 1 - frac, 0.0))
     weights.scatter_add_(2, (high - first.unsqueeze(2)).clamp(0, span - 1), torch.where(valid, frac, 0.0))
-    return first, weights
+    return first, weights, grid
 
 
 def roi_align_nhwc(feat, rois, output_size, scale):
@@ -58,10 +59,9 @@ def roi_align_nhwc(feat, rois, output_size, scale):
 def _gather_chunk(table, rois, pooled, scale, h, w):
     n = rois.shape[0]
     x1, y1, x2, y2 = (rois[:, k] * scale - 0.5 for k in range(1, 5))   # aligned: pixel centres
-    first_y, wy = axis_weights(y1, y2 - y1, pooled, h)
-    first_x, wx = axis_weights(x1, x2 - x1, pooled, w)
-    grid = torch.ceil((y2 - y1) / pooled) * torch.ceil((x2 - x1) / pooled)
-    count = grid.clamp(min=1).view(-1, 1, 1, 1, 1)
+    first_y, wy, grid_y = axis_weights(y1, y2 - y1, pooled, h)
+    first_x, wx, grid_x = axis_weights(x1, x2 - x1, pooled, w)
+    count = (grid_y * grid_x).clamp(min=1).to(wy.dtype).view(-1, 1, 1, 1, 1)   # as mmcv: max(gh * gw, 1)
     rows = first_y.view(n, pooled, 1, 1, 1) + torch.arange(wy.shape[2], device=rois.device).view(-1, 1)
     cols = first_x.view(n, 1, pooled, 1, 1) + torch.arange(wx.shape[2], device=rois.device)
     index = (rois[:, 0].long().view(-1, 1, 1, 1, 1) * h + rows) * w + cols        # (N, P, P, Ly, Lx)

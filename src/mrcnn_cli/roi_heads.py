@@ -34,7 +34,7 @@ def multilevel_roi_align(feats, rois, output_size):
     small outputs, instead of scattering 50 MB of features back).  On the CPU the features are
     channels-last in memory (from `roi_align_nhwc`), elsewhere NCHW (torchvision's kernel)."""
     levels = map_roi_levels(rois, len(ROI_STRIDES))
-    gather = feats[0].device.type == 'cpu' and not exporting()
+    gather = uses_gather(feats[0])
     outs, order = [], []
     for level, stride in enumerate(ROI_STRIDES):
         inds = (levels == level).nonzero().squeeze(1)
@@ -59,11 +59,16 @@ def ungroup(t, order):
     return out
 
 
+def uses_gather(feat):
+    """RoIAlign path: `roi_align_nhwc` on the CPU; torchvision's kernel on GPUs and in ONNX export."""
+    return feat.device.type == 'cpu' and not exporting()
+
+
 def roi_features(feats):
     """P2..P5 in FP32 (RoIAlign samples in FP32, as torchvision's autocast rule does), converted
     once for both heads: channels-last on the CPU for `roi_align_nhwc`, NCHW for torchvision's
     kernels elsewhere (layout first: BF16/FP16 moves half the bytes)."""
-    fmt = torch.channels_last if feats[0].device.type == 'cpu' and not exporting() else torch.contiguous_format
+    fmt = torch.channels_last if uses_gather(feats[0]) else torch.contiguous_format
     return [f.contiguous(memory_format=fmt).to(torch.float32) for f in feats[:len(ROI_STRIDES)]]
 
 
