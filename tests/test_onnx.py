@@ -1,7 +1,9 @@
 """`mrcnn export --onnx` and the onnxruntime backend against the PyTorch backend."""
 import json
+import os
 
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 
@@ -43,6 +45,9 @@ def test_onnxruntime_matches_pytorch(exported, torch_predictor, variant, style, 
     assert roi_modes == {'half_pixel'}  # aligned=True
     ort_predictor = OnnxPredictor(path, device='cpu')
     assert ort_predictor.providers == ['CPUExecutionProvider']
+    opts = ort_predictor.session.get_session_options()
+    assert opts.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert opts.intra_op_num_threads == os.cpu_count() and not opts.enable_mem_pattern
     assert ort_predictor.classes == torch_predictor(variant, style).classes
     assert ort_predictor.spec == torch_predictor(variant, style).spec
     for name in images:

@@ -15,12 +15,17 @@ PROVIDERS = {'cuda': 'CUDAExecutionProvider', 'tensorrt': 'TensorrtExecutionProv
              'cpu': 'CPUExecutionProvider'}
 
 
-def session_options(threads=None):
+def session_options(threads=None, device_type='cpu'):
     import onnxruntime as ort
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = threads or os.cpu_count() or 1
     opts.inter_op_num_threads = 1
+    if device_type == 'cpu':
+        # Every image size gets its own planned block under memory patterns, beside the arena's
+        # blocks; without them the arena reuses its blocks across sizes: 260 MB less peak RSS for
+        # R-50, same speed (measured on COCO images).
+        opts.enable_mem_pattern = False
     opts.log_severity_level = 3  # errors only: keep the CLI's output to one line per problem
     return opts
 
@@ -60,7 +65,7 @@ class OnnxPredictor(Predictor):
         import onnxruntime as ort
         dev = resolve_device(device)
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=session_options(threads),
+            self.session = ort.InferenceSession(str(path), sess_options=session_options(threads, dev.type),
                                                 providers=choose_providers(dev, provider))
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own untyped errors
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
