@@ -41,3 +41,20 @@ def test_fp32_inference_rewrites_stay_at_rounding_level(torch_predictor, variant
     assert [d['label'] for d in ref] == det.labels.tolist()
     assert np.abs(det.scores - [d['score'] for d in ref]).max() <= 1e-3
     assert np.abs(det.boxes - np.array([d['bbox_xyxy'] for d in ref])).max() <= 0.05
+
+
+def test_gpu_roi_path_matches_reference(torch_predictor, monkeypatch):
+    """The RoI path GPUs take (all levels stacked, one torchvision RoIAlign call, no host sync),
+    run here on the CPU: mmdetection's detections at the default mode's rounding level."""
+    import mrcnn_cli.roi_heads as roi_heads
+    calls, stacked_roi_align = [], roi_heads.stacked_roi_align
+    monkeypatch.setattr(roi_heads, 'uses_gather', lambda feat: False)
+    monkeypatch.setattr(roi_heads, 'stacked_roi_align', lambda *a: calls.append(1) or stacked_roi_align(*a))
+    variant, style, ref_name, image = REFERENCES[0]
+    ref = json.loads((SHARED / 'data' / 'reference' / ref_name).read_text())['detections']
+    det = torch_predictor(variant, style).predict(read_image(image))
+    assert calls == [1, 1]   # box head, mask head
+    assert_matches_reference(ref, detections_as_dicts(det))
+    assert [d['label'] for d in ref] == det.labels.tolist()
+    assert np.abs(det.scores - [d['score'] for d in ref]).max() <= 1e-3
+    assert np.abs(det.boxes - np.array([d['bbox_xyxy'] for d in ref])).max() <= 0.05

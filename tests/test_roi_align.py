@@ -5,7 +5,7 @@ import torch
 from torchvision.ops import roi_align
 
 from mrcnn_cli.roi_align import roi_align_nhwc
-from mrcnn_cli.roi_heads import BBoxHead, multilevel_roi_align, ungroup
+from mrcnn_cli.roi_heads import BBoxHead, multilevel_roi_align, stack_levels, ungroup
 
 # (batch index, x1, y1, x2, y2) in image pixels at stride 8 on a 40 x 56 map (320 x 448 image)
 EDGE_ROIS = [
@@ -79,3 +79,23 @@ def pick_level(feats, roi):
     scale = math.sqrt(float((roi[3] - roi[1]) * (roi[4] - roi[2])))
     level = min(max(math.floor(math.log2(scale / 56 + 1e-6)), 0), 3)
     return feats[level], 4 * 2 ** level
+
+
+def test_stacked_levels_equal_per_level_roi_align():
+    """GPU path (all levels in one call, no host sync) == torchvision on each roi's own level,
+    for rois clipped to the image as the model's are, including ones on its last row and column
+    at every level (where the padding of the coarser levels must read as the border)."""
+    gen = torch.Generator().manual_seed(2)
+    height, width = 512, 640
+    feats = [torch.randn(2, 8, height // s, width // s, generator=gen) for s in (4, 8, 16, 32)]
+    rois = random_rois(300, height, width, gen)
+    rois[:, 1::2] = rois[:, 1::2].clamp(0, width)
+    rois[:, 2::2] = rois[:, 2::2].clamp(0, height)
+    border = [[b, width - side, height - side, width, height] for side in (20, 150, 300, 500) for b in (0, 1)]
+    rois = torch.cat([rois, torch.tensor(border, dtype=torch.float32)])
+    assert {pick_level(feats, r)[1] for r in rois[-8:]} == {4, 8, 16, 32}
+    got, order = multilevel_roi_align(stack_levels([f.half() for f in feats]), rois, 7)
+    assert order is None and ungroup(got, order) is got
+    expected = torch.cat([roi_align(f.half().float(), r[None], 7, 1 / s, sampling_ratio=0, aligned=True)
+                          for r in rois for f, s in [pick_level(feats, r)]])
+    torch.testing.assert_close(got, expected, rtol=0, atol=2e-6)

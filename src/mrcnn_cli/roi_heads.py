@@ -29,11 +29,15 @@ def map_roi_levels(rois, num_levels):
 def multilevel_roi_align(feats, rois, output_size):
     """RoIAlign (aligned=True, sampling_ratio=0) of each (batch_idx, x1, y1, x2, y2) roi on its level.
 
-    `feats` come from `roi_features`.  Returns the (K, C, S, S) features grouped by level, and
-    `order`: row i belongs to rois[order[i]] (heads run on the grouped rows and `ungroup` their
-    small outputs, instead of scattering 50 MB of features back).  On the CPU the features are
-    channels-last in memory (from `roi_align_nhwc`), elsewhere NCHW (torchvision's kernel)."""
+    `feats` come from `roi_features`.  Returns the (K, C, S, S) features and `order`: row i
+    belongs to rois[order[i]], or to rois[i] when `order` is None.  On the CPU the rows are
+    grouped by level (heads run on them and `ungroup` their small outputs, instead of
+    scattering 50 MB of features back) and channels-last in memory (from `roi_align_nhwc`); in
+    an ONNX export they are grouped by level too; on GPUs all levels are one call, in roi order.
+    """
     levels = map_roi_levels(rois, len(ROI_STRIDES))
+    if isinstance(feats, torch.Tensor):
+        return stacked_roi_align(feats, rois, levels, output_size), None
     gather = uses_gather(feats[0])
     outs, order = [], []
     for level, stride in enumerate(ROI_STRIDES):
@@ -52,8 +56,31 @@ def multilevel_roi_align(feats, rois, output_size):
     return (out.permute(0, 3, 1, 2) if gather else out), order
 
 
+def stack_levels(feats):
+    """P2..P5 of B images as one (B * 4, C, H2, W2) FP32 tensor, level l of image b at b * 4 + l.
+
+    Coarser levels are padded by repeating their last row and column: RoIAlign clamps samples
+    past the last pixel to it, and rois clipped to the image never sample beyond one pixel
+    past it, so every sample reads what it reads on the level's own map."""
+    h, w = feats[0].shape[-2:]
+    return torch.stack([F.pad(f.float(), (0, w - f.shape[-1], 0, h - f.shape[-2]), mode='replicate')
+                        for f in feats], dim=1).flatten(0, 1)
+
+
+def stacked_roi_align(stacked, rois, levels, output_size):
+    """All levels in one torchvision RoIAlign call, with no host sync (no per-level split): each
+    roi points at its level's slot and is given in that level's pixels.  Strides are powers of
+    two, so dividing by one is exact and the samples are those of `roi_align(..., 1 / stride)`."""
+    strides = rois.new_tensor(ROI_STRIDES)[levels]
+    slots = rois[:, :1] * len(ROI_STRIDES) + levels[:, None].to(rois)
+    scaled = torch.cat([slots, rois[:, 1:] / strides[:, None]], dim=1)
+    return roi_align(stacked, scaled, output_size, 1.0, sampling_ratio=0, aligned=True)
+
+
 def ungroup(t, order):
     """Rows of `t` computed in `multilevel_roi_align`'s order, put back in roi order."""
+    if order is None:
+        return t
     out = torch.empty_like(t)
     out[order] = t
     return out
@@ -67,9 +94,13 @@ def uses_gather(feat):
 def roi_features(feats):
     """P2..P5 in FP32 (RoIAlign samples in FP32, as torchvision's autocast rule does), converted
     once for both heads: channels-last on the CPU for `roi_align_nhwc`, NCHW for torchvision's
-    kernels elsewhere (layout first: BF16/FP16 moves half the bytes)."""
-    fmt = torch.channels_last if uses_gather(feats[0]) else torch.contiguous_format
-    return [f.contiguous(memory_format=fmt).to(torch.float32) for f in feats[:len(ROI_STRIDES)]]
+    kernel in an export (layout first: BF16/FP16 moves half the bytes), stacked on GPUs."""
+    feats = feats[:len(ROI_STRIDES)]
+    if uses_gather(feats[0]):
+        return [f.contiguous(memory_format=torch.channels_last).to(torch.float32) for f in feats]
+    if exporting():
+        return [f.contiguous().to(torch.float32) for f in feats]
+    return stack_levels(feats)
 
 
 def to_rois(boxes_per_image):
@@ -166,7 +197,8 @@ class RoIHeads(nn.Module):
             roi_feats, order = multilevel_roi_align(feats, mask_rois, 14)
             with amp():
                 logits = self.mask_head(roi_feats)
-            labels = torch.cat([lab for _, _, lab in dets])[order]
+            labels = torch.cat([lab for _, _, lab in dets])
+            labels = labels if order is None else labels[order]
             probs = ungroup(logits[torch.arange(logits.shape[0], device=logits.device), labels].float().sigmoid(), order)
         else:
             probs = feats[0].new_zeros(0, 28, 28, dtype=torch.float32)
