@@ -52,6 +52,8 @@ class Predictor:
         Only images whose padded sizes are equal share a network batch (video frames always
         do): extra padding would change the features near the border and so the detections.
         """
+        if self.device.type == 'cpu':
+            keep_freed_memory()   # set on first use (a no-op after), so merely loading changes nothing
         with stage('preprocess'):
             prepared = [prepare(img, self.spec.norm, self.device) for img in imgs]
         groups = {}
@@ -82,8 +84,6 @@ class TorchPredictor(Predictor):
 
     @torch.inference_mode()
     def run_network(self, batch, img_shapes):
-        if self.device.type == 'cpu':
-            keep_freed_memory()   # set on first use (a no-op after), so merely loading changes nothing
         return self.model(batch.to(self.device), img_shapes, self.amp_dtype)
 
 
