@@ -62,6 +62,11 @@ def test_multilevel_gather_feeds_the_box_head_as_nchw_does():
     expected = torch.cat([roi_align(f, rois[i:i + 1], 7, 1 / s, sampling_ratio=0, aligned=True)
                           for i in order.tolist() for f, s in [pick_level(feats, rois[i])]])
     assert sorted(order.tolist()) == list(range(rois.shape[0]))
+    levels = [pick_level(feats, rois[i])[1] for i in order.tolist()]
+    assert levels == sorted(levels)                 # grouped by level,
+    for s in set(levels):                           # top to bottom within each (cache-friendly order)
+        y1 = rois[order][torch.tensor(levels) == s, 2]
+        assert (y1[1:] >= y1[:-1]).all()
     torch.testing.assert_close(gathered, expected, rtol=0, atol=2e-6)
     assert ungroup(order, order).tolist() == list(range(rois.shape[0]))
 
