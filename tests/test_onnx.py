@@ -43,6 +43,8 @@ def test_onnxruntime_matches_pytorch(exported, torch_predictor, variant, style, 
     roi_modes = {a.s.decode() for n in proto.graph.node if n.op_type == 'RoiAlign'
                  for a in n.attribute if a.name == 'coordinate_transformation_mode'}
     assert roi_modes == {'half_pixel'}  # aligned=True
+    # the box head reads RoIAlign's NCHW output through a plain reshape (weights put in its order)
+    assert not [n.name for n in proto.graph.node if n.op_type == 'Transpose' and 'bbox_head' in n.name]
     ort_predictor = OnnxPredictor(path, device='cpu')
     assert ort_predictor.providers == ['CPUExecutionProvider']
     opts = ort_predictor.session.get_session_options()

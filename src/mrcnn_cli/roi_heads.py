@@ -133,10 +133,16 @@ class BBoxHead(nn.Module):
         self.channels_last_input = True
 
     def forward(self, x):
-        # a permuted flatten is a view of channels-last memory and a (correct) copy of NCHW
-        x = x.permute(0, 2, 3, 1).flatten(1) if self.channels_last_input else x.flatten(1)
-        for fc in self.shared_fcs:
-            x = F.relu(fc(x), inplace=True)
+        fc1, s = self.shared_fcs[0], self.roi_size
+        if not self.channels_last_input:
+            x = fc1(x.flatten(1))
+        elif not exporting():   # a permuted flatten is a view of channels-last memory
+            x = fc1(x.permute(0, 2, 3, 1).flatten(1))
+        else:   # NCHW RoIAlign output: put the weight back in (C, 7, 7) order, folded to a constant
+            weight = fc1.weight.view(fc1.out_features, s, s, -1).permute(0, 3, 1, 2).reshape(fc1.weight.shape)
+            x = F.linear(x.flatten(1), weight, fc1.bias)
+        x = F.relu(x, inplace=True)
+        x = F.relu(self.shared_fcs[1](x), inplace=True)
         return self.fc_cls(x), self.fc_reg(x)
 
 
