@@ -73,7 +73,7 @@ def stack_levels(feats):
 def stacked_roi_align(stacked, rois, levels, output_size):
     """All levels in one torchvision RoIAlign call, with no host sync (no per-level split): each
     roi points at its level's slot and is given in that level's pixels.  Strides are powers of
-    two, so dividing by one is exact and the samples are those of `roi_align(..., 1 / stride)`."""
+    two, so dividing by them is exact and the samples are those of `roi_align(..., 1 / stride)`."""
     strides = rois.new_tensor(ROI_STRIDES)[levels]
     slots = rois[:, :1] * len(ROI_STRIDES) + levels[:, None].to(rois)
     scaled = torch.cat([slots, rois[:, 1:] / strides[:, None]], dim=1)
@@ -142,7 +142,8 @@ class BBoxHead(nn.Module):
             weight = fc1.weight.view(fc1.out_features, s, s, -1).permute(0, 3, 1, 2).reshape(fc1.weight.shape)
             x = F.linear(x.flatten(1), weight, fc1.bias)
         x = F.relu(x, inplace=True)
-        x = F.relu(self.shared_fcs[1](x), inplace=True)
+        for fc in self.shared_fcs[1:]:
+            x = F.relu(fc(x), inplace=True)
         return self.fc_cls(x), self.fc_reg(x)
 
 
