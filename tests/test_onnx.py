@@ -45,6 +45,9 @@ def test_onnxruntime_matches_pytorch(exported, torch_predictor, variant, style, 
     assert roi_modes == {'half_pixel'}  # aligned=True
     # the box head reads RoIAlign's NCHW output through a plain reshape (weights put in its order)
     assert not [n.name for n in proto.graph.node if n.op_type == 'Transpose' and 'bbox_head' in n.name]
+    # FPN upsampling by constant scales (no `sizes` input): onnxruntime keeps it in NCHWc layout
+    resizes = [n for n in proto.graph.node if n.op_type == 'Resize']
+    assert len(resizes) == 3 and all(len(n.input) == 3 and n.input[2] for n in resizes)
     ort_predictor = OnnxPredictor(path, device='cpu')
     assert ort_predictor.providers == ['CPUExecutionProvider']
     opts = ort_predictor.session.get_session_options()

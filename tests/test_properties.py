@@ -1,4 +1,4 @@
-"""Property tests (hypothesis) for the box, mask and RLE helpers."""
+"""Property tests (hypothesis) for the box, mask, RLE and FPN-upsampling helpers."""
 import numpy as np
 import pycocotools.mask as mask_util
 import torch
@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mrcnn_cli.boxes import decode_boxes
+from mrcnn_cli.fpn import upsample_to
 from mrcnn_cli.postprocess import Detections, paste_mask, paste_window
 from mrcnn_cli.results import encode_masks
 
@@ -52,3 +53,14 @@ def test_rle_round_trips_the_full_masks(h, w, seed, n):
         assert isinstance(rle['counts'], str) and rle['size'] == [h, w]
         decoded = mask_util.decode(dict(rle, counts=rle['counts'].encode())).astype(bool)
         assert np.array_equal(decoded, det.full_mask(i))
+
+
+@settings(max_examples=60, deadline=None)
+@given(h=st.integers(1, 40), w=st.integers(1, 40), dh=st.integers(0, 3), dw=st.integers(0, 3))
+def test_fpn_upsampling_equals_mmdetections_size_interpolation(h, w, dh, dw):
+    """Scale 2 where the next level is exactly twice as big (inputs padded to 32), sizes otherwise:
+    both must give mmdetection's `F.interpolate(size=...)` pixels."""
+    x = torch.randn(1, 3, h, w)
+    size = (2 * h + dh - 1, 2 * w + dw - 1)
+    want = torch.nn.functional.interpolate(x, size=size, mode='nearest')
+    assert torch.equal(upsample_to(x, size), want)
