@@ -53,6 +53,7 @@ def test_onnxruntime_matches_pytorch(exported, torch_predictor, variant, style, 
     opts = ort_predictor.session.get_session_options()
     assert opts.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     assert opts.intra_op_num_threads == os.cpu_count() and not opts.enable_mem_pattern
+    assert opts.get_session_config_entry('session.intra_op.allow_spinning') == '0'
     assert ort_predictor.classes == torch_predictor(variant, style).classes
     assert ort_predictor.spec == torch_predictor(variant, style).spec
     for name in images:
