@@ -18,8 +18,9 @@ from mrcnn_cli.stages import StageTimer, timing
 METHOD = ('warm-up iterations not counted, then N images at the given batch size, cycled from the image set; '
           'the timed span covers preprocessing (resize, normalise, pad), the network, NMS and the '
           'full-resolution mask paste, with torch.cuda.synchronize() on GPU; image decoding is done '
-          'beforehand and reported separately; the torchvision peer runs first, as its users run it '
-          '(glibc default allocator), mrcnn CPU rows with mrcnn\'s (freed memory kept for reuse)')
+          'beforehand and reported separately; the torchvision peer runs first, in a fresh process of its '
+          'own, as its users run it (glibc default allocator); mrcnn rows then run in this process, CPU '
+          'rows with mrcnn\'s allocator setting (freed memory kept for reuse)')
 
 
 @dataclass
@@ -160,29 +161,33 @@ def report_dict(report):
     return asdict(report)
 
 
-def measure_torchvision_peer(load_model, device, images, n, warmup, batch_size, progress):
-    """torchvision's maskrcnn_resnet50_fpn on the checkpoint's own weights (`load_model()`: the
-    model as loaded, before a predictor folds its BatchNorms), FP32, in the process state its
-    users have (glibc's default allocator)."""
+def measure_torchvision_peer(model_args, device, images, n, warmup, batch_size, progress):
+    """torchvision's maskrcnn_resnet50_fpn on the checkpoint's own weights, FP32, in a fresh
+    (spawned) process: the state its users run it in (glibc's default allocator), and neither
+    row's speed or peak RSS carries what the other left behind.  `model_args` are
+    `load_torch_model`'s (model name, weights, style, weights dir)."""
+    import multiprocessing
+    with multiprocessing.get_context('spawn').Pool(1) as pool:
+        return pool.apply(_torchvision_row, (model_args, str(device), images, n, warmup, batch_size, progress))
+
+
+def _torchvision_row(model_args, device, images, n, warmup, batch_size, progress):
+    from mrcnn_cli.predictor import load_torch_model
     from mrcnn_cli.torchvision_peer import TorchvisionPeer
-    peer = TorchvisionPeer(load_model(), device)
-    release_freed_memory()
-    row = measure('torchvision', 'fp32', str(device), peer.predict_batch, images, n, warmup, batch_size, progress)
-    del peer
-    release_freed_memory()
-    return row
+    peer = TorchvisionPeer(load_torch_model(*model_args)[0], device)   # as loaded: BatchNorms unfolded
+    return measure('torchvision', 'fp32', device, peer.predict_batch, images, n, warmup, batch_size, progress)
 
 
 def run_bench(make_predictor, backends, onnx_path, images, decode_ms, n, warmup, batch_size, device,
-              precision, compare=None, progress=True, load_model=None):
-    """Benchmark each backend (and, with `load_model` for its weights, the torchvision peer) in
-    this process on the same images."""
+              precision, compare=None, progress=True, peer_model_args=None):
+    """Benchmark each backend in this process on the same images (and first, with
+    `peer_model_args` for its weights, the torchvision peer in a process of its own)."""
     from mrcnn_cli.backends import load_predictor
     report = BenchReport(METHOD, machine_info(device), decode_ms,
                          sorted({tuple(int(v) for v in img.shape[:2]) for img in images}))
     peer_row = None
-    if compare == 'torchvision':   # first: before any mrcnn predictor has changed the allocator
-        peer_row = measure_torchvision_peer(load_model, device, images, n, warmup, batch_size, progress)
+    if compare == 'torchvision':
+        peer_row = measure_torchvision_peer(peer_model_args, device, images, n, warmup, batch_size, progress)
     for backend in backends:
         if backend == 'torch':
             predictor = make_predictor(precision)

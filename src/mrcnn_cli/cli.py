@@ -213,7 +213,7 @@ def bench(fps, model_name, weights, style, device, weights_dir, backend, onnx_pa
           images_dir, count, warmup, batch_size, compare, json_path):
     """Speed: fps, latency percentiles, peak memory and a per-stage breakdown, per backend."""
     from mrcnn_cli import bench as bench_lib
-    from mrcnn_cli.predictor import load_torch_model, load_torch_predictor, resolve_device
+    from mrcnn_cli.predictor import load_torch_predictor, resolve_device
     from mrcnn_cli.results import write_json
     dev = str(resolve_device(device))
     backends = ['torch', 'onnx'] if backend == 'all' else [backend]
@@ -223,10 +223,9 @@ def bench(fps, model_name, weights, style, device, weights_dir, backend, onnx_pa
     def make(precision):
         return load_torch_predictor(model_name, weights, style, dev, weights_dir, precision, compile_model)
 
-    def load_model():
-        return load_torch_model(model_name, weights, style, weights_dir)[0]
     report = bench_lib.run_bench(make, backends, onnx_path, images, decode_ms, count, warmup, batch_size, dev,
-                                 precision_of(fp16, bf16), compare, load_model=load_model)
+                                 precision_of(fp16, bf16), compare,
+                                 peer_model_args=(model_name, weights, style, weights_dir))
     click.echo(f'method: {report.method}')
     click.echo('machine: ' + ', '.join(f'{k} {v}' for k, v in report.machine.items()))
     click.echo(f'images: {len(images)} ({", ".join(f"{w}x{h}" for h, w in report.image_sizes)}), '
