@@ -167,8 +167,14 @@ def measure_torchvision_peer(model_args, device, images, n, warmup, batch_size, 
     row's speed or peak RSS carries what the other left behind.  `model_args` are
     `load_torch_model`'s (model name, weights, style, weights dir)."""
     import multiprocessing
-    with multiprocessing.get_context('spawn').Pool(1) as pool:
-        return pool.apply(_torchvision_row, (model_args, str(device), images, n, warmup, batch_size, progress))
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+    try:   # an executor, not a Pool: a worker that dies (e.g. killed for memory) raises, never hangs
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context('spawn')) as pool:
+            return pool.submit(_torchvision_row, model_args, str(device), images, n, warmup, batch_size,
+                               progress).result()
+    except BrokenProcessPool:
+        raise MrcnnError('the torchvision peer process died (out of memory?)') from None
 
 
 def _torchvision_row(model_args, device, images, n, warmup, batch_size, progress):

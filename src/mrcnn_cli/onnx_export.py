@@ -18,8 +18,9 @@ OUTPUT_NAMES = ['boxes', 'scores', 'labels', 'mask_probs']
 
 
 class ExportedNetwork(nn.Module):
-    """The graph's contract: a normalised, padded (1, 3, H, W) image and its unpadded (h, w)
-    in, detections in resized-image pixels and 28x28 mask probabilities out."""
+    """The graph's contract: a normalised (1, 3, H, W) image zero-padded to H and W multiples of
+    32 (as mmdetection pads; the FPN's upsampling is traced as a constant 2x) and its unpadded
+    (h, w) in, detections in resized-image pixels and 28x28 mask probabilities out."""
 
     def __init__(self, model, amp_dtype=None):
         super().__init__()
