@@ -50,3 +50,12 @@ def assert_matches_reference(ref_dets, pred):
 def detections_as_dicts(det):
     return [{'label': int(det.labels[i]), 'score': float(det.scores[i]),
              'bbox_xyxy': [float(v) for v in det.boxes[i]], 'mask': det.full_mask(i)} for i in range(len(det))]
+
+
+def annotations_as_dicts(anns):
+    """predictions.json annotations in the matcher's form (contiguous labels from COCO category ids)."""
+    from mrcnn_cli.coco import COCO_CATEGORY_IDS
+    labels = {c: i for i, c in enumerate(COCO_CATEGORY_IDS)}
+    return [{'label': labels[a['category_id']], 'score': a['score'],
+             'bbox_xyxy': [a['bbox'][0], a['bbox'][1], a['bbox'][0] + a['bbox'][2], a['bbox'][1] + a['bbox'][3]],
+             'mask': mask_util.decode(a['segmentation']).astype(bool)} for a in anns]

@@ -10,7 +10,7 @@ import torch
 from pycocotools.coco import COCO
 
 from conftest import COCO_IMAGES, DEMO, SHARED
-from matching import assert_matches_reference
+from matching import annotations_as_dicts, assert_matches_reference
 from mrcnn_cli import __version__
 from mrcnn_cli.coco import COCO_CATEGORY_IDS
 from mrcnn_cli.preprocess import read_image
@@ -66,11 +66,7 @@ def test_predict_directory_writes_pictures_and_coco_json(tmp_path, checkpoint):
         assert a['area'] == int(mask_util.decode(a['segmentation']).sum())
     # the JSON carries mmdetection's own detections for this checkpoint
     ref = json.loads((SHARED / 'data' / 'reference' / 'r50_fpn__mmdet_demo.json').read_text())
-    labels = {c: i for i, c in enumerate(COCO_CATEGORY_IDS)}
-    pred = [{'label': labels[a['category_id']], 'score': a['score'],
-             'bbox_xyxy': [a['bbox'][0], a['bbox'][1], a['bbox'][0] + a['bbox'][2], a['bbox'][1] + a['bbox'][3]],
-             'mask': mask_util.decode(a['segmentation']).astype(bool)} for a in anns]
-    assert_matches_reference(ref['detections'], pred)
+    assert_matches_reference(ref['detections'], annotations_as_dicts(anns))
     picture = (out / 'demo.jpg').read_bytes()
     assert picture != DEMO.read_bytes() and len(picture) > 10000
 
@@ -80,6 +76,9 @@ def test_predict_class_filter_and_no_vis(tmp_path, checkpoint):
     proc = mrcnn('predict', DEMO, '--weights', checkpoint('r50'), '--device', 'cpu', '--out', out,
                  '--score-thr', '0.05', '--classes', 'cat', '--no-vis')
     assert proc.returncode == 0, proc.stderr
+    # a file without a training config: the assumed style is said once, in one line
+    warnings = [line for line in proc.stderr.splitlines() if 'warning' in line.lower()]
+    assert len(warnings) == 1 and warnings[0].startswith('warning: ') and 'assuming pytorch style' in warnings[0]
     assert [p.name for p in out.iterdir()] == ['predictions.json']
     doc = json.loads((out / 'predictions.json').read_text())
     assert doc['annotations'] and {a['category_id'] for a in doc['annotations']} == {17}  # cat
@@ -114,3 +113,21 @@ def test_bf16_runs_with_fp32_selection(torch_predictor, checkpoint):
     det = p.predict(read_image(DEMO))
     assert len(det) > 0 and det.boxes.dtype == np.float32 and det.scores.dtype == np.float32
     assert ((det.scores > 0.05) & (det.scores <= 1)).all() and (det.scores[:-1] >= det.scores[1:]).all()
+
+
+def test_caffe_training_checkpoint_needs_no_options(tmp_path, checkpoint):
+    """A raw mmdetection 3.x training file of a caffe model, given with --weights alone, runs as
+    the caffe model it is: mmdetection's detections for it (issue 15)."""
+    from checkpoint_files import mmengine_training, save_mmengine
+    from mrcnn_cli.checkpoint import load_checkpoint
+    path = save_mmengine(mmengine_training(load_checkpoint(checkpoint('r50_caffe')), 'caffe'),
+                         tmp_path / 'epoch_12.pth')
+    out = tmp_path / 'out'
+    image = COCO_IMAGES / '000000397133.jpg'
+    proc = mrcnn('predict', image, '--weights', path, '--device', 'cpu', '--out', out, '--score-thr', '0.05',
+                 '--no-vis')
+    assert proc.returncode == 0, proc.stderr
+    assert 'warning' not in proc.stderr and 'R-50 caffe' in proc.stderr
+    ref = json.loads((SHARED / 'data' / 'reference' / 'r50_caffe_fpn__000000397133.json').read_text())
+    assert_matches_reference(ref['detections'], annotations_as_dicts(
+        json.loads((out / 'predictions.json').read_text())['annotations']))

@@ -32,8 +32,9 @@ def test_decoded_boxes_stay_inside_the_image(box, deltas, h, w):
 @given(box=boxes(), h=size, w=size, seed=st.integers(0, 2 ** 16))
 def test_paste_never_writes_outside_its_window_or_the_image(box, h, w, seed):
     prob = torch.rand(28, 28, generator=torch.Generator().manual_seed(seed))
-    mask, (x0, y0) = paste_mask(prob, torch.tensor(box), h, w)
-    wx0, wy0, wx1, wy1 = paste_window(box, h, w)
+    box = torch.tensor(box)   # float32, as the model's boxes are
+    mask, (x0, y0) = paste_mask(prob, box, h, w)
+    wx0, wy0, wx1, wy1 = paste_window(box.tolist(), h, w)
     assert (x0, y0) == (wx0, wy0) and mask.dtype == bool
     assert mask.shape == (max(wy1 - wy0, 0), max(wx1 - wx0, 0))
     assert 0 <= x0 and 0 <= y0 and x0 + mask.shape[1] <= w and y0 + mask.shape[0] <= h

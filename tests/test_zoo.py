@@ -58,3 +58,26 @@ def test_offline_download_says_how_to_use_a_local_file(tmp_path):
 def test_weights_dir_override(monkeypatch, tmp_path):
     monkeypatch.setenv('MRCNN_WEIGHTS_DIR', str(tmp_path))
     assert zoo.local_path(zoo.get_entry('mask-rcnn_r50_fpn_1x_coco')).parent == tmp_path
+
+
+def test_a_file_already_in_the_weights_dir_is_verified_on_first_use_and_after_changes(tmp_path, monkeypatch):
+    entry = _entry_for(tmp_path, b'published bytes')
+    weights = tmp_path / 'w'
+    weights.mkdir()
+    dest = weights / entry.filename
+    dest.write_bytes(b'published bytes')                 # copied in by hand: never checked so far
+    assert zoo.ensure_downloaded(entry, weights) == dest
+    record = weights / f'.{entry.filename}.verified'
+    assert record.exists()
+    calls, real = [], zoo.sha256_of
+    monkeypatch.setattr(zoo, 'sha256_of', lambda p: calls.append(p) or real(p))
+    zoo.ensure_downloaded(entry, weights)             # unchanged: the remembered digest is enough
+    assert calls == []
+    dest.write_bytes(b'half-copied byt')              # same size, new mtime: hashed again, refused
+    with pytest.raises(MrcnnError, match=r'does not match the published checksum .*`mrcnn zoo download'):
+        zoo.ensure_downloaded(entry, weights)
+    assert len(calls) == 1
+    other = _entry_for(tmp_path, b'x')
+    (weights / other.filename).write_bytes(b'replaced')   # a different file under the zoo name
+    with pytest.raises(MrcnnError, match='does not match the published checksum'):
+        zoo.ensure_downloaded(other, weights)

@@ -1,6 +1,7 @@
 """The `mrcnn` command line: parses options and calls the library, nothing more."""
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -21,7 +22,7 @@ def model_options(f):
                      help='Where zoo checkpoints are cached (default: weights/ or $MRCNN_WEIGHTS_DIR).')(f)
     f = click.option('--device', default='auto', show_default=True, help='auto, cpu, cuda or cuda:N.')(f)
     f = click.option('--style', type=STYLE, default=None,
-                     help='Backbone style for --weights alone (default pytorch; a zoo name sets it).')(f)
+                     help="Backbone style (default: the checkpoint's training config, or the zoo entry's; else pytorch).")(f)
     f = click.option('--weights', type=click.Path(dir_okay=False), default=None,
                      help='A local checkpoint (mmdetection 3.x/2.x file or bare state_dict).')(f)
     f = click.option('--model', 'model_name', default=None, help='A zoo name, see `mrcnn zoo list`.')(f)
@@ -262,7 +263,8 @@ def zoo_download(name, weights_dir):
     entry = zoo_lib.get_entry(name)
     path = zoo_lib.local_path(entry, weights_dir)
     if path.exists():
-        click.echo(f'{name}: already at {path}')
+        zoo_lib.verify_local(entry, path)
+        click.echo(f'{name}: already at {path} (checksum verified)')
         return
     click.echo(f'{name}: saved to {zoo_lib.download(entry, weights_dir)}')
 
@@ -271,10 +273,17 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    text = str(message).strip().splitlines()
+    warn(f'warning: {text[0] if text else category.__name__}')
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     debug = '--debug' in argv
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM finishes outputs as Ctrl-C does
+    if not debug:   # the program's own choice: every warning is one `warning:` line
+        warnings.showwarning = _show_warning
     try:
         cli.main(args=argv, prog_name='mrcnn', standalone_mode=False)
     except MrcnnError as e:

@@ -2,6 +2,7 @@
 import csv
 import difflib
 import hashlib
+import json
 import os
 import re
 import urllib.error
@@ -103,9 +104,46 @@ def download(entry, weights_dir=None, progress=True, timeout=30):
         raise MrcnnError(f'{entry.name}: checksum mismatch (sha256 {digest[:8]}..., expected '
                          f'{entry.sha256_prefix}...); the download was discarded')
     os.replace(tmp, dest)
+    _record_path(dest).unlink(missing_ok=True)
     return dest
 
 
 def ensure_downloaded(entry, weights_dir=None):
+    """The entry's checkpoint in the weights dir, downloaded if missing, checksum-verified either way."""
     path = local_path(entry, weights_dir)
-    return path if path.exists() else download(entry, weights_dir)
+    if not path.exists():
+        return download(entry, weights_dir)
+    verify_local(entry, path)
+    return path
+
+
+def _record_path(path):
+    return path.with_name(f'.{path.name}.verified')
+
+
+def verify_local(entry, path):
+    """Check a file already in the weights dir against the sha256 prefix in its published name.
+
+    Hashing 170 MB takes a second, so the result is remembered beside the file (size, mtime and
+    digest); it is checked again whenever the size or mtime change (a file copied over or
+    replaced)."""
+    stat = path.stat()
+    record = _record_path(path)
+    try:
+        seen = json.loads(record.read_text())
+        if seen == {'size': stat.st_size, 'mtime_ns': stat.st_mtime_ns, 'sha256': seen.get('sha256')} \
+                and str(seen['sha256']).startswith(entry.sha256_prefix):
+            return
+    except (OSError, ValueError, TypeError, KeyError):
+        pass
+    digest = sha256_of(path)
+    if not digest.startswith(entry.sha256_prefix):
+        raise MrcnnError(f'{path} does not match the published checksum of {entry.name} (sha256 {digest[:8]}..., '
+                         f'expected {entry.sha256_prefix}...): a partial copy or another file; delete it and run '
+                         f'`mrcnn zoo download {entry.name}`')
+    try:
+        tmp = record.with_name(record.name + f'.{os.getpid()}')
+        tmp.write_text(json.dumps({'size': stat.st_size, 'mtime_ns': stat.st_mtime_ns, 'sha256': digest}))
+        os.replace(tmp, record)
+    except OSError:
+        pass   # a read-only weights dir: verified now, verified again next time
