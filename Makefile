@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SHARED ?= ../shared
 
-.PHONY: setup test demo bench clean
+.PHONY: setup lint test demo bench clean
 
 $(BIN)/mrcnn: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -12,6 +12,11 @@ $(BIN)/mrcnn: pyproject.toml
 	touch $@
 
 setup: $(BIN)/mrcnn
+
+# ruff, and import-linter's contract that imports only go down the layers (pyproject.toml)
+lint: setup
+	$(BIN)/ruff check src tests
+	$(BIN)/lint-imports
 
 test: setup
 	$(BIN)/python -m pytest -q
@@ -28,7 +33,7 @@ weights/synthetic_r50.pth: | setup
 	$(BIN)/python $(SHARED)/tools/make_checkpoint.py $(SHARED)/data/state_dict_keys/mmdet_mask-rcnn_r50_fpn_1x_coco.txt $@
 
 # re-exported when the weights or the model code change
-runs/bench/r50.onnx: weights/synthetic_r50.pth $(wildcard src/mrcnn_cli/*.py)
+runs/bench/r50.onnx: weights/synthetic_r50.pth $(wildcard src/mrcnn_cli/*.py src/mrcnn_cli/*/*.py)
 	$(BIN)/mrcnn export --onnx $@ --weights weights/synthetic_r50.pth
 
 bench: runs/bench/r50.onnx

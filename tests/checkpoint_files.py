@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mrcnn_cli.coco import COCO_CLASSES
+from mrcnn_cli.io.coco import COCO_CLASSES
 
 CAFFE_NORM_2X = "img_norm_cfg = dict(\n    mean=[103.53, 116.28, 123.675], std=[1.0, 1.0, 1.0], to_rgb=False)\n"
-PYTORCH_NORM_2X = "img_norm_cfg = dict(\n    mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)\n"
+PYTORCH_NORM_2X = ("img_norm_cfg = dict(\n    mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], "
+                   "to_rgb=True)\n")
 
 
 def config_2x(style):
@@ -247,8 +248,8 @@ class HistoryBuffer:
 
 def mmengine_training(plain, style, extra_message_hub=None, in_state_dict=None):
     """A raw mmdetection 3.x training checkpoint (work_dirs/.../epoch_12.pth)."""
-    from mrcnn_cli.visualize import instance_color
-    palette = [instance_color(i)[::-1] for i in range(80)]
+    from mrcnn_cli.visualize import class_color
+    palette = [class_color(i)[::-1] for i in range(80)]
     meta = {'cfg': config_3x(style), 'seed': 42, 'experiment_name': f'mask-rcnn_r50-{style}_fpn_1x_coco_20231011',
             'time': '20231011_101509', 'mmengine_version': '0.10.3', 'epoch': 12, 'iter': 87960,
             'dataset_meta': {'classes': COCO_CLASSES, 'palette': palette}}

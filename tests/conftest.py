@@ -45,13 +45,13 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def torch_predictor(checkpoint):
-    from mrcnn_cli.predictor import load_torch_predictor
+    from mrcnn_cli import load
     cache = {}
 
     def get(variant, style=None, model_name=None):
         key = (variant, style, model_name)
         if key not in cache:
-            cache[key] = load_torch_predictor(model_name, checkpoint(variant), style=style, device='cpu')
+            cache[key] = load(model_name, weights=checkpoint(variant), style=style, device='cpu')
         return cache[key]
     return get
 
@@ -62,9 +62,58 @@ def exported(torch_predictor, tmp_path_factory):
 
     def get(variant, style=None):
         if variant not in made:
-            from mrcnn_cli.onnx_export import export_onnx
+            from mrcnn_cli.backends.onnx_export import export_onnx
             out = tmp_path_factory.mktemp('onnx') / f'{variant}.onnx'
             export_onnx(torch_predictor(variant, style), out)
             made[variant] = out
         return made[variant]
+    return get
+
+
+@pytest.fixture(scope='session')
+def zoo_weights_dir(checkpoint, tmp_path_factory):
+    """A weights folder where the R-50 zoo entry's file is the synthetic checkpoint, already
+    recorded as verified (its real bytes cannot be downloaded here; the checksum check itself
+    is tested in test_zoo.py)."""
+    import json
+    import os
+
+    from mrcnn_cli.io import zoo
+    entry = zoo.get_entry('mask-rcnn_r50_fpn_1x_coco')
+    folder = tmp_path_factory.mktemp('weights')
+    dest = folder / entry.filename
+    os.symlink(checkpoint('r50'), dest)
+    stat = dest.stat()
+    (folder / f'.{entry.filename}.verified').write_text(json.dumps(
+        {'size': stat.st_size, 'mtime_ns': stat.st_mtime_ns, 'sha256': entry.sha256_prefix + '0' * 56}))
+    return folder
+
+
+@pytest.fixture(scope='session')
+def plain_predictor(checkpoint):
+    """mrcnn's model as loaded, without the inference rewrites (BatchNorm folding, channels-last):
+    the baseline that tells rewrite effects from a CPU's own float rounding."""
+    import torch
+
+    from mrcnn_cli.backends.pytorch import load_torch_model
+    from mrcnn_cli.engine.predictor import Predictor
+
+    class PlainPredictor(Predictor):
+        name = 'plain'
+
+        def __init__(self, model, classes, source):
+            super().__init__(model.spec, classes, torch.device('cpu'), source)
+            self.model = model
+
+        @torch.inference_mode()
+        def run_network(self, batch, img_shapes, stage):
+            return self.model(batch, img_shapes, None, stage)
+
+    cache = {}
+
+    def get(variant, style):
+        if (variant, style) not in cache:
+            model, classes, source, _ = load_torch_model(weights=checkpoint(variant), style=style)
+            cache[variant, style] = PlainPredictor(model, classes, source)
+        return cache[variant, style]
     return get

@@ -2,12 +2,14 @@
 import pytest
 import torch
 
+from mrcnn_cli.io import zoo
+from mrcnn_cli.io.checkpoint import infer_spec
+from mrcnn_cli.io.images import read_image
+from mrcnn_cli.model.backbone import ResNet
+from mrcnn_cli.model.mask_rcnn import build_model
+from mrcnn_cli.model.spec import X101_32X8D_NORM
+
 from conftest import COCO_IMAGES, KEYS
-from mrcnn_cli import zoo
-from mrcnn_cli.backbone import ResNet
-from mrcnn_cli.checkpoint import infer_spec
-from mrcnn_cli.model import build_model
-from mrcnn_cli.preprocess import X101_32X8D_NORM, read_image
 
 LAYOUTS = {
     'mask-rcnn_r50_fpn_1x_coco': 'mmdet_mask-rcnn_r50_fpn_1x_coco.txt',
@@ -65,12 +67,12 @@ def test_backbone_strides(style):
 def test_resnext_checkpoint_end_to_end(torch_predictor):
     p = torch_predictor('x101_32x4d')
     assert p.spec.backbone_name == 'X-101-32x4d' and p.spec.style == 'pytorch'
-    det = p.predict(read_image(COCO_IMAGES / '000000397133.jpg'))
+    det = p(read_image(COCO_IMAGES / '000000397133.jpg'))
     assert len(det) > 0
     assert (det.boxes[:, [0, 2]] <= det.width).all() and (det.boxes[:, [1, 3]] <= det.height).all()
     assert (det.boxes >= 0).all() and ((det.scores > 0.05) & (det.scores <= 1)).all()
     assert (det.scores[:-1] >= det.scores[1:]).all()
-    assert any(m.any() for m, _ in det.masks)
+    assert det.masks.any(axis=(1, 2)).any()
 
 
 @pytest.mark.parametrize('depth,groups,width,style', [(50, 1, 64, 'caffe'), (101, 32, 4, 'pytorch')])

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from conftest import COCO_IMAGES
-from test_cli import mrcnn
+from helpers import FAST, mrcnn, mrcnn_here
 
 
 def check_row(row, stages):
@@ -23,7 +23,7 @@ def test_bench_torch_onnx_and_torchvision(tmp_path, checkpoint, exported):
     images.mkdir()
     (images / 'a.jpg').symlink_to(COCO_IMAGES / '000000397133.jpg')
     out = tmp_path / 'bench.json'
-    proc = mrcnn('bench', '--fps', '--weights', checkpoint('r50'), '--backend', 'all', '--onnx', exported('r50'),
+    proc = mrcnn('bench', '--fps', '--weights', checkpoint('r50'), '--backend', 'all', '--onnx', exported('r50'), *FAST,
                  '--images', images, '--n', 2, '--warmup', 1, '--device', 'cpu', '--compare', 'torchvision',
                  '--json', out)
     assert proc.returncode == 0, proc.stderr
@@ -41,6 +41,6 @@ def test_bench_torch_onnx_and_torchvision(tmp_path, checkpoint, exported):
 
 
 def test_bench_rejects_compare_for_non_r50(checkpoint):
-    proc = mrcnn('bench', '--weights', checkpoint('r50_caffe'), '--style', 'caffe', '--n', 1, '--warmup', 0,
+    proc = mrcnn_here('bench', '--weights', checkpoint('r50_caffe'), '--style', 'caffe', '--n', 1, '--warmup', 0,
                  '--compare', 'torchvision')
     assert proc.returncode == 1 and 'needs an R-50 pytorch-style checkpoint' in proc.stderr

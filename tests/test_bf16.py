@@ -15,20 +15,23 @@ import numpy as np
 import pytest
 import torch
 
+from mrcnn_cli import load
+from mrcnn_cli.engine.compare import mask_iou, match_detections
+from mrcnn_cli.engine.postprocess import to_detections
+from mrcnn_cli.engine.preprocess import pad_batch, prepare
+from mrcnn_cli.io.coco import COCO_CLASSES
+from mrcnn_cli.io.images import read_image
+from mrcnn_cli.model.mask_rcnn import autocast
+from mrcnn_cli.model.rpn import select_proposals
+
 from conftest import COCO_IMAGES
-from matching import box_iou
-from mrcnn_cli.model import autocast
-from mrcnn_cli.postprocess import to_detections
-from mrcnn_cli.predictor import load_torch_predictor
-from mrcnn_cli.preprocess import pad_batch, prepare, read_image
-from mrcnn_cli.rpn import proposals_single
 
 IMAGES = [COCO_IMAGES / '000000000802.jpg', COCO_IMAGES / '000000018575.jpg']  # 56 and 39 detections
 
 
 @pytest.fixture(scope='module')
 def bf16_predictor(checkpoint):
-    return load_torch_predictor(None, checkpoint('r50'), device='cpu', precision='bf16')
+    return load(weights=checkpoint('r50'), style='pytorch', device='cpu', precision='bf16')
 
 
 def fp32_stage_inputs(model, img):
@@ -38,19 +41,14 @@ def fp32_stage_inputs(model, img):
     with torch.inference_mode():
         feats = model.neck(model.backbone(batch.contiguous(memory_format=model.input_format)))
         head_outs = model.rpn_head(feats)
-        proposals = [proposals_single(head_outs, 0, p.img_shape)[0]]
+        proposals = [select_proposals(head_outs, 0, p.img_shape)]
     return p, batch, feats, proposals
 
 
 def heads_detections(model, feats, proposals, p, amp_dtype=None):
     with torch.inference_mode():
         (out,) = model.roi_head(feats, proposals, [p.img_shape], autocast('cpu', amp_dtype))
-    return to_detections(*out, p.scale_factor, p.ori_shape)
-
-
-def mask_iou(a, b):
-    union = np.logical_or(a, b).sum()
-    return np.logical_and(a, b).sum() / union if union else 1.0
+    return to_detections(out, p.scale_factor, p.ori_shape, COCO_CLASSES)
 
 
 MEDIUM_AREA = 32 * 32   # COCO's small/medium boundary, in pixels
@@ -61,14 +59,9 @@ class HeadsAgreement:
 
     def __init__(self, fp32, bf16):
         self.total, self.ious, self.big_ious, self.dscores = len(fp32), [], [], []
-        for i in range(len(fp32)):
-            cands = [j for j in range(len(bf16)) if bf16.labels[j] == fp32.labels[i]
-                     and box_iou(fp32.boxes[i], bf16.boxes[j]) >= 0.9]
-            if not cands:
-                continue
-            j = max(cands, key=lambda j: box_iou(fp32.boxes[i], bf16.boxes[j]))
-            ref_mask = fp32.full_mask(i)
-            iou = mask_iou(ref_mask, bf16.full_mask(j))
+        for i, j in match_detections(fp32, bf16, min_box_iou=0.9):
+            ref_mask = fp32.mask(i)
+            iou = mask_iou(ref_mask, bf16.mask(j))
             self.ious.append(iou)
             if ref_mask.sum() >= MEDIUM_AREA:
                 self.big_ious.append(iou)

@@ -4,10 +4,10 @@ import math
 import numpy as np
 import torch
 
-from mrcnn_cli.anchors import base_anchors, grid_anchors
-from mrcnn_cli.boxes import batched_nms, decode_boxes
-from mrcnn_cli.postprocess import paste_mask, paste_window
-from mrcnn_cli.roi_heads import map_roi_levels
+from mrcnn_cli.model.poolers import map_roi_levels
+from mrcnn_cli.ops.anchors import base_anchors, grid_anchors
+from mrcnn_cli.ops.boxes import batched_nms, decode_boxes
+from mrcnn_cli.ops.paste import paste_mask, paste_window
 
 
 def test_base_anchors_are_ratio_major_and_unrounded():
@@ -93,7 +93,7 @@ def test_paste_window_and_values():
     assert paste_window([10.2, 5.0, 20.7, 15.0], 100, 100) == (9, 4, 22, 16)
     assert paste_window([0.5, 0.5, 99.5, 99.5], 100, 100) == (0, 0, 100, 100)
     prob = torch.ones(28, 28)
-    mask, (x0, y0) = paste_mask(prob, torch.tensor([10.0, 10.0, 38.0, 38.0]), 50, 50)
+    mask, x0, y0 = paste_mask(prob, torch.tensor([10.0, 10.0, 38.0, 38.0]), 50, 50)
     full = np.zeros((50, 50), bool)
     full[y0:y0 + mask.shape[0], x0:x0 + mask.shape[1]] = mask
     # with align_corners=False a constant map stays >= 0.5 exactly over the box's pixels
@@ -102,7 +102,7 @@ def test_paste_window_and_values():
 
 def test_chunked_gpu_paste_equals_windowed_paste():
     """The GPU path (run here on the CPU, chunks forced small) gives paste_mask's windows."""
-    from mrcnn_cli.postprocess import paste_masks_chunked
+    from mrcnn_cli.ops.paste import paste_masks_chunked
     g = torch.Generator().manual_seed(0)
     h, w = 120, 160
     xy = torch.rand(23, 2, generator=g) * torch.tensor([w, h]) - 10
@@ -115,5 +115,5 @@ def test_chunked_gpu_paste_equals_windowed_paste():
     for max_bytes in (1, h * w * 13 * 5, 2 ** 30):          # one per chunk, 5 per chunk, all at once
         got = paste_masks_chunked(probs, boxes, h, w, max_bytes=max_bytes)
         assert len(got) == len(want)
-        for (gm, gxy), (wm, wxy) in zip(got, want):
-            assert gxy == wxy and gm.shape == wm.shape and np.array_equal(gm, wm)
+        for g_win, w_win in zip(got, want):
+            assert (g_win.x0, g_win.y0) == (w_win.x0, w_win.y0) and np.array_equal(g_win.mask, w_win.mask)

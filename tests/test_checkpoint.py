@@ -8,14 +8,24 @@ import numpy as np
 import pytest
 import torch
 
-from checkpoint_files import (RunsCommand, config_2x, mmdet1_layout, mmdet2_published, mmengine_training, save,
-                              save_mmengine, with_numpy1_names)
-from conftest import COCO_IMAGES, SHARED
 from mrcnn_cli import MrcnnError, MrcnnWarning
-from mrcnn_cli.checkpoint import Placeholder, load_checkpoint, model_from_checkpoint, resolve_spec
-from mrcnn_cli.coco import COCO_CLASSES
-from mrcnn_cli.preprocess import CAFFE_NORM, PYTORCH_NORM
-from mrcnn_cli.zoo import get_entry
+from mrcnn_cli.backends.pytorch import model_from_checkpoint
+from mrcnn_cli.io.checkpoint import Placeholder, load_checkpoint, resolve_spec
+from mrcnn_cli.io.coco import COCO_CLASSES
+from mrcnn_cli.io.zoo import get_entry
+from mrcnn_cli.model.spec import CAFFE_NORM, PYTORCH_NORM
+
+from checkpoint_files import (
+    RunsCommand,
+    config_2x,
+    mmdet1_layout,
+    mmdet2_published,
+    mmengine_training,
+    save,
+    save_mmengine,
+    with_numpy1_names,
+)
+from conftest import COCO_IMAGES, SHARED
 
 
 class _OpensAFile:
@@ -85,7 +95,7 @@ def test_users_files_load_with_their_own_style_and_weights(kind, plain, tmp_path
 
 
 def load_hub(path):
-    from mrcnn_cli.checkpoint import _placeholder_class, numpy_globals
+    from mrcnn_cli.io.checkpoint import _placeholder_class, numpy_globals
     name = 'mmengine.logging.history_buffer.HistoryBuffer'
     with torch.serialization.safe_globals(numpy_globals() + [(_placeholder_class(name), name)]):
         return torch.load(path, weights_only=True)['message_hub']
@@ -93,20 +103,21 @@ def load_hub(path):
 
 def test_caffe_training_file_gives_the_caffe_models_detections(plain, tmp_path, torch_predictor):
     """The file's config says caffe: with --weights alone it runs as caffe (as mmdetection would)."""
-    from matching import assert_matches_reference, detections_as_dicts
-    from mrcnn_cli.predictor import TorchPredictor
-    from mrcnn_cli.preprocess import read_image
+    from mrcnn_cli.backends.pytorch import TorchPredictor
+    from mrcnn_cli.io.images import read_image
+
+    from matching import assert_matches_reference, from_reference
     path = save(mmdet2_published(plain['caffe'], 'caffe'), tmp_path / 'caffe.pth', legacy=True)
     model, classes = model_from_checkpoint(load_checkpoint(path))
-    det = TorchPredictor(model, classes, torch.device('cpu'), str(path)).predict(
+    det = TorchPredictor(model, classes, torch.device('cpu'), str(path))(
         read_image(COCO_IMAGES / '000000397133.jpg'))
     ref = json.loads((SHARED / 'data' / 'reference' / 'r50_caffe_fpn__000000397133.json').read_text())
-    assert_matches_reference(ref['detections'], detections_as_dicts(det))
+    assert_matches_reference(from_reference(ref['detections']), det)
 
 
 def test_explicit_options_win_over_the_config_with_one_warning(plain):
-    from mrcnn_cli.checkpoint import Checkpoint
-    from mrcnn_cli.training_config import read_training_config
+    from mrcnn_cli.io.checkpoint import Checkpoint
+    from mrcnn_cli.io.training_config import read_training_config
     caffe = Checkpoint(plain['caffe'].state_dict, COCO_CLASSES, {'config': config_2x('caffe')},
                        read_training_config({'config': config_2x('caffe')}))
     spec, said = spec_and_warnings(caffe, style='pytorch')
@@ -189,7 +200,7 @@ def test_files_that_are_not_checkpoints_say_what_they_are(tmp_path, checkpoint, 
 
 
 def test_other_model_types_name_the_keys_that_show_it(plain):
-    from mrcnn_cli.checkpoint import Checkpoint
+    from mrcnn_cli.io.checkpoint import Checkpoint
     sd = plain['pytorch'].state_dict
     cascade = {k.replace('roi_head.bbox_head.', 'roi_head.bbox_head.0.'): v for k, v in sd.items()}
     with pytest.raises(MrcnnError, match=r'several box heads \(roi_head.bbox_head.0.*Cascade'):

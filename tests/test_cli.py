@@ -1,42 +1,30 @@
 """The `mrcnn` command as a user runs it (a real subprocess)."""
 import json
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pycocotools.mask as mask_util
 import torch
 from pycocotools.coco import COCO
 
-from conftest import COCO_IMAGES, DEMO, SHARED
-from matching import annotations_as_dicts, assert_matches_reference
 from mrcnn_cli import __version__
-from mrcnn_cli.coco import COCO_CATEGORY_IDS
-from mrcnn_cli.preprocess import read_image
+from mrcnn_cli.io.coco import COCO_CATEGORY_IDS
+from mrcnn_cli.io.images import read_image
 
-
-def mrcnn(*args, cwd=None, env=None):
-    return subprocess.run([sys.executable, '-m', 'mrcnn_cli', *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, timeout=600, env=env)
-
-
-def assert_one_error_line(proc, pattern):
-    assert proc.returncode != 0
-    assert 'Traceback' not in proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith('error:')]
-    assert len(errors) == 1 and pattern in errors[0], proc.stderr
+from conftest import COCO_IMAGES, DEMO, SHARED
+from helpers import FAST, FAST_SCALE, assert_one_error_line, mrcnn, mrcnn_here
+from matching import assert_matches_reference, from_annotations, from_reference
 
 
 def test_version_and_help():
     assert mrcnn('--version').stdout.strip().endswith(__version__)
     for cmd in ([], ['predict'], ['zoo'], ['zoo', 'list'], ['zoo', 'download']):
-        proc = mrcnn(*cmd, '--help')
+        proc = mrcnn_here(*cmd, '--help')
         assert proc.returncode == 0 and 'Usage:' in proc.stdout
 
 
 def test_zoo_list_shows_every_row(tmp_path):
-    proc = mrcnn('zoo', 'list', '--weights-dir', tmp_path)
+    proc = mrcnn_here('zoo', 'list', '--weights-dir', tmp_path)
     lines = proc.stdout.strip().splitlines()
     assert proc.returncode == 0 and len(lines) == 22
     assert lines[0].split()[:3] == ['name', 'backbone', 'style']
@@ -66,14 +54,14 @@ def test_predict_directory_writes_pictures_and_coco_json(tmp_path, checkpoint):
         assert a['area'] == int(mask_util.decode(a['segmentation']).sum())
     # the JSON carries mmdetection's own detections for this checkpoint
     ref = json.loads((SHARED / 'data' / 'reference' / 'r50_fpn__mmdet_demo.json').read_text())
-    assert_matches_reference(ref['detections'], annotations_as_dicts(anns))
+    assert_matches_reference(from_reference(ref['detections']), from_annotations(anns, 427, 640))
     picture = (out / 'demo.jpg').read_bytes()
     assert picture != DEMO.read_bytes() and len(picture) > 10000
 
 
 def test_predict_class_filter_and_no_vis(tmp_path, checkpoint):
     out = tmp_path / 'out'
-    proc = mrcnn('predict', DEMO, '--weights', checkpoint('r50'), '--device', 'cpu', '--out', out,
+    proc = mrcnn_here('predict', DEMO, '--weights', checkpoint('r50'), '--device', 'cpu', '--out', out,
                  '--score-thr', '0.05', '--classes', 'cat', '--no-vis')
     assert proc.returncode == 0, proc.stderr
     # a file without a training config: the assumed style is said once, in one line
@@ -88,29 +76,29 @@ def test_predict_class_filter_and_no_vis(tmp_path, checkpoint):
 
 
 def test_bad_inputs_give_one_error_line(tmp_path, checkpoint):
-    assert_one_error_line(mrcnn('predict', tmp_path / 'nope.jpg', '--weights', checkpoint('r50')),
+    assert_one_error_line(mrcnn_here('predict', tmp_path / 'nope.jpg', '--weights', checkpoint('r50')),
                           'no input images')
     (tmp_path / 'empty').mkdir()
-    assert_one_error_line(mrcnn('predict', tmp_path / 'empty', '--weights', checkpoint('r50')),
+    assert_one_error_line(mrcnn_here('predict', tmp_path / 'empty', '--weights', checkpoint('r50')),
                           'no input images')
     junk = tmp_path / 'junk.pth'
     junk.write_bytes(np.random.default_rng(0).bytes(1000))
-    assert_one_error_line(mrcnn('predict', DEMO, '--weights', junk), 'not a valid')
-    assert_one_error_line(mrcnn('predict', DEMO, '--model', 'mask-rcnn_x101-32x4d_fpn_1x_coco',
+    assert_one_error_line(mrcnn_here('predict', DEMO, '--weights', junk), 'not a valid')
+    assert_one_error_line(mrcnn_here('predict', DEMO, '--model', 'mask-rcnn_x101-32x4d_fpn_1x_coco',
                                 '--weights', checkpoint('r50')), 'wrong architecture')
-    assert_one_error_line(mrcnn('predict', DEMO, '--model', 'no-such-model'), 'unknown model')
-    assert_one_error_line(mrcnn('predict', DEMO), 'no model given')
-    assert_one_error_line(mrcnn('predict', DEMO, '--weights', checkpoint('r50'), '--classes', 'unicorn'),
+    assert_one_error_line(mrcnn_here('predict', DEMO, '--model', 'no-such-model'), 'unknown model')
+    assert_one_error_line(mrcnn_here('predict', DEMO), 'no model given')
+    assert_one_error_line(mrcnn_here('predict', DEMO, '--weights', checkpoint('r50'), '--classes', 'unicorn', *FAST),
                           'unknown class')
     if not torch.cuda.is_available():
-        assert_one_error_line(mrcnn('predict', DEMO, '--weights', checkpoint('r50'), '--fp16'), 'needs a CUDA GPU')
+        assert_one_error_line(mrcnn_here('predict', DEMO, '--weights', checkpoint('r50'), '--fp16'), 'needs a CUDA GPU')
     assert not (tmp_path / 'runs').exists()
 
 
 def test_bf16_runs_with_fp32_selection(torch_predictor, checkpoint):
-    from mrcnn_cli.predictor import load_torch_predictor
-    p = load_torch_predictor(None, checkpoint('r50'), device='cpu', precision='bf16')
-    det = p.predict(read_image(DEMO))
+    from mrcnn_cli import load
+    p = load(weights=checkpoint('r50'), style='pytorch', device='cpu', precision='bf16', scale=FAST_SCALE)
+    det = p(read_image(DEMO))
     assert len(det) > 0 and det.boxes.dtype == np.float32 and det.scores.dtype == np.float32
     assert ((det.scores > 0.05) & (det.scores <= 1)).all() and (det.scores[:-1] >= det.scores[1:]).all()
 
@@ -118,16 +106,17 @@ def test_bf16_runs_with_fp32_selection(torch_predictor, checkpoint):
 def test_caffe_training_checkpoint_needs_no_options(tmp_path, checkpoint):
     """A raw mmdetection 3.x training file of a caffe model, given with --weights alone, runs as
     the caffe model it is: mmdetection's detections for it (issue 15)."""
+    from mrcnn_cli.io.checkpoint import load_checkpoint
+
     from checkpoint_files import mmengine_training, save_mmengine
-    from mrcnn_cli.checkpoint import load_checkpoint
     path = save_mmengine(mmengine_training(load_checkpoint(checkpoint('r50_caffe')), 'caffe'),
                          tmp_path / 'epoch_12.pth')
     out = tmp_path / 'out'
     image = COCO_IMAGES / '000000397133.jpg'
-    proc = mrcnn('predict', image, '--weights', path, '--device', 'cpu', '--out', out, '--score-thr', '0.05',
+    proc = mrcnn_here('predict', image, '--weights', path, '--device', 'cpu', '--out', out, '--score-thr', '0.05',
                  '--no-vis')
     assert proc.returncode == 0, proc.stderr
     assert 'warning' not in proc.stderr and 'R-50 caffe' in proc.stderr
     ref = json.loads((SHARED / 'data' / 'reference' / 'r50_caffe_fpn__000000397133.json').read_text())
-    assert_matches_reference(ref['detections'], annotations_as_dicts(
-        json.loads((out / 'predictions.json').read_text())['annotations']))
+    anns = json.loads((out / 'predictions.json').read_text())['annotations']
+    assert_matches_reference(from_reference(ref['detections']), from_annotations(anns, ref['height'], ref['width']))

@@ -2,29 +2,34 @@
 import json
 import shutil
 
-import numpy as np
 import pytest
 
+from mrcnn_cli.io.images import read_image
+
 from conftest import COCO_IMAGES, SHARED
-from mrcnn_cli.preprocess import read_image
-from test_cli import assert_one_error_line, mrcnn
+from helpers import FAST, assert_one_error_line, mrcnn_here
+from matching import assert_matches_reference, assert_same_to_rounding, from_reference
 
 
 @pytest.mark.skipif(shutil.which('g++') is None, reason="inductor's CPU backend needs a C++ compiler")
-def test_compiled_model_matches_mmdetection_reference(checkpoint):
-    from mrcnn_cli.predictor import load_torch_predictor
-    predictor = load_torch_predictor(None, checkpoint('r50'), style='pytorch', device='cpu', compile=True)
+def test_compiled_model_matches_mmdetection_reference(checkpoint, torch_predictor):
+    import torch._dynamo.config as dynamo_config
+    import torch._inductor.config as inductor_config
+
+    from mrcnn_cli import load
+    settings = (inductor_config.freezing, dynamo_config.recompile_limit)
+    predictor = load(weights=checkpoint('r50'), style='pytorch', device='cpu', compile=True)
     assert predictor.compiled
-    det = predictor.predict(read_image(COCO_IMAGES / '000000397133.jpg'))
+    det = predictor(read_image(COCO_IMAGES / '000000397133.jpg'))
+    # the compile options are the compiled modules' own: no process-wide torch setting changed
+    assert (inductor_config.freezing, dynamo_config.recompile_limit) == settings
     ref = json.loads((SHARED / 'data' / 'reference' / 'r50_fpn__000000397133.json').read_text())['detections']
-    assert len(det) == len(ref)
-    assert [d['label'] for d in ref] == det.labels.tolist()
-    assert np.abs(det.scores - [d['score'] for d in ref]).max() <= 1e-3
-    assert np.abs(det.boxes - np.array([d['bbox_xyxy'] for d in ref])).max() <= 0.05
+    assert_matches_reference(from_reference(ref), det)
+    assert_same_to_rounding(det, torch_predictor('r50', 'pytorch')(read_image(COCO_IMAGES / '000000397133.jpg')))
 
 
 def test_compile_is_refused_for_onnx(tmp_path):
-    proc = mrcnn('predict', COCO_IMAGES / '000000397133.jpg', '--backend', 'onnx', '--onnx', tmp_path / 'm.onnx',
+    proc = mrcnn_here('predict', COCO_IMAGES / '000000397133.jpg', '--backend', 'onnx', '--onnx', tmp_path / 'm.onnx',
                  '--compile', '--out', tmp_path / 'out')
     assert_one_error_line(proc, 'torch backend')
     assert not (tmp_path / 'out').exists()
@@ -32,8 +37,8 @@ def test_compile_is_refused_for_onnx(tmp_path):
 
 @pytest.mark.skipif(shutil.which('g++') is None, reason="inductor's CPU backend needs a C++ compiler")
 def test_predict_compile_flag(tmp_path, checkpoint):
-    proc = mrcnn('predict', COCO_IMAGES / '000000397133.jpg', '--weights', checkpoint('r50'), '--device', 'cpu',
-                 '--compile', '--no-vis', '--out', tmp_path)
+    proc = mrcnn_here('predict', COCO_IMAGES / '000000397133.jpg', '--weights', checkpoint('r50'), '--device',
+                      'cpu', *FAST, '--compile', '--no-vis', '--out', tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert '(fp32, compiled)' in proc.stderr
+    assert '(fp32, compiled, scale 640x384)' in proc.stderr
     assert json.loads((tmp_path / 'predictions.json').read_text())

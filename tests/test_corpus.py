@@ -15,11 +15,7 @@ import pytest
 from PIL import Image
 
 from conftest import COCO_IMAGES, DEMO, SHARED
-from test_cli import assert_one_error_line, mrcnn
-
-
-def no_partial_files(folder):
-    return [p.name for p in folder.rglob('*') if p.name.startswith('.') or p.name.endswith('.part')]
+from helpers import FAST, assert_one_error_line, mrcnn, mrcnn_here, no_partial_files
 
 
 @pytest.fixture(scope='module')
@@ -47,7 +43,7 @@ def corpus(tmp_path_factory):
 
 def test_odd_images_are_read_and_broken_ones_skipped(corpus, tmp_path, checkpoint):
     out = tmp_path / 'out'
-    proc = mrcnn('predict', corpus, '--weights', checkpoint('r50'), '--device', 'cpu', '--out', out)
+    proc = mrcnn('predict', corpus, '--weights', checkpoint('r50'), '--device', 'cpu', '--out', out, *FAST)
     assert proc.returncode == 1 and 'Traceback' not in proc.stderr
     warnings = [line for line in proc.stderr.splitlines() if line.startswith('warning:')
                 and 'assuming pytorch style' not in line]   # the checkpoint has no training config
@@ -69,7 +65,7 @@ def test_very_large_image_keeps_memory_bounded(tmp_path, checkpoint):
     img = cv2.resize(cv2.imread(str(DEMO)), (8000, 6000), interpolation=cv2.INTER_NEAREST)
     cv2.imwrite(str(big), img, [cv2.IMWRITE_JPEG_QUALITY, 70])
     del img
-    proc = mrcnn('predict', big, '--weights', checkpoint('r50'), '--device', 'cpu', '--out', tmp_path / 'out',
+    proc = mrcnn('predict', big, '--weights', checkpoint('r50'), '--device', 'cpu', '--out', tmp_path / 'out', *FAST,
                  '--score-thr', '0.05')
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     assert proc.returncode == 0, proc.stderr
@@ -84,21 +80,21 @@ def test_checkpoint_and_file_faults(tmp_path, checkpoint):
     data = checkpoint('r50').read_bytes()
     cut = tmp_path / 'cut.pth'
     cut.write_bytes(data[:len(data) // 3])
-    assert_one_error_line(mrcnn('predict', DEMO, '--weights', cut, '--out', tmp_path / 'o'), 'not a valid')
+    assert_one_error_line(mrcnn_here('predict', DEMO, '--weights', cut, '--out', tmp_path / 'o'), 'not a valid')
     onnx_bad = tmp_path / 'bad.onnx'
     onnx_bad.write_bytes(data[:5000])
-    assert_one_error_line(mrcnn('predict', DEMO, '--backend', 'onnx', '--onnx', onnx_bad, '--out', tmp_path / 'o'),
+    assert_one_error_line(mrcnn_here('predict', DEMO, '--backend', 'onnx', '--onnx', onnx_bad, '--out', tmp_path / 'o'),
                           'cannot load the ONNX model')
     mp4 = tmp_path / 'cut.mp4'   # an mp4 whose index (moov atom, at the end) was cut off
     mp4.write_bytes((SHARED / 'data' / 'video' / 'mmdet_demo.mp4').read_bytes()[:150_000])
-    proc = mrcnn('predict', mp4, '--weights', checkpoint('r50'), '--out', tmp_path / 'o')
+    proc = mrcnn_here('predict', mp4, '--weights', checkpoint('r50'), '--out', tmp_path / 'o', *FAST)
     assert proc.returncode == 1 and 'Traceback' not in proc.stderr
     assert f'error: cannot open {mp4} as a video' in proc.stderr
     assert json.loads((tmp_path / 'o' / 'predictions.json').read_text())['images'] == []
     ann = tmp_path / 'ann.json'
     ann.write_text('{"images": [{"id": 1}], "annotations": {"oops": 1}, "categories": []}')
-    assert_one_error_line(mrcnn('eval', 'coco', '--ann', ann, '--results', ann), 'not a COCO annotation file')
-    assert_one_error_line(mrcnn('predict', tmp_path / 'does-not-exist', '--weights', checkpoint('r50')),
+    assert_one_error_line(mrcnn_here('eval', 'coco', '--ann', ann, '--results', ann), 'not a COCO annotation file')
+    assert_one_error_line(mrcnn_here('predict', tmp_path / 'does-not-exist', '--weights', checkpoint('r50')),
                           'no input images or videos found')
     assert sorted(p.name for p in (tmp_path / 'o').iterdir()) == ['predictions.json']
 
@@ -109,12 +105,13 @@ def test_outputs_never_feed_back_or_overwrite_inputs(tmp_path, checkpoint):
     (src / 'demo.jpg').write_bytes(DEMO.read_bytes())
     out = src / 'results'
     for _ in range(2):   # the second run must not take the first run's picture as an input
-        proc = mrcnn('predict', src, '--weights', checkpoint('r50'), '--device', 'cpu', '--out', out)
+        proc = mrcnn_here('predict', src, '--weights', checkpoint('r50'), '--device', 'cpu', '--out', out, *FAST)
         assert proc.returncode == 0, proc.stderr
         doc = json.loads((out / 'predictions.json').read_text())
         assert [im['file_name'] for im in doc['images']] == [str(src / 'demo.jpg')]
     assert (src / 'demo.jpg').read_bytes() == DEMO.read_bytes()
-    proc = mrcnn('predict', src / 'demo.jpg', '--weights', checkpoint('r50'), '--device', 'cpu', '--out', src)
+    proc = mrcnn_here('predict', src / 'demo.jpg', '--weights', checkpoint('r50'), '--device', 'cpu', '--out', src,
+                      *FAST)
     assert_one_error_line(proc, 'would overwrite the input')
     assert (src / 'demo.jpg').read_bytes() == DEMO.read_bytes()
 
@@ -126,7 +123,7 @@ def test_signal_during_a_directory_run(tmp_path, checkpoint, sig):
     for i in range(12):
         shutil.copy(COCO_IMAGES / '000000397133.jpg', src / f'img{i:02d}.jpg')  # copies: links are de-duplicated
     out = tmp_path / 'out'
-    proc = subprocess.Popen([sys.executable, '-m', 'mrcnn_cli', 'predict', str(src), '--weights',
+    proc = subprocess.Popen([sys.executable, '-m', 'mrcnn_cli', 'predict', str(src), *FAST, '--weights',
                              str(checkpoint('r50')), '--device', 'cpu', '--out', str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from conftest import COCO_IMAGES, SHARED
-from test_cli import assert_one_error_line, mrcnn
+from helpers import FAST, assert_one_error_line, mrcnn, mrcnn_here
 
 VAL2014 = SHARED / 'data' / 'val2014_100'
 TINY8 = SHARED / 'data' / 'coco_mini_val2017' / 'annotations' / 'instances_val2017_tiny8.json'
@@ -28,7 +28,7 @@ def printed_numbers(stdout, kind):
 @pytest.mark.parametrize('kind,results', [('bbox', 'instances_val2014_fakebbox100_results.json'),
                                           ('segm', 'instances_val2014_fakesegm100_results.json')])
 def test_reproduces_pycocotools_official_example(kind, results):
-    proc = mrcnn('eval', 'coco', '--ann', VAL2014 / 'instances_val2014_100.json', '--results', VAL2014 / results)
+    proc = mrcnn_here('eval', 'coco', '--ann', VAL2014 / 'instances_val2014_100.json', '--results', VAL2014 / results)
     assert proc.returncode == 0, proc.stderr
     expected = official_numbers(kind)
     assert len(expected) == 12 and expected[0] == {'bbox': 0.505, 'segm': 0.320}[kind]
@@ -42,15 +42,15 @@ def test_results_with_unknown_ids_and_bad_files(tmp_path):
                                   ('category_id', 12, 'category ids that are not in the annotation file')):
         bad = tmp_path / f'{field}.json'
         bad.write_text(json.dumps([dict(entries[0], **{field: value})] + entries[1:]))
-        assert_one_error_line(mrcnn('eval', 'coco', '--ann', ann, '--results', bad), message)
+        assert_one_error_line(mrcnn_here('eval', 'coco', '--ann', ann, '--results', bad), message)
     broken = tmp_path / 'broken.json'
     broken.write_text('{"images": [')
-    assert_one_error_line(mrcnn('eval', 'coco', '--ann', broken, '--results', VAL2014 / 'instances_val2014_fakebbox100_results.json'),
-                          'not valid JSON')
-    assert_one_error_line(mrcnn('eval', 'coco', '--ann', tmp_path / 'nope.json', '--results', broken),
+    fake = VAL2014 / 'instances_val2014_fakebbox100_results.json'
+    assert_one_error_line(mrcnn_here('eval', 'coco', '--ann', broken, '--results', fake), 'not valid JSON')
+    assert_one_error_line(mrcnn_here('eval', 'coco', '--ann', tmp_path / 'nope.json', '--results', broken),
                           'annotation file not found')
     (tmp_path / 'list.json').write_text('[1, 2]')
-    assert_one_error_line(mrcnn('eval', 'coco', '--ann', tmp_path / 'list.json', '--results', broken),
+    assert_one_error_line(mrcnn_here('eval', 'coco', '--ann', tmp_path / 'list.json', '--results', broken),
                           'not a COCO annotation file')
 
 
@@ -62,7 +62,8 @@ def test_full_loop_on_both_backends(tmp_path, checkpoint, exported):
     outs = {}
     for backend, args in (('torch', ['--weights', checkpoint('r50')]), ('onnx', ['--onnx', exported('r50')])):
         out = tmp_path / backend
-        proc = mrcnn('eval', 'coco', '--ann', TINY8, '--images', COCO_IMAGES, '--backend', backend, *args,
+        proc = mrcnn_here('eval', 'coco', '--ann', TINY8, '--images', COCO_IMAGES, '--backend', backend, *args, *FAST,
+                          '--max-images', 5,
                      '--device', 'cpu', '--out', out)
         assert proc.returncode == 0, proc.stderr
         assert printed_numbers(proc.stdout, 'bbox') and printed_numbers(proc.stdout, 'segm')
@@ -75,7 +76,7 @@ def test_full_loop_on_both_backends(tmp_path, checkpoint, exported):
     assert all(isinstance(r['segmentation']['counts'], str) and len(r['bbox']) == 4 for r in results)
     assert all(r['score'] > 0.05 for r in results)
     m_torch, m_onnx = _metrics(outs['torch']), _metrics(outs['onnx'])
-    assert m_torch['images_evaluated'] == 8
+    assert m_torch['images_evaluated'] == 5
     for kind in ('bbox', 'segm'):
         for name, value in m_torch[kind].items():
             assert value == pytest.approx(m_onnx[kind][name], abs=0.005), (kind, name)
@@ -90,21 +91,21 @@ def test_missing_images_resume_and_shards(tmp_path, checkpoint):
         os.symlink(COCO_IMAGES / names[i], images / names[i])
     out = tmp_path / 'out'
     base = ['eval', 'coco', '--ann', TINY8, '--images', images, '--weights', checkpoint('r50'), '--device', 'cpu',
-            '--max-images', 3, '--out', out]
-    proc = mrcnn(*base)
+            *FAST, '--max-images', 3, '--out', out]
+    proc = mrcnn_here(*base)
     assert proc.returncode == 1 and 'Traceback' not in proc.stderr
     assert f'1 of 3 images missing or unreadable, not evaluated: {names[ids[2]]}' in proc.stderr
     first = _metrics(out)
     assert first['images_evaluated'] == 2 and first['images_missing'] == [names[ids[2]]]
     # resume: nothing left to predict for the two readable images, same numbers
-    proc = mrcnn(*base, '--resume')
+    proc = mrcnn_here(*base, '--resume')
     assert proc.returncode == 1 and _metrics(out)['bbox'] == first['bbox']
     assert len((out / 'results.partial.jsonl').read_text().splitlines()) == 2
     # two shards written separately and evaluated together give the same metrics
     for k in (0, 1):
-        proc = mrcnn(*base[:-1], tmp_path / 'shards', '--shard', f'{k}/2')
+        proc = mrcnn_here(*base[:-1], tmp_path / 'shards', '--shard', f'{k}/2')
         assert proc.returncode == 0, proc.stderr
-    proc = mrcnn('eval', 'coco', '--ann', TINY8, '--results', str(tmp_path / 'shards' / 'results.shard-*.json'))
+    proc = mrcnn_here('eval', 'coco', '--ann', TINY8, '--results', str(tmp_path / 'shards' / 'results.shard-*.json'))
     assert proc.returncode == 0, proc.stderr
     # the shard evaluation runs over every annotated image, so compare the detections instead
     merged = sorted((r['image_id'], r['score']) for k in (0, 1)
@@ -114,7 +115,7 @@ def test_missing_images_resume_and_shards(tmp_path, checkpoint):
 
 
 def test_torchrun_two_processes_equal_one(tmp_path, checkpoint):
-    common = ['--ann', TINY8, '--images', COCO_IMAGES, '--weights', checkpoint('r50'), '--max-images', 2]
+    common = ['--ann', TINY8, '--images', COCO_IMAGES, '--weights', checkpoint('r50'), '--max-images', 2, *FAST]
     env = dict(os.environ, OMP_NUM_THREADS='1')  # same thread count, same float reduction order
     single = tmp_path / 'single'
     proc = mrcnn('eval', 'coco', *common, '--device', 'cpu', '--out', single, env=env)

@@ -1,4 +1,5 @@
 """`mrcnn export --onnx` and the onnxruntime backend against the PyTorch backend."""
+import copy
 import json
 import os
 
@@ -7,33 +8,25 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from conftest import COCO_IMAGES, DEMO
-from matching import assert_matches_reference, detections_as_dicts
 from mrcnn_cli import MrcnnError
-from mrcnn_cli.onnx_export import export_onnx
-from mrcnn_cli.ort_backend import OnnxPredictor
-from mrcnn_cli.preprocess import read_image
-from test_cli import assert_one_error_line, mrcnn
+from mrcnn_cli.backends.onnx_export import export_onnx
+from mrcnn_cli.backends.onnx_runtime import OnnxPredictor
+from mrcnn_cli.io.images import read_image
+
+from conftest import COCO_IMAGES, DEMO
+from helpers import FAST, FAST_SCALE, assert_one_error_line, mrcnn_here
+from matching import assert_matches_reference
 
 STANDARD_DOMAINS = {'', 'ai.onnx'}
 # different sizes and aspect ratios: 640x427, 640x480, 333x500 (portrait), 640x358
 IMAGES = ['000000397133.jpg', '000000516916.jpg', '000000011813.jpg', '000000181303.jpg']
-CASES = [('r50', None, IMAGES), ('r50_caffe', 'caffe', IMAGES[:2]), ('x101_32x4d', None, IMAGES[2:3])]
+# R-50 at mmdetection's test scale; the others at a smaller one (the same network either way)
+CASES = [('r50', None, IMAGES, None), ('r50_caffe', 'caffe', IMAGES[:2], FAST_SCALE),
+         ('x101_32x4d', None, IMAGES[2:3], FAST_SCALE)]
 
 
-def as_reference(det):
-    """Torch detections in the shape of shared/data/reference records, for the same matcher."""
-    import pycocotools.mask as mask_util
-    import numpy as np
-    refs = []
-    for d in detections_as_dicts(det):
-        rle = mask_util.encode(np.asfortranarray(d.pop('mask').astype(np.uint8)))
-        refs.append(dict(d, rle=rle))
-    return refs
-
-
-@pytest.mark.parametrize('variant,style,images', CASES, ids=[c[0] for c in CASES])
-def test_onnxruntime_matches_pytorch(exported, torch_predictor, variant, style, images):
+@pytest.mark.parametrize('variant,style,images,scale', CASES, ids=[c[0] for c in CASES])
+def test_onnxruntime_matches_pytorch(exported, torch_predictor, variant, style, images, scale):
     path = exported(variant, style)
     proto = onnx.load(str(path), load_external_data=False)
     assert {op.domain for op in proto.opset_import} <= STANDARD_DOMAINS
@@ -56,28 +49,31 @@ def test_onnxruntime_matches_pytorch(exported, torch_predictor, variant, style, 
     assert opts.get_session_config_entry('session.intra_op.allow_spinning') == '0'
     assert ort_predictor.classes == torch_predictor(variant, style).classes
     assert ort_predictor.spec == torch_predictor(variant, style).spec
+    torch_side = copy.copy(torch_predictor(variant, style))
+    if scale:
+        torch_side.scale = ort_predictor.scale = scale
     for name in images:
         img = read_image(COCO_IMAGES / name)
-        ref = torch_predictor(variant, style).predict(img)
-        got = ort_predictor.predict(img)
+        ref = torch_side(img)
+        got = ort_predictor(img)
         assert len(ref) > 0
-        assert_matches_reference(as_reference(ref), detections_as_dicts(got))
+        assert_matches_reference(ref, got)
 
 
 def test_image_with_no_detections(checkpoint, tmp_path):
-    from mrcnn_cli.predictor import load_torch_predictor
-    p = load_torch_predictor(None, checkpoint('r50'), device='cpu')
+    from mrcnn_cli import load
+    p = load(weights=checkpoint('r50'), style='pytorch', device='cpu')
     p.model.roi_head.bbox_head.fc_cls.bias[-1] = 1e4   # background wins every RoI
     path = tmp_path / 'empty.onnx'
     export_onnx(p, path)
-    det = OnnxPredictor(path, device='cpu').predict(read_image(DEMO))
-    assert len(det) == 0 and det.boxes.shape == (0, 4) and det.masks == []
-    assert len(p.predict(read_image(DEMO))) == 0
+    det = OnnxPredictor(path, device='cpu')(read_image(DEMO))
+    assert len(det) == 0 and det.boxes.shape == (0, 4) and det.masks.shape == (0, 427, 640)
+    assert len(p(read_image(DEMO))) == 0
 
 
 def test_export_cli_and_predict_with_onnx_backend(tmp_path, checkpoint):
     path = tmp_path / 'm.onnx'
-    proc = mrcnn('export', '--onnx', path, '--weights', checkpoint('r50'))
+    proc = mrcnn_here('export', '--onnx', path, '--weights', checkpoint('r50'))
     assert proc.returncode == 0, proc.stderr
     assert 'MiB' in proc.stdout and ' s\n' in proc.stdout
     assert '18/18 detections matched' in proc.stdout            # demo photo: all of mmdet's 18
@@ -88,15 +84,16 @@ def test_export_cli_and_predict_with_onnx_backend(tmp_path, checkpoint):
     for backend in ('torch', 'onnx'):
         out = tmp_path / backend
         args = ['--onnx', path] if backend == 'onnx' else ['--weights', checkpoint('r50')]
-        proc = mrcnn('predict', DEMO, '--backend', backend, *args, '--out', out, '--device', 'cpu',
+        proc = mrcnn_here('predict', DEMO, '--backend', backend, *args, '--out', out, '--device', 'cpu', *FAST,
                      '--score-thr', '0.05')
         assert proc.returncode == 0, proc.stderr
         outs[backend] = out
     assert sorted(p.name for p in outs['torch'].iterdir()) == sorted(p.name for p in outs['onnx'].iterdir())
     docs = {b: json.loads((o / 'predictions.json').read_text()) for b, o in outs.items()}
-    assert docs['torch']['images'] == docs['onnx']['images'] and docs['torch']['categories'] == docs['onnx']['categories']
+    assert docs['torch']['images'] == docs['onnx']['images']
+    assert docs['torch']['categories'] == docs['onnx']['categories']
     a, b = docs['torch']['annotations'], docs['onnx']['annotations']
-    assert len(a) == len(b) == 18
+    assert len(a) == len(b) > 0
     for x, y in zip(a, b):
         assert x['category_id'] == y['category_id'] and abs(x['score'] - y['score']) <= 0.01
         assert max(abs(u - v) for u, v in zip(x['bbox'], y['bbox'])) < 0.5
@@ -107,8 +104,8 @@ def test_bad_onnx_inputs(tmp_path):
     bad.write_bytes(b'\x08\x07garbage' * 100)
     with pytest.raises(MrcnnError, match='cannot load the ONNX model'):
         OnnxPredictor(bad, device='cpu')
-    assert_one_error_line(mrcnn('predict', DEMO, '--backend', 'onnx', '--onnx', bad), 'cannot load the ONNX model')
-    assert_one_error_line(mrcnn('predict', DEMO, '--backend', 'onnx'), 'needs --onnx')
+    assert_one_error_line(mrcnn_here('predict', DEMO, '--backend', 'onnx', '--onnx', bad), 'cannot load the ONNX model')
+    assert_one_error_line(mrcnn_here('predict', DEMO, '--backend', 'onnx'), 'needs --onnx')
     plain = tmp_path / 'plain.onnx'
     x = torch.zeros(1, 3)
     torch.onnx.export(torch.nn.Identity(), (x,), str(plain), dynamo=False)

@@ -1,31 +1,30 @@
-"""The threaded read -> infer -> write pipeline, with a fake model (fast)."""
+"""The threaded read -> infer -> consume pipeline, with a fake model (fast)."""
 import threading
 
 import pytest
 
-from mrcnn_cli.pipeline import Frame, run_pipeline
+from mrcnn_cli.engine.pipeline import Frame, pipelined
 
 
 def run(frames, batch_size, fail_at=None):
     batches, written = [], []
 
     def infer(images):
+        assert threading.current_thread().name == 'mrcnn-model'
         batches.append(list(images))
         return [f'det{img}' for img in images]
 
-    def write(frame, det):
-        assert threading.current_thread().name == 'mrcnn-writer'
+    for frame, det in pipelined(iter(frames), infer, batch_size, queue_size=2):
+        assert threading.current_thread() is threading.main_thread()   # the caller consumes
         if frame.index == fail_at:
             raise OSError('disk full')
         written.append((frame.index, det))
-
-    run_pipeline(iter(frames), infer, write, batch_size, queue_size=2)
     return batches, written
 
 
 @pytest.mark.parametrize('batch_size', [1, 2, 4])
 def test_every_frame_in_order_with_stride_reuse(batch_size):
-    frames = [Frame(i, i, infer=i % 3 == 0) for i in range(10)]
+    frames = [Frame(0, i, i, infer=i % 3 == 0) for i in range(10)]
     batches, written = run(frames, batch_size)
     assert [i for i, _ in written] == list(range(10))
     assert [d for _, d in written] == [f'det{i - i % 3}' for i in range(10)]
@@ -34,22 +33,36 @@ def test_every_frame_in_order_with_stride_reuse(batch_size):
     assert max(len(b) for b in batches) == min(batch_size, 4)
 
 
+def test_stride_reuse_never_crosses_sources():
+    frames = [Frame(0, 0, 'a0'), Frame(0, 1, 'a1', infer=False), Frame(1, 0, 'b0'), Frame(1, 1, 'b1', infer=False)]
+    _, written = run(frames, 4)
+    assert [d for _, d in written] == ['deta0', 'deta0', 'detb0', 'detb0']
+
+
 def test_unreadable_frames_pass_through_without_inference():
-    frames = [Frame(0, 0), Frame(1, None, error='bad'), Frame(2, 2)]
+    frames = [Frame(0, 0, 0), Frame(0, 1, None, error='bad'), Frame(0, 2, 2)]
     batches, written = run(frames, 2)
     assert written == [(0, 'det0'), (1, None), (2, 'det2')]
     assert batches == [[0, 2]]
 
 
-def test_writer_error_stops_the_run():
+def test_consumer_error_stops_the_run_and_its_threads():
+    before = threading.active_count()
     with pytest.raises(OSError, match='disk full'):
-        run([Frame(i, i) for i in range(50)], 1, fail_at=3)
+        run([Frame(0, i, i) for i in range(50)], 1, fail_at=3)
+    assert not [t for t in threading.enumerate() if t.name == 'mrcnn-model']
+    assert threading.active_count() <= before + 1   # the reader may still sit in its last put
 
 
-def test_reader_error_reaches_the_caller():
+def test_reader_and_model_errors_reach_the_caller():
     def frames():
-        yield Frame(0, 0)
+        yield Frame(0, 0, 0)
         raise ValueError('decoder exploded')
 
     with pytest.raises(ValueError, match='decoder exploded'):
-        run_pipeline(frames(), lambda imgs: imgs, lambda f, d: None, 1)
+        list(pipelined(frames(), lambda imgs: imgs, 1))
+
+    def broken(images):
+        raise RuntimeError('out of memory')
+    with pytest.raises(RuntimeError, match='out of memory'):
+        list(pipelined(iter([Frame(0, 0, 0)]), broken, 1))

@@ -1,7 +1,8 @@
 import numpy as np
 import torch
 
-from mrcnn_cli.preprocess import CAFFE_NORM, PYTORCH_NORM, normalize, pad_batch, prepare, rescale_size
+from mrcnn_cli.engine.preprocess import normalize, pad_batch, prepare, rescale_size
+from mrcnn_cli.model.spec import CAFFE_NORM, PYTORCH_NORM
 
 
 def test_rescale_size_matches_mmcv_rounding():

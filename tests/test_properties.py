@@ -5,10 +5,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mrcnn_cli.boxes import decode_boxes
-from mrcnn_cli.fpn import upsample_to
-from mrcnn_cli.postprocess import Detections, paste_mask, paste_window
-from mrcnn_cli.results import encode_masks
+from mrcnn_cli.engine.detections import Detections
+from mrcnn_cli.model.fpn import upsample_to
+from mrcnn_cli.ops.boxes import decode_boxes
+from mrcnn_cli.ops.paste import MaskWindow, paste_mask, paste_window
 
 coord = st.floats(min_value=-50, max_value=700, allow_nan=False, width=32)
 size = st.integers(min_value=1, max_value=120)
@@ -33,7 +33,7 @@ def test_decoded_boxes_stay_inside_the_image(box, deltas, h, w):
 def test_paste_never_writes_outside_its_window_or_the_image(box, h, w, seed):
     prob = torch.rand(28, 28, generator=torch.Generator().manual_seed(seed))
     box = torch.tensor(box)   # float32, as the model's boxes are
-    mask, (x0, y0) = paste_mask(prob, box, h, w)
+    mask, x0, y0 = paste_mask(prob, box, h, w)
     wx0, wy0, wx1, wy1 = paste_window(box.tolist(), h, w)
     assert (x0, y0) == (wx0, wy0) and mask.dtype == bool
     assert mask.shape == (max(wy1 - wy0, 0), max(wx1 - wx0, 0))
@@ -48,12 +48,15 @@ def test_rle_round_trips_the_full_masks(h, w, seed, n):
     for _ in range(n):
         x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
         win = rng.random((int(rng.integers(0, h - y0 + 1)), int(rng.integers(0, w - x0 + 1)))) > 0.5
-        masks.append((win, (x0, y0)))
-    det = Detections(np.zeros((n, 4), np.float32), np.zeros(n, np.float32), np.zeros(n, np.int64), masks, h, w)
-    for i, rle in enumerate(encode_masks(det, range(n))):
+        masks.append(MaskWindow(win, x0, y0))
+    det = Detections(np.zeros((n, 4), np.float32), np.zeros(n, np.float32), np.zeros(n, np.int64), masks, h, w,
+                     ['thing'])
+    for i, entry in enumerate(det.to_coco()):
+        rle = entry['segmentation']
         assert isinstance(rle['counts'], str) and rle['size'] == [h, w]
+        assert entry['area'] == int(mask_util.area(rle))
         decoded = mask_util.decode(dict(rle, counts=rle['counts'].encode())).astype(bool)
-        assert np.array_equal(decoded, det.full_mask(i))
+        assert np.array_equal(decoded, det.mask(i))
 
 
 @settings(max_examples=60, deadline=None)

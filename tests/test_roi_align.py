@@ -4,8 +4,9 @@ import pytest
 import torch
 from torchvision.ops import roi_align
 
-from mrcnn_cli.roi_align import roi_align_nhwc
-from mrcnn_cli.roi_heads import BBoxHead, multilevel_roi_align, stack_levels, ungroup
+from mrcnn_cli.model.poolers import GATHER, STACKED, RoIFeatureMaps, multilevel_roi_align, stack_levels, ungroup
+from mrcnn_cli.model.roi_heads import BBoxHead
+from mrcnn_cli.ops.roi_align import roi_align_nhwc
 
 # (batch index, x1, y1, x2, y2) in image pixels at stride 8 on a 40 x 56 map (320 x 448 image)
 EDGE_ROIS = [
@@ -58,7 +59,7 @@ def test_multilevel_gather_feeds_the_box_head_as_nchw_does():
              for s in (4, 8, 16, 32)]
     rois = random_rois(200, 320, 448, gen)
     rois[:, 0] = 0
-    gathered, order = multilevel_roi_align(feats, rois, 7)
+    gathered, order = multilevel_roi_align(RoIFeatureMaps(GATHER, feats), rois, 7)
     expected = torch.cat([roi_align(f, rois[i:i + 1], 7, 1 / s, sampling_ratio=0, aligned=True)
                           for i in order.tolist() for f, s in [pick_level(feats, rois[i])]])
     assert sorted(order.tolist()) == list(range(rois.shape[0]))
@@ -99,7 +100,7 @@ def test_stacked_levels_equal_per_level_roi_align():
     border = [[b, width - side, height - side, width, height] for side in (20, 150, 300, 500) for b in (0, 1)]
     rois = torch.cat([rois, torch.tensor(border, dtype=torch.float32)])
     assert {pick_level(feats, r)[1] for r in rois[-8:]} == {4, 8, 16, 32}
-    got, order = multilevel_roi_align(stack_levels([f.half() for f in feats]), rois, 7)
+    got, order = multilevel_roi_align(RoIFeatureMaps(STACKED, stack_levels([f.half() for f in feats])), rois, 7)
     assert order is None and ungroup(got, order) is got
     expected = torch.cat([roi_align(f.half().float(), r[None], 7, 1 / s, sampling_ratio=0, aligned=True)
                           for r in rois for f, s in [pick_level(feats, r)]])

@@ -3,8 +3,10 @@ import hashlib
 
 import pytest
 
+from mrcnn_cli import MrcnnError
+from mrcnn_cli.io import zoo
+
 from conftest import SHARED
-from mrcnn_cli import MrcnnError, zoo
 
 
 def published_rows():

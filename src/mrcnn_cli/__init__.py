@@ -1,10 +1,36 @@
-"""mrcnn: mmdetection-exact Mask R-CNN inference without mmcv, mmengine or a config system."""
-__version__ = "0.1.0"
+"""mrcnn: mmdetection-exact Mask R-CNN inference without mmcv, mmengine or a config system.
+
+    import mrcnn_cli
+    model = mrcnn_cli.load('mask-rcnn_r50_fpn_1x_coco')
+    det = model('street.jpg')
+    det.filter(score_thr=0.5).to_coco(image_id=1)
+
+Importing the package is cheap and changes nothing in the process: the names below are
+imported on first use.
+"""
+from mrcnn_cli.errors import MrcnnError, MrcnnWarning
+from mrcnn_cli.version import __version__
+
+__all__ = ['Detections', 'MrcnnError', 'MrcnnWarning', 'Predictor', 'StreamItem', 'load', 'tune_cpu_allocator',
+           '__version__']
+
+_LAZY = {
+    'load': 'mrcnn_cli.api',
+    'Detections': 'mrcnn_cli.engine.detections',
+    'Predictor': 'mrcnn_cli.engine.predictor',
+    'StreamItem': 'mrcnn_cli.engine.stream',
+    'tune_cpu_allocator': 'mrcnn_cli.engine.memory',
+}
 
 
-class MrcnnError(Exception):
-    """A user-facing failure: the CLI prints its message as one line and exits non-zero."""
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
-class MrcnnWarning(UserWarning):
-    """Something the user should know that does not stop the run (the CLI prints one `warning:` line)."""
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

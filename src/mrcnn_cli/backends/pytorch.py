@@ -1,0 +1,122 @@
+"""The PyTorch backend: mrcnn's own model on the CPU or a CUDA GPU."""
+import importlib.util
+import os
+import shutil
+import warnings
+
+import torch
+
+from mrcnn_cli.engine.predictor import Predictor, resolve_device
+from mrcnn_cli.engine.preprocess import TEST_SCALE
+from mrcnn_cli.engine.timing import no_stage
+from mrcnn_cli.errors import MrcnnError, MrcnnWarning
+from mrcnn_cli.io.checkpoint import class_names, foreign_model_reason, load_checkpoint, resolve_spec
+from mrcnn_cli.model.mask_rcnn import build_model
+from mrcnn_cli.model.optimize import optimized_for_inference
+
+PRECISIONS = ('fp32', 'fp16', 'bf16')
+
+
+class TorchPredictor(Predictor):
+    """A loaded MaskRCNN behind the Predictor interface.  The model it is given is not changed:
+    it runs an optimised copy (see `optimized_for_inference`)."""
+
+    name = 'torch'
+
+    def __init__(self, model, classes, device, source, precision='fp32', compile=False, palette=None,
+                 scale=TEST_SCALE):
+        device = resolve_device(device) if not isinstance(device, torch.device) else device
+        super().__init__(model.spec, classes, device, source, precision, palette, scale)
+        self.amp_dtype = check_precision(precision, device)
+        if compile:
+            check_compiler(device)
+        self.model = optimized_for_inference(model, device, self.amp_dtype, compile)
+        self.compiled = compile
+
+    @torch.inference_mode()
+    def run_network(self, batch, img_shapes, stage=no_stage):
+        return self.model(batch.to(self.device), img_shapes, self.amp_dtype, stage)
+
+    def describe(self):
+        text = super().describe()
+        return text.replace(f'({self.precision}', f'({self.precision}, compiled', 1) if self.compiled else text
+
+
+def cpu_has_native_bf16():
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def check_precision(precision, device):
+    """The autocast dtype for a precision name; FP16 needs CUDA (CPU FP16 convs are slow and inexact)."""
+    if precision not in PRECISIONS:
+        raise MrcnnError(f'unknown precision {precision!r} (use one of {", ".join(PRECISIONS)})')
+    if precision == 'fp16':
+        if device.type != 'cuda':
+            raise MrcnnError('--fp16 needs a CUDA GPU; on the CPU use --bf16')
+        return torch.float16
+    if precision == 'bf16':
+        if device.type == 'cpu' and not cpu_has_native_bf16():
+            warnings.warn('this CPU has no native BF16 support (AVX512-BF16/AMX): --bf16 will be slow',
+                          MrcnnWarning, stacklevel=3)
+        return torch.bfloat16
+    return None
+
+
+def check_compiler(device):
+    """torch.compile's inductor generates C++ on the CPU and Triton kernels on CUDA."""
+    if device.type == 'cuda':
+        if importlib.util.find_spec('triton') is None:
+            raise MrcnnError('--compile on a GPU needs the triton package (pip install triton)')
+    elif not shutil.which(os.environ.get('CXX', 'g++')):
+        raise MrcnnError('--compile on the CPU needs a C++ compiler (g++, or set CXX)')
+
+
+def check_state_dict(model, state_dict, source):
+    """One clear line naming what does not fit: missing or unexpected keys, wrong shapes."""
+    expected = {k: v.shape for k, v in model.state_dict().items() if not k.endswith('num_batches_tracked')}
+    given = {k: v for k, v in state_dict.items() if not k.endswith('num_batches_tracked')}
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(given) if tuple(given[k].shape) != tuple(expected[k]))
+    problems = []
+    if missing:
+        problems.append(f'{len(missing)} missing keys (e.g. {missing[0]})')
+    if unexpected:
+        problems.append(f'{len(unexpected)} unexpected keys (e.g. {unexpected[0]})')
+    if wrong:
+        k = wrong[0]
+        problems.append(f'{len(wrong)} shape mismatches (e.g. {k}: checkpoint {tuple(given[k].shape)}, '
+                        f'model {tuple(expected[k])})')
+    if problems:
+        reason = foreign_model_reason(state_dict) if missing or unexpected else ''
+        raise MrcnnError(f'{source}: wrong architecture for {model.spec.backbone_name} '
+                         f'{model.spec.style} Mask R-CNN: ' + '; '.join(problems) + (f' ({reason})' if reason else ''))
+
+
+def model_from_checkpoint(ckpt, spec=None, style=None, source='checkpoint'):
+    """(MaskRCNN, classes) for a loaded Checkpoint; see `resolve_spec` for the architecture."""
+    spec = resolve_spec(ckpt, spec, style, source)
+    with torch.device('meta'):   # shapes only: no memory, no init
+        check_state_dict(build_model(spec), ckpt.state_dict, source)
+    sd = {k: v.float() if v.is_floating_point() else v for k, v in ckpt.state_dict.items()}
+    return build_model(spec, sd), class_names(ckpt, spec.num_classes)
+
+
+def load_torch_model(model_name=None, weights=None, style=None, weights_dir=None):
+    """(MaskRCNN as loaded, classes, source, palette) from a zoo name (downloaded on first use,
+    checksum-verified) and/or a local checkpoint."""
+    from mrcnn_cli.io import zoo
+    if model_name is None and weights is None:
+        raise MrcnnError('no model given: pass --model NAME (see `mrcnn zoo list`) or --weights PATH')
+    spec = None
+    if model_name is not None:
+        entry = zoo.get_entry(model_name)
+        spec = entry.spec
+        if weights is None:
+            weights = zoo.ensure_downloaded(entry, weights_dir)
+    ckpt = load_checkpoint(weights)
+    model, classes = model_from_checkpoint(ckpt, spec=spec, style=style, source=str(weights))
+    return model, classes, str(weights), ckpt.palette

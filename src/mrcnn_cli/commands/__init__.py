@@ -1,0 +1,1 @@
+"""The `mrcnn` command line: option parsing (cli.py) and the commands' own logic."""

@@ -1,0 +1,216 @@
+"""`mrcnn bench --fps`: what a user gets per image, measured the way mmdetection's benchmark does."""
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from mrcnn_cli.engine.memory import release_freed_memory
+from mrcnn_cli.engine.timing import StageTimer
+from mrcnn_cli.errors import MrcnnError
+from mrcnn_cli.io.images import read_image
+from mrcnn_cli.io.sources import list_images
+
+METHOD = ('warm-up iterations not counted, then N images at the given batch size, cycled from the image set; '
+          'the timed span covers preprocessing (resize, normalise, pad), the network, NMS and the '
+          'full-resolution mask paste, with torch.cuda.synchronize() on GPU; image decoding is done '
+          'beforehand and reported separately; the torchvision peer runs first, in a fresh process of its '
+          'own, as its users run it (glibc default allocator); mrcnn rows then run in this process, CPU '
+          'rows with mrcnn\'s allocator setting (freed memory kept for reuse)')
+
+
+@dataclass
+class BenchRow:
+    backend: str
+    precision: str
+    device: str
+    images: int
+    fps: float
+    latency_ms: dict
+    stages_ms: dict
+    peak_rss_mb: float
+    cuda_max_allocated_mb: float = None
+    speedup_vs_torchvision: float = None
+    detections_per_image: float = 0.0
+
+
+@dataclass
+class BenchReport:
+    method: str
+    machine: dict
+    decode_ms_per_image: float
+    image_sizes: list
+    rows: list = field(default_factory=list)
+
+
+def load_images(folder=None, limit=64):
+    """Decoded bench images (the bundled demo photo by default) and the mean decode time."""
+    from mrcnn_cli.backends.onnx_export import DEMO_IMAGE
+    if folder:
+        paths = list_images(folder, limit)
+        if not paths:
+            raise MrcnnError(f'no images in {folder}')
+    else:
+        paths = [DEMO_IMAGE]
+    start = time.perf_counter()
+    images = [read_image(p) for p in paths]
+    return images, (time.perf_counter() - start) / len(images) * 1000
+
+
+def reset_peak_rss():
+    """Linux: restart the process's peak-RSS counter (from the current RSS)."""
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+    except OSError:
+        pass
+
+
+def peak_rss_mb():
+    try:
+        for line in Path('/proc/self/status').read_text().splitlines():
+            if line.startswith('VmHWM:'):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(name, precision, device, predict_batch, images, n, warmup, batch_size, progress=True,
+            warm_every_batch=False):
+    """Time `predict_batch(images, stage)` over n images after `warmup` untimed batches (and, for
+    a compiled model, after one untimed pass over every batch: each new input size compiles first)."""
+    dev = torch.device(device)
+    cuda = dev.type == 'cuda'
+    batches = [[images[(b * batch_size + j) % len(images)] for j in range(batch_size)]
+               for b in range(-(-n // batch_size))]
+    for b in range(max(warmup, len(batches) if warm_every_batch else 0)):
+        predict_batch(batches[b % len(batches)])
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(dev)
+    reset_peak_rss()
+    timer = StageTimer(device)
+    latencies, dets = [], 0
+    with tqdm(total=n, desc=f'{name} {precision}', unit='img', disable=not progress) as bar:
+        for batch in batches:
+            start = time.perf_counter()
+            out = predict_batch(batch, timer)
+            if cuda:
+                torch.cuda.synchronize()
+            latencies.append((time.perf_counter() - start) / len(batch))
+            dets += sum(len(d) for d in out)
+            bar.update(len(batch))
+    total = sum(latencies) * batch_size
+    lat = np.array(latencies) * 1000
+    count = len(batches) * batch_size
+    return BenchRow(
+        backend=name, precision=precision, device=str(device), images=count,
+        fps=count / total,
+        latency_ms={'mean': float(lat.mean()), 'p50': float(np.percentile(lat, 50)),
+                    'p90': float(np.percentile(lat, 90)), 'p99': float(np.percentile(lat, 99))},
+        stages_ms={k: v / count * 1000 for k, v in timer.totals.items()},
+        peak_rss_mb=peak_rss_mb(),
+        cuda_max_allocated_mb=torch.cuda.max_memory_allocated(dev) / 2 ** 20 if cuda else None,
+        detections_per_image=dets / count)
+
+
+def machine_info(device):
+    info = {'cpu': platform.processor() or platform.machine(), 'cores': os.cpu_count(),
+            'torch_threads': torch.get_num_threads(), 'torch': torch.__version__, 'python': platform.python_version()}
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'):
+                info['cpu'] = line.split(':', 1)[1].strip()
+                break
+    except OSError:
+        pass
+    if torch.device(device).type == 'cuda':
+        info['gpu'] = torch.cuda.get_device_name(torch.device(device))
+    try:
+        import onnxruntime
+        info['onnxruntime'] = onnxruntime.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def format_table(report):
+    rows = report.rows
+    head = ['backend', 'precision', 'device', 'fps', 'mean ms', 'p50', 'p90', 'p99', 'peak RSS MB', 'vs torchvision']
+    lines = [head]
+    for r in rows:
+        lines.append([r.backend, r.precision, r.device, f'{r.fps:.3f}', f"{r.latency_ms['mean']:.0f}",
+                      f"{r.latency_ms['p50']:.0f}", f"{r.latency_ms['p90']:.0f}", f"{r.latency_ms['p99']:.0f}",
+                      f'{r.peak_rss_mb:.0f}', f'{r.speedup_vs_torchvision:.2f}x' if r.speedup_vs_torchvision else '-'])
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
+    out = ['  '.join(str(v).ljust(w) for v, w in zip(line, widths)).rstrip() for line in lines]
+    for r in rows:
+        if r.stages_ms:
+            parts = ', '.join(f'{k} {v:.0f}' for k, v in r.stages_ms.items())
+            out.append(f'  {r.backend} {r.precision} stages (ms/image): {parts}')
+    return '\n'.join(out)
+
+
+def report_dict(report):
+    return asdict(report)
+
+
+def measure_torchvision_peer(model_args, device, images, n, warmup, batch_size, progress, scale):
+    """torchvision's maskrcnn_resnet50_fpn on the checkpoint's own weights, FP32, in a fresh
+    (spawned) process: the state its users run it in (glibc's default allocator), and neither
+    row's speed or peak RSS carries what the other left behind.  `model_args` are
+    `load_torch_model`'s (model name, weights, style, weights dir)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+    try:   # an executor, not a Pool: a worker that dies (e.g. killed for memory) raises, never hangs
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context('spawn')) as pool:
+            return pool.submit(_torchvision_row, model_args, str(device), images, n, warmup, batch_size,
+                               progress, scale).result()
+    except BrokenProcessPool:
+        raise MrcnnError('the torchvision peer process died (out of memory?)') from None
+
+
+def _torchvision_row(model_args, device, images, n, warmup, batch_size, progress, scale):
+    from mrcnn_cli.backends.pytorch import load_torch_model
+    from mrcnn_cli.commands.torchvision_peer import TorchvisionPeer
+    peer = TorchvisionPeer(load_torch_model(*model_args)[0], device, scale)   # as loaded: BatchNorms unfolded
+    return measure('torchvision', 'fp32', device, peer.predict_batch, images, n, warmup, batch_size, progress)
+
+
+def run_bench(make_predictor, backends, images, decode_ms, n, warmup, batch_size, device, compare=None,
+              progress=True, peer_model_args=None, scale=(1333, 800)):
+    """Benchmark each backend (`make_predictor(backend)`) in this process on the same images (and
+    first, with `peer_model_args` for its weights, the torchvision peer in a process of its own)."""
+    report = BenchReport(METHOD, machine_info(device), decode_ms,
+                         sorted({tuple(int(v) for v in img.shape[:2]) for img in images}))
+    peer_row = None
+    if compare == 'torchvision':
+        from mrcnn_cli.backends.pytorch import load_torch_model
+        from mrcnn_cli.commands.torchvision_peer import check_peer_spec
+        check_peer_spec(load_torch_model(*peer_model_args)[0].spec)   # before a process is spawned for it
+        release_freed_memory()
+        peer_row = measure_torchvision_peer(peer_model_args, device, images, n, warmup, batch_size, progress,
+                                            scale)
+    for backend in backends:
+        predictor = make_predictor(backend)
+        compiled = getattr(predictor, 'compiled', False)
+        row = measure(backend, predictor.precision, predictor.device, predictor.predict_batch, images, n,
+                      warmup, batch_size, progress, warm_every_batch=compiled)
+        row.device = getattr(predictor, 'providers', [row.device])[0]  # onnx: the provider in use
+        if compiled:
+            row.precision += '+compile'
+        report.rows.append(row)
+        del predictor
+        release_freed_memory()   # the next backend's peak RSS must be its own
+    if peer_row is not None:
+        for r in report.rows:
+            r.speedup_vs_torchvision = r.fps / peer_row.fps
+        report.rows.append(peer_row)
+    return report

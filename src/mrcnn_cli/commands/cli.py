@@ -1,0 +1,353 @@
+"""The `mrcnn` command line: parses options and calls the library, nothing more."""
+import signal
+import sys
+import warnings
+from pathlib import Path
+
+import click
+
+from mrcnn_cli.errors import MrcnnError
+from mrcnn_cli.version import __version__
+
+STYLE = click.Choice(['pytorch', 'caffe'])
+
+
+def warn(message):
+    """One line on stderr that never lands inside a progress bar's line."""
+    from tqdm import tqdm
+    tqdm.write(message, file=sys.stderr)
+
+
+def model_options(f):
+    f = click.option('--weights-dir', type=click.Path(file_okay=False), default=None,
+                     help='Where zoo checkpoints are cached (default: weights/ or $MRCNN_WEIGHTS_DIR).')(f)
+    f = click.option('--device', default='auto', show_default=True, help='auto, cpu, cuda or cuda:N.')(f)
+    f = click.option('--style', type=STYLE, default=None,
+                     help="Backbone style (default: the checkpoint's training config, or the zoo "
+                          "entry's; else pytorch).")(f)
+    f = click.option('--weights', type=click.Path(dir_okay=False), default=None,
+                     help='A local checkpoint (mmdetection 3.x/2.x file or bare state_dict).')(f)
+    f = click.option('--model', 'model_name', default=None, help='A zoo name, see `mrcnn zoo list`.')(f)
+    return f
+
+
+def _parse_scale(ctx, param, value):
+    try:
+        long, short = (int(v) for v in value.replace('x', ',').split(','))
+    except ValueError:
+        raise click.BadParameter(f'need LONG,SHORT such as 1333,800, not {value!r}') from None
+    return long, short
+
+
+def scale_option(f):
+    return click.option('--scale', default='1333,800', show_default=True, callback=_parse_scale,
+                        help="Test-time resize bound LONG,SHORT (keep-ratio); mmdetection's 1333,800 gives "
+                             'its numbers, smaller is faster.')(f)
+
+
+@click.group(context_settings={'help_option_names': ['-h', '--help']})
+@click.version_option(__version__, prog_name='mrcnn')
+@click.option('--debug', is_flag=True, help='Show Python tracebacks on errors.')
+def cli(debug):
+    """mmdetection-exact Mask R-CNN: masks, COCO JSON, ONNX and fps from model-zoo checkpoints."""
+
+
+def backend_options(f):
+    f = click.option('--ort-provider', type=click.Choice(['cuda', 'tensorrt', 'cpu']), default=None,
+                     help='onnxruntime provider (default: CUDA with a GPU, else CPU).')(f)
+    f = click.option('--onnx', 'onnx_path', type=click.Path(dir_okay=False), default=None,
+                     help='An ONNX file from `mrcnn export` (for --backend onnx).')(f)
+    f = click.option('--backend', type=click.Choice(['torch', 'onnx']), default='torch', show_default=True)(f)
+    return f
+
+
+def precision_options(f):
+    f = click.option('--compile', 'compile_model', is_flag=True,
+                     help='torch.compile backbone+FPN+RPN (CUDA graphs on a GPU); each new input size '
+                          'compiles once, so best for video and fixed sizes.')(f)
+    f = click.option('--bf16', is_flag=True, help='BF16 autocast (CPUs with BF16 support, or GPUs).')(f)
+    f = click.option('--fp16', is_flag=True, help='FP16 autocast on a CUDA GPU (NMS, decoding, paste stay FP32).')(f)
+    return f
+
+
+def precision_of(fp16, bf16):
+    if fp16 and bf16:
+        raise click.UsageError('choose one of --fp16 and --bf16')
+    return 'fp16' if fp16 else 'bf16' if bf16 else 'fp32'
+
+
+def parse_class_filter(text, classes):
+    """--classes person,car -> ['person', 'car'], each checked against the model's classes."""
+    if not text:
+        return None
+    names = [c.strip() for c in text.split(',') if c.strip()]
+    unknown = [c for c in names if c not in classes]
+    if unknown:
+        raise MrcnnError(f"unknown class {unknown[0]!r} in --classes (known: {', '.join(classes[:5])}, ...)")
+    return names
+
+
+def load_model(model_name, weights, onnx_path, backend, style, device, weights_dir, fp16=False, bf16=False,
+               compile_model=False, ort_provider=None, announce=True, scale=(1333, 800)):
+    """The predictor for a command's options (through the one `load`), with the CLI's own
+    process settings: the CPU allocator tuned, inductor's toolchain warning silenced."""
+    from mrcnn_cli.api import load
+    from mrcnn_cli.engine.memory import tune_cpu_allocator
+    if compile_model:   # inductor's C++ toolchain probe warns that a CPU build has no CUDA
+        import logging
+        logging.getLogger('torch.utils.cpp_extension').setLevel(logging.ERROR)
+    predictor = load(model_name, weights=weights, onnx=onnx_path, backend=backend, style=style, device=device,
+                     precision=precision_of(fp16, bf16), compile=compile_model, weights_dir=weights_dir,
+                     ort_provider=ort_provider, scale=scale)
+    if predictor.device.type == 'cpu':
+        tune_cpu_allocator()
+    if announce:
+        click.echo(f'model: {predictor.describe()}', err=True)
+    return predictor
+
+
+@cli.command()
+@click.argument('sources', nargs=-1, required=True)
+@model_options
+@backend_options
+@precision_options
+@click.option('--score-thr', type=click.FloatRange(0, 1), default=0.3, show_default=True,
+              help='Minimum score drawn and written to JSON (the model always applies 0.05).')
+@click.option('--out', 'out_dir', type=click.Path(file_okay=False), default='runs/predict', show_default=True)
+@click.option('--no-vis', is_flag=True, help='Write predictions.json only, no pictures or videos.')
+@click.option('--classes', 'class_names', default=None, help='Keep only these classes, e.g. person,car.')
+@click.option('--batch-size', type=click.IntRange(1), default=1, show_default=True,
+              help='Images or frames per network call (results are identical to 1).')
+@click.option('--vid-stride', type=click.IntRange(1), default=1, show_default=True,
+              help='Run the model on every Nth video frame; frames between reuse the last result.')
+@click.option('--max-frames', type=click.IntRange(1), default=None, help='Stop each video after N frames.')
+@click.option('--show', is_flag=True, help='Show results in a window where a display exists.')
+@scale_option
+def predict(sources, model_name, weights, style, device, weights_dir, backend, onnx_path, ort_provider, fp16, bf16,
+            compile_model, score_thr, out_dir, no_vis, class_names, batch_size, vid_stride, max_frames, show, scale):
+    """Segment SOURCES: image files, directories, glob patterns, videos, camera indexes (0) or
+    rtsp/http stream URLs."""
+    from mrcnn_cli.commands.predict import PredictOptions, predict_sources
+    from mrcnn_cli.io.sources import collect_sources
+    found, missing = collect_sources(sources, exclude_dir=out_dir, warn=warn)   # before any model download
+    predictor = load_model(model_name, weights, onnx_path, backend, style, device, weights_dir, fp16, bf16,
+                           compile_model, ort_provider, scale=scale)
+    opts = PredictOptions(out_dir, score_thr, not no_vis, parse_class_filter(class_names, predictor.classes),
+                          batch_size, vid_stride, max_frames, show)
+    s = predict_sources(predictor, found, opts, warn=warn, missing=missing)
+    done = ', '.join(part for part in (f'{s.images} images' if s.images else '',
+                                       f'{s.frames} video frames' if s.frames else '') if part) or 'nothing'
+    click.echo(f'{done}, {s.instances} instances (score >= {score_thr}) in {s.seconds:.1f} s -> {s.json_path}'
+               + ('' if no_vis else f' and {len(s.outputs)} pictures/videos in {opts.out_dir}/'))
+    if s.failed:
+        click.echo(f'{len(s.failed)} inputs failed: ' + ', '.join(s.failed[:5])
+                   + (' ...' if len(s.failed) > 5 else ''), err=True)
+        sys.exit(1)
+
+
+@cli.command('export')
+@click.option('--onnx', 'onnx_path', type=click.Path(dir_okay=False), required=True, help='Output .onnx file.')
+@model_options
+@click.option('--opset', type=click.IntRange(16), default=17, show_default=True)
+@click.option('--fp16', is_flag=True, help='FP16 network; box decoding and NMS stay FP32.')
+@click.option('--check-image', type=click.Path(dir_okay=False, exists=True), default=None,
+              help='Image for the onnxruntime-vs-PyTorch check (default: the bundled demo photo).')
+def export(onnx_path, model_name, weights, style, device, weights_dir, opset, fp16, check_image):
+    """Export one ONNX file (standard operators, dynamic size) and check it against PyTorch."""
+    import os
+
+    from mrcnn_cli.api import load
+    from mrcnn_cli.backends.onnx_export import DEMO_IMAGE, export_onnx
+    from mrcnn_cli.engine.compare import agreement
+    from mrcnn_cli.io.images import read_image
+    predictor = load(model_name, weights=weights, style=style, device='cpu', weights_dir=weights_dir)
+    seconds = export_onnx(predictor, onnx_path, opset, fp16)
+    size = os.path.getsize(onnx_path) / 2 ** 20
+    click.echo(f'exported {onnx_path} ({size:.1f} MiB, opset {opset}, {"fp16" if fp16 else "fp32"}) in {seconds:.1f} s')
+    image_path = check_image or DEMO_IMAGE
+    img = read_image(image_path)
+    ort_predictor = load(onnx=onnx_path, device=device)
+    result = agreement(predictor(img), ort_predictor(img), max_score_diff=0.05 if fp16 else 0.01)
+    click.echo(f'check on {os.path.basename(str(image_path))}: onnxruntime ({ort_predictor.providers[0]}) vs '
+               f'PyTorch: {result}')
+    if result.matched < result.total:
+        click.echo('warning: onnxruntime and PyTorch disagree on some detections', err=True)
+
+
+@cli.group('eval')
+def eval_group():
+    """Evaluate box and mask AP."""
+
+
+@eval_group.command('coco')
+@click.option('--ann', type=click.Path(dir_okay=False), required=True, help='COCO annotation JSON.')
+@click.option('--images', 'images_dir', type=click.Path(file_okay=False), default=None,
+              help='Folder with the annotation file\'s images.')
+@click.option('--results', 'results_files', multiple=True,
+              help='Evaluate existing COCO results file(s) instead of running a model (globs allowed).')
+@model_options
+@backend_options
+@precision_options
+@click.option('--max-images', type=click.IntRange(1), default=None, help='Only the first N images (by id).')
+@click.option('--out', 'out_dir', type=click.Path(file_okay=False), default='runs/eval', show_default=True)
+@click.option('--resume', is_flag=True, help='Skip images already done by an interrupted run with the same --out.')
+@click.option('--shard', default=None, help='K/N: this process takes every Nth image from the Kth.')
+@scale_option
+def eval_coco(ann, images_dir, results_files, model_name, weights, style, device, weights_dir, backend,
+              onnx_path, ort_provider, fp16, bf16, compile_model, max_images, out_dir, resume, shard, scale):
+    """COCO box AP and mask AP through pycocotools (mmdetection's test thresholds: 0.05, 100 per image)."""
+    from mrcnn_cli.commands import evaluate as ev
+    if results_files:
+        gt = ev.load_ground_truth(ann)
+        evaluation = ev.evaluate(gt, ev.load_results(results_files))
+        _print_evaluation(evaluation, None)
+        return
+    if not images_dir:
+        raise click.UsageError('--images DIR is needed to run a model (or pass --results FILE)')
+    dist_ctx = ev.distributed_context()
+    if dist_ctx and device == 'auto':
+        import torch
+        device = f'cuda:{dist_ctx[2]}' if torch.cuda.is_available() else 'cpu'
+    predictor = load_model(model_name, weights, onnx_path, backend, style, device, weights_dir, fp16, bf16,
+                           compile_model, ort_provider, announce=not dist_ctx or dist_ctx[0] == 0, scale=scale)
+    outcome = ev.eval_with_model(predictor, ann, images_dir, out_dir, max_images,
+                                 ev.parse_shard(shard) if shard else None, resume, model_name,
+                                 warn=warn)
+    if outcome.rank != 0 and outcome.evaluation is None and dist_ctx:
+        return
+    if outcome.evaluation is None:
+        click.echo(f'shard results -> {outcome.results_path}; evaluate all shards with '
+                   f"mrcnn eval coco --ann {ann} --results '{Path(out_dir) / 'results.shard-*.json'}'")
+        return
+    _print_evaluation(outcome.evaluation, ev.published(model_name))
+    click.echo(f'{outcome.evaluated} of {outcome.total} images evaluated -> {outcome.results_path}, '
+               f'{outcome.metrics_path}')
+    if outcome.missing:
+        click.echo(ev.summarise_missing(outcome.missing, outcome.total), err=True)
+        sys.exit(1)
+
+
+def _print_evaluation(evaluation, published):
+    for kind, value in evaluation.items():
+        click.echo(f'--- {kind} ---')
+        click.echo(value['summary'])
+    if published:
+        for kind, name in (('bbox', 'box'), ('segm', 'mask')):
+            if kind in evaluation:
+                ap = evaluation[kind]['metrics']['AP']
+                click.echo(f'{name} AP {ap:.3f}, published {published[kind]:.3f} ({ap - published[kind]:+.3f})')
+
+
+@cli.command()
+@click.option('--fps', is_flag=True, help='Measure throughput and latency (the default and only mode).')
+@model_options
+@click.option('--backend', type=click.Choice(['torch', 'onnx', 'all']), default='torch', show_default=True)
+@click.option('--onnx', 'onnx_path', type=click.Path(dir_okay=False), default=None)
+@precision_options
+@click.option('--images', 'images_dir', type=click.Path(file_okay=False, exists=True), default=None,
+              help='Folder of images to cycle through (default: the bundled demo photo).')
+@click.option('--n', 'count', type=click.IntRange(1), default=200, show_default=True, help='Timed images.')
+@click.option('--warmup', type=click.IntRange(0), default=5, show_default=True, help='Untimed batches first.')
+@click.option('--batch-size', type=click.IntRange(1), default=1, show_default=True)
+@click.option('--compare', type=click.Choice(['torchvision']), default=None,
+              help="Also time torchvision's maskrcnn_resnet50_fpn with the same weights.")
+@click.option('--json', 'json_path', type=click.Path(dir_okay=False), default=None, help='Write the report here.')
+@scale_option
+def bench(fps, model_name, weights, style, device, weights_dir, backend, onnx_path, fp16, bf16, compile_model,
+          images_dir, count, warmup, batch_size, compare, json_path, scale):
+    """Speed: fps, latency percentiles, peak memory and a per-stage breakdown, per backend."""
+    from mrcnn_cli.commands import bench as bench_lib
+    from mrcnn_cli.engine.predictor import resolve_device
+    from mrcnn_cli.io.files import write_json
+    dev = str(resolve_device(device))
+    backends = ['torch', 'onnx'] if backend == 'all' else [backend]
+    # only the images the timed batches use (they cycle from the first)
+    images, decode_ms = bench_lib.load_images(images_dir, limit=min(64, -(-count // batch_size) * batch_size))
+
+    def make(row_backend):
+        return load_model(model_name, weights, onnx_path, row_backend, style, dev, weights_dir,
+                          fp16 and row_backend == 'torch', bf16 and row_backend == 'torch',
+                          compile_model and row_backend == 'torch', announce=False, scale=scale)
+
+    report = bench_lib.run_bench(make, backends, images, decode_ms, count, warmup, batch_size, dev, compare,
+                                 peer_model_args=(model_name, weights, style, weights_dir), scale=scale)
+    click.echo(f'method: {report.method}')
+    click.echo('machine: ' + ', '.join(f'{k} {v}' for k, v in report.machine.items()))
+    click.echo(f'images: {len(images)} ({", ".join(f"{w}x{h}" for h, w in report.image_sizes)}), '
+               f'decode {decode_ms:.1f} ms/image (not timed)')
+    click.echo(bench_lib.format_table(report))
+    if json_path:
+        write_json(json_path, bench_lib.report_dict(report))
+
+
+@cli.group()
+def zoo():
+    """The mmdetection Mask R-CNN model zoo."""
+
+
+@zoo.command('list')
+@click.option('--weights-dir', type=click.Path(file_okay=False), default=None)
+def zoo_list(weights_dir):
+    """Every zoo checkpoint with its published box / mask AP."""
+    from mrcnn_cli.io import zoo as zoo_lib
+    rows = [(e.name, e.backbone, e.style, e.schedule, f'{e.box_ap:.1f}', f'{e.mask_ap:.1f}',
+             'yes' if zoo_lib.local_path(e, weights_dir).exists() else '-') for e in zoo_lib.entries()]
+    header = ('name', 'backbone', 'style', 'schedule', 'box AP', 'mask AP', 'downloaded')
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    for r in [header] + rows:
+        click.echo('  '.join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip())
+
+
+@zoo.command('download')
+@click.argument('name')
+@click.option('--weights-dir', type=click.Path(file_okay=False), default=None)
+def zoo_download(name, weights_dir):
+    """Download a zoo checkpoint (sha256-checked) into the weights directory."""
+    from mrcnn_cli.io import zoo as zoo_lib
+    entry = zoo_lib.get_entry(name)
+    path = zoo_lib.local_path(entry, weights_dir)
+    if path.exists():
+        zoo_lib.verify_local(entry, path)
+        click.echo(f'{name}: already at {path} (checksum verified)')
+        return
+    click.echo(f'{name}: saved to {zoo_lib.download(entry, weights_dir)}')
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    text = str(message).strip().splitlines()
+    warn(f'warning: {text[0] if text else category.__name__}')
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    debug = '--debug' in argv
+    signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM finishes outputs as Ctrl-C does
+    if not debug:   # the program's own choice: every warning is one `warning:` line
+        warnings.showwarning = _show_warning
+    try:
+        cli.main(args=argv, prog_name='mrcnn', standalone_mode=False)
+    except MrcnnError as e:
+        if debug:
+            raise
+        click.echo(f'error: {e}', err=True)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        click.echo('interrupted', err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo('interrupted', err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except Exception as e:  # noqa: BLE001 - the one place that turns bugs into one line
+        if debug:
+            raise
+        click.echo(f'error: {type(e).__name__}: {e} (run with --debug for the traceback)', err=True)
+        sys.exit(1)

@@ -1,0 +1,263 @@
+"""`mrcnn eval coco`: COCO box and mask AP with pycocotools, resumable and sharded inference."""
+import contextlib
+import glob
+import io
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from mrcnn_cli.errors import MrcnnError
+from mrcnn_cli.io.coco import category_ids
+from mrcnn_cli.io.files import read_json, write_json
+from mrcnn_cli.io.sources import IMAGE, Source
+
+METRICS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'AR1', 'AR10', 'AR100', 'ARs', 'ARm', 'ARl')
+
+
+def load_ground_truth(path):
+    """pycocotools COCO for an annotation file, with one-line errors for what is wrong with it."""
+    from pycocotools.coco import COCO
+    data = read_json(path, 'annotation file')
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list)
+                                             for k in ('images', 'annotations', 'categories')):
+        raise MrcnnError(f"{path}: not a COCO annotation file (needs 'images', 'annotations' and 'categories' lists)")
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            coco.createIndex()
+        except (KeyError, TypeError) as e:
+            raise MrcnnError(f'{path}: malformed COCO annotations ({type(e).__name__}: {e})') from None
+    return coco
+
+
+def parse_shard(text):
+    """'K/N' -> (K, N) with 0 <= K < N."""
+    try:
+        k, n = (int(v) for v in str(text).split('/'))
+    except ValueError:
+        raise MrcnnError(f'--shard must look like K/N (e.g. 0/4), not {text!r}') from None
+    if not 0 <= k < n:
+        raise MrcnnError(f'--shard {text}: need 0 <= K < N')
+    return k, n
+
+
+@dataclass
+class InferenceRun:
+    results: list = field(default_factory=list)
+    done: list = field(default_factory=list)        # image ids processed (this run and resumed)
+    missing: list = field(default_factory=list)     # (image id, file name, reason)
+    seconds: float = 0.0
+
+
+def select_images(gt, max_images=None, shard=(0, 1)):
+    ids = sorted(gt.getImgIds())
+    if max_images:
+        ids = ids[:max_images]
+    k, n = shard
+    return ids, ids[k::n]
+
+
+def run_inference(predictor, gt, images_dir, partial_path, image_ids, resume=False, progress=True, warn=print):
+    """Predict every image id, appending each image's results to `partial_path` (JSON lines) as
+    it is done, so that `resume` can skip finished images after an interruption."""
+    cat_ids = category_ids(predictor.classes)
+    known = set(gt.getCatIds())
+    if not set(cat_ids) <= known:
+        warn(f"warning: the model's category ids are not all in the annotation file "
+             f'(e.g. {sorted(set(cat_ids) - known)[0]}); their detections cannot match')
+    run = InferenceRun()
+    partial_path = Path(partial_path)
+    partial_path.parent.mkdir(parents=True, exist_ok=True)
+    if resume and partial_path.exists():
+        for line in partial_path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the line being written when the last run was stopped
+            run.done.append(rec['image_id'])
+            run.results += rec['results']
+    done = set(run.done)
+    todo = [i for i in image_ids if i not in done]
+    sources = [Source(IMAGE, Path(images_dir) / gt.imgs[i]['file_name'], gt.imgs[i]['file_name']) for i in todo]
+    start = time.perf_counter()
+    with open(partial_path, 'a' if resume else 'w') as sink, \
+            tqdm(total=len(todo), desc='eval', unit='img', disable=not progress) as bar:
+        for item in (predictor.stream(sources, errors='yield') if sources else []):
+            image_id = todo[item.source_index]
+            bar.update(1)
+            if not item.ok:
+                warn(f'warning: image {image_id} missing or unreadable: {item.error}')
+                run.missing.append((image_id, item.source, item.error))
+                continue
+            results = item.detections.to_coco(image_id)   # every detection: mmdet's thresholds
+            sink.write(json.dumps({'image_id': image_id, 'results': results}) + '\n')
+            sink.flush()
+            run.done.append(image_id)
+            run.results += results
+    run.seconds = time.perf_counter() - start
+    return run
+
+
+def load_results(patterns):
+    """Results entries from files (globs allowed), split by kind: entries with segmentation
+    serve segm (and bbox, when no bbox-only file is given); bbox-only files serve bbox."""
+    files = []
+    for pattern in patterns:
+        matched = sorted(glob.glob(str(pattern))) if glob.has_magic(str(pattern)) else [str(pattern)]
+        if not matched:
+            raise MrcnnError(f'no results file matches {pattern}')
+        files += matched
+    segm, bbox = [], []
+    for f in files:
+        entries = read_json(f, 'results file')
+        if not isinstance(entries, list) or not all(isinstance(e, dict) and 'image_id' in e and 'category_id' in e
+                                                    and 'score' in e for e in entries):
+            raise MrcnnError(f'{f}: not a COCO results file (a list of {{image_id, category_id, score, ...}})')
+        (segm if entries and all('segmentation' in e for e in entries) else bbox).extend(entries)
+    return {'segm': segm, 'bbox': bbox or [dict(e) for e in segm]}
+
+
+def check_results(gt, results_by_type):
+    images, cats = set(gt.getImgIds()), set(gt.getCatIds())
+    for kind, entries in results_by_type.items():
+        bad_img = sorted({e['image_id'] for e in entries} - images)
+        if bad_img:
+            raise MrcnnError(f'{kind} results name {len(bad_img)} image ids that are not in the annotation file '
+                             f'(e.g. {bad_img[0]})')
+        bad_cat = sorted({e['category_id'] for e in entries} - cats)
+        if bad_cat:
+            raise MrcnnError(f'{kind} results use {len(bad_cat)} category ids that are not in the annotation '
+                             f'file (e.g. {bad_cat[0]})')
+
+
+def evaluate(gt, results_by_type, image_ids=None):
+    """COCOeval per iou type: {type: {'metrics': {AP: ..}, 'summary': text}}."""
+    from pycocotools.cocoeval import COCOeval
+    check_results(gt, results_by_type)
+    out = {}
+    for kind in ('bbox', 'segm'):
+        entries = results_by_type.get(kind)
+        if not entries:
+            continue
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            dt = gt.loadRes([dict(e) for e in entries])
+            ev = COCOeval(gt, dt, kind)
+            if image_ids is not None:
+                ev.params.imgIds = sorted(image_ids)
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+        lines = [ln for ln in buf.getvalue().splitlines() if 'Average' in ln]
+        out[kind] = {'metrics': dict(zip(METRICS, (float(v) for v in ev.stats))), 'summary': '\n'.join(lines)}
+    if not out:
+        raise MrcnnError('no results to evaluate')
+    return out
+
+
+def metrics_record(evaluation, extra=None):
+    rec = {kind: v['metrics'] for kind, v in evaluation.items()}
+    rec.update(extra or {})
+    return rec
+
+
+def distributed_context():
+    """(rank, world size, local rank) when launched by torchrun, else None."""
+    if 'RANK' in os.environ and 'WORLD_SIZE' in os.environ and int(os.environ['WORLD_SIZE']) > 1:
+        return int(os.environ['RANK']), int(os.environ['WORLD_SIZE']), int(os.environ.get('LOCAL_RANK', 0))
+    return None
+
+
+def init_distributed(use_cuda):
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        dist.init_process_group('nccl' if use_cuda else 'gloo')
+    return dist
+
+
+def gather_to_rank0(dist, run):
+    """Every rank's results, done and missing lists, merged on rank 0 (None elsewhere)."""
+    mine = (run.results, run.done, run.missing)
+    gathered = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(mine, gathered, dst=0)
+    if dist.get_rank() != 0:
+        return None
+    merged = InferenceRun(seconds=run.seconds)
+    for results, done, missing in gathered:
+        merged.results += results
+        merged.done += done
+        merged.missing += missing
+    return merged
+
+
+def published(model_name):
+    if not model_name:
+        return None
+    from mrcnn_cli.io import zoo
+    e = zoo.get_entry(model_name)
+    return {'bbox': e.box_ap / 100, 'segm': e.mask_ap / 100}
+
+
+def summarise_missing(missing, total):
+    if not missing:
+        return ''
+    names = ', '.join(str(m[1]) for m in missing[:5]) + (' ...' if len(missing) > 5 else '')
+    return f'{len(missing)} of {total} images missing or unreadable, not evaluated: {names}'
+
+
+@dataclass
+class EvalOutcome:
+    evaluation: dict = None
+    missing: list = field(default_factory=list)
+    total: int = 0
+    evaluated: int = 0
+    results_path: Path = None
+    metrics_path: Path = None
+    seconds: float = 0.0
+    rank: int = 0
+
+
+def eval_with_model(predictor, ann, images_dir, out_dir, max_images=None, shard=None, resume=False,
+                    model_name=None, progress=True, warn=print):
+    """Inference over the annotation file's images, then COCOeval (on rank 0 when distributed)."""
+    gt = load_ground_truth(ann)
+    out_dir = Path(out_dir)
+    dist_ctx = distributed_context()
+    if dist_ctx and shard:
+        raise MrcnnError('--shard is for separate processes; under torchrun the rank picks the shard')
+    rank, world = (dist_ctx[0], dist_ctx[1]) if dist_ctx else (shard or (0, 1))
+    dist = init_distributed(predictor.device.type == 'cuda') if dist_ctx else None
+    all_ids, my_ids = select_images(gt, max_images, (rank, world))
+    tag = f'.rank{rank}' if dist_ctx else (f'.shard-{rank}-of-{world}' if world > 1 else '')
+    run = run_inference(predictor, gt, images_dir, out_dir / f'results{tag}.partial.jsonl', my_ids, resume,
+                        progress and rank == 0, warn)
+    outcome = EvalOutcome(total=len(all_ids), rank=rank, seconds=run.seconds)
+    if dist:
+        run = gather_to_rank0(dist, run)
+        if run is None:
+            return outcome
+    run.results.sort(key=lambda r: (r['image_id'], -r['score']))
+    outcome.missing = run.missing
+    if world > 1 and not dist:
+        # one shard of several: write its results; evaluate the merged files later
+        outcome.results_path = out_dir / f'results.shard-{rank}-of-{world}.json'
+        write_json(outcome.results_path, run.results)
+        return outcome
+    outcome.results_path = out_dir / 'results.json'
+    write_json(outcome.results_path, run.results)
+    outcome.evaluated = len(run.done)
+    if not run.done:
+        raise MrcnnError('no image could be read: nothing to evaluate')
+    by_type = {'bbox': [dict(r) for r in run.results], 'segm': run.results}
+    outcome.evaluation = evaluate(gt, by_type, image_ids=run.done)
+    outcome.metrics_path = out_dir / 'metrics.json'
+    write_json(outcome.metrics_path, metrics_record(outcome.evaluation, {
+        'images_evaluated': outcome.evaluated, 'images_total': outcome.total,
+        'images_missing': [m[1] for m in run.missing], 'model': model_name, 'backend': predictor.name,
+        'source': predictor.source, 'published': published(model_name)}))
+    return outcome

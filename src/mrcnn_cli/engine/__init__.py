@@ -1,0 +1,1 @@
+"""The predictor every backend implements, with the pre/postprocessing and the pipeline they share."""

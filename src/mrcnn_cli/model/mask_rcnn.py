@@ -1,0 +1,73 @@
+"""Mask R-CNN with FPN: the one model core every backend runs, read top to bottom in `forward`."""
+import contextlib
+
+import torch
+from torch import nn
+
+from mrcnn_cli.model.backbone import ResNet
+from mrcnn_cli.model.fpn import FPN
+from mrcnn_cli.model.roi_heads import RoIHeads
+from mrcnn_cli.model.rpn import RPNHead, RPNLevelOutput, select_proposals
+from mrcnn_cli.model.spec import ModelSpec
+
+# every padded input size is a graph of its own under --compile; past dynamo's default limit
+# (8) new sizes would silently run eagerly
+COMPILED_SIZES_LIMIT = 64
+
+
+def _no_stage(name):
+    return contextlib.nullcontext()
+
+
+class MaskRCNN(nn.Module):
+    def __init__(self, spec=ModelSpec()):
+        super().__init__()
+        self.spec = spec
+        self.backbone = ResNet(spec.depth, spec.groups, spec.width_per_group, spec.style)
+        self.neck = FPN(self.backbone.out_channels)
+        self.rpn_head = RPNHead()
+        self.roi_head = RoIHeads(spec.num_classes)
+        self.input_format = torch.contiguous_format
+        self.compiled = False   # set by optimize.compile_dense
+
+    def forward(self, images, img_shapes, amp_dtype=None, stage=_no_stage):
+        """images: (B, 3, H, W) normalised and padded; img_shapes: per image (h, w) before padding.
+
+        amp_dtype (torch.float16 / bfloat16) runs the convolutions and FCs under autocast;
+        proposal selection, box decoding, NMS and the mask probabilities stay FP32.
+        `stage(name)` makes a timing context per stage (see engine.timing).
+        Returns one NetworkOutput per image (boxes in resized-image pixels).
+        """
+        amp = autocast(images.device.type, amp_dtype)
+        with stage('backbone+fpn'), amp(), self._compile_scope():
+            feats = self.neck(self.backbone(images.contiguous(memory_format=self.input_format)))
+        with stage('rpn'):
+            with amp(), self._compile_scope():
+                head_outs = self.rpn_head(feats)
+            head_outs = [RPNLevelOutput(o.objectness.float(), o.deltas.float()) for o in head_outs]
+            proposals = [select_proposals(head_outs, i, shape) for i, shape in enumerate(img_shapes)]
+        return self.roi_head(feats, proposals, img_shapes, amp, stage)
+
+    def _compile_scope(self):
+        if not self.compiled:
+            return contextlib.nullcontext()
+        import torch._dynamo.config as dynamo_config
+        return dynamo_config.patch(recompile_limit=max(dynamo_config.recompile_limit, COMPILED_SIZES_LIMIT))
+
+
+def autocast(device_type, dtype):
+    """A factory of autocast contexts (or of no-ops when dtype is None)."""
+    if dtype is None:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device_type, dtype=dtype)
+
+
+def build_model(spec, state_dict=None):
+    """An eval-mode MaskRCNN for `spec`, with `state_dict` loaded when given (already checked)."""
+    model = MaskRCNN(spec)
+    if state_dict is not None:
+        missing, unexpected = model.load_state_dict(state_dict, strict=False)
+        missing = [k for k in missing if not k.endswith('num_batches_tracked')]
+        if missing or unexpected:
+            raise ValueError(f'state dict does not fit: missing {missing[:3]}, unexpected {unexpected[:3]}')
+    return model.eval().requires_grad_(False)

@@ -1,0 +1,1 @@
+"""Plain tensor functions with mmdetection/mmcv semantics: box math, anchors, NMS, RoIAlign, mask paste."""

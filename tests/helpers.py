@@ -1,0 +1,51 @@
+"""Running `mrcnn` as a user does, and what every CLI test checks about its output."""
+import subprocess
+import sys
+
+# For tests of behaviour rather than of mmdetection's numbers: a smaller test-time resize bound
+# (about a quarter of the pixels of mmdetection's 1333x800, so a quarter of the inference time).
+FAST = ('--scale', '640,384')
+FAST_SCALE = (640, 384)
+
+
+def mrcnn(*args, cwd=None, env=None, timeout=600):
+    """`mrcnn ARGS` in a subprocess, exactly as a user runs it."""
+    return subprocess.run([sys.executable, '-m', 'mrcnn_cli', *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=timeout, env=env)
+
+
+def mrcnn_here(*args):
+    """`mrcnn ARGS` through the same entry point (`main`) in this process, for the many tests of
+    options and error lines, where a subprocess would spend most of its time importing torch.
+    The process settings main() installs (SIGTERM handler, warning format) are restored after."""
+    import contextlib
+    import io
+    import signal
+    import warnings
+
+    from mrcnn_cli.commands.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    handler, show = signal.getsignal(signal.SIGTERM), warnings.showwarning
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings.simplefilter('default')
+            main([str(a) for a in args])
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+        warnings.showwarning = show
+    return subprocess.CompletedProcess(['mrcnn', *map(str, args)], code, out.getvalue(), err.getvalue())
+
+
+def assert_one_error_line(proc, pattern):
+    assert proc.returncode != 0
+    assert 'Traceback' not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith('error:')]
+    assert len(errors) == 1 and pattern in errors[0], proc.stderr
+
+
+def no_partial_files(folder):
+    """Temporary or partial outputs left in `folder` (there must be none)."""
+    return [p.name for p in folder.rglob('*') if p.name.startswith('.') or p.name.endswith('.part')]
