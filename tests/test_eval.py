@@ -27,12 +27,50 @@ def printed_numbers(stdout, kind):
 
 @pytest.mark.parametrize('kind,results', [('bbox', 'instances_val2014_fakebbox100_results.json'),
                                           ('segm', 'instances_val2014_fakesegm100_results.json')])
-def test_reproduces_pycocotools_official_example(kind, results):
-    proc = mrcnn_here('eval', 'coco', '--ann', VAL2014 / 'instances_val2014_100.json', '--results', VAL2014 / results)
+def test_reproduces_pycocotools_official_example(kind, results, tmp_path):
+    proc = mrcnn_here('eval', 'coco', '--ann', VAL2014 / 'instances_val2014_100.json', '--results', VAL2014 / results,
+                      '--out', tmp_path, '--model', 'mask-rcnn_r50_fpn_1x_coco', '--classwise')
     assert proc.returncode == 0, proc.stderr
     expected = official_numbers(kind)
     assert len(expected) == 12 and expected[0] == {'bbox': 0.505, 'segm': 0.320}[kind]
     assert printed_numbers(proc.stdout, kind) == expected
+    # --out and --model are honoured with --results: metrics.json there, the published AP beside
+    metrics = _metrics(tmp_path)
+    assert [round(v, 3) for v in metrics[kind].values()] == expected
+    assert metrics['published'] == {'bbox': 0.382, 'segm': 0.347}
+    name = {'bbox': 'box', 'segm': 'mask'}[kind]
+    assert re.search(rf'^{name} AP {expected[0]:.3f}, published 0\.3\d\d', proc.stdout, re.M)
+    check_per_class_against_pycocotools(kind, VAL2014 / results, metrics['per_class'][kind], proc.stdout)
+
+
+def check_per_class_against_pycocotools(kind, results, per_class, stdout):
+    """Each category's AP/AP50/AP75/AR100 equals pycocotools' own evaluation restricted to it."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(VAL2014 / 'instances_val2014_100.json'))
+        dt = gt.loadRes(str(results))
+    assert list(per_class) == [gt.cats[c]['name'] for c in sorted(gt.getCatIds())]
+    by_gt = sorted(gt.getCatIds(), key=lambda c: -len(gt.getAnnIds(catIds=[c])))
+    empty = [c for c in gt.getCatIds() if not gt.getAnnIds(catIds=[c])]
+    for cat in by_gt[:3] + by_gt[len(by_gt) // 2:len(by_gt) // 2 + 1] + empty[:1]:
+        ev = COCOeval(gt, dt, kind)
+        ev.params.catIds = [cat]
+        with contextlib.redirect_stdout(io.StringIO()):
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+        ours = per_class[gt.cats[cat]['name']]
+        theirs = dict(zip(('AP', 'AP50', 'AP75'), ev.stats[:3])) | {'AR100': ev.stats[8]}
+        for metric, value in theirs.items():
+            assert (ours[metric] is None) if value == -1 else ours[metric] == pytest.approx(value, abs=1e-12), \
+                (gt.cats[cat]['name'], metric)
+        ap = ours['AP']
+        row = re.search(rf'^{re.escape(gt.cats[cat]["name"])}\s+(.*)$', stdout, re.M).group(1).split()
+        assert row[0 if kind == 'bbox' else 2] == ('-' if ap is None else f'{ap:.3f}')
 
 
 def test_results_with_unknown_ids_and_bad_files(tmp_path):

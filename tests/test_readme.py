@@ -34,3 +34,8 @@ def test_python_api_section_runs(tmp_path, monkeypatch, checkpoint, zoo_weights_
         exec(compile(block, 'README.md', 'exec'), namespace)   # noqa: S102 - our own documentation
     assert len(namespace['dets']) == 2 and namespace['onnx_model'].classes == namespace['model'].classes
     assert (tmp_path / 'street_masks.jpg').exists()
+    det = namespace['det']
+    assert len(namespace['polygons']) == len(det) and isinstance(namespace['polygons'][0]['segmentation'], list)
+    out = tmp_path / 'out'
+    assert (out / 'masks' / 'street.png').exists() and (out / 'labels' / 'street.txt').exists()
+    assert len(list((tmp_path / 'out' / 'crops').rglob('street_*.png'))) == len(det)

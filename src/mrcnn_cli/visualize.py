@@ -18,7 +18,8 @@ def class_color(label, palette=None):
 
 def draw_detections(img, det, *, line_width=None, mask_alpha=0.5, labels=True, conf=True, boxes=True, masks=True):
     """A copy of `img` with each instance of `det` (a Detections) drawn in its class's colour:
-    the mask blended in with `mask_alpha` and outlined, the box, and a 'class score' label.
+    the mask blended in with `mask_alpha` and outlined, the box, and a 'class score' label; each
+    part can be switched off (`labels=False` hides the whole label, `conf=False` only its score).
     `line_width` defaults to about 1 px per 400 px of the image's shorter side."""
     out = img.copy()
     h, w = out.shape[:2]
@@ -40,9 +41,8 @@ def draw_detections(img, det, *, line_width=None, mask_alpha=0.5, labels=True, c
         x1, y1, x2, y2 = (int(round(v)) for v in det.boxes[i])
         if boxes:
             cv2.rectangle(out, (x1, y1), (x2, y2), colors[i], thickness)
-        text = ' '.join(part for part, shown in ((det.classes[det.labels[i]], labels),
-                                                 (f'{det.scores[i]:.2f}', conf)) if shown)
-        if text:
+        if labels:   # hide_labels hides the whole label; hide_conf only its score (as Ultralytics)
+            text = det.classes[det.labels[i]] + (f' {det.scores[i]:.2f}' if conf else '')
             _label(out, text, x1, y1, colors[i], font_scale)
     return out
 

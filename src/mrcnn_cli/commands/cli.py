@@ -123,8 +123,26 @@ def load_model(model_name, weights, onnx_path, backend, style, device, weights_d
 @click.option('--max-frames', type=click.IntRange(1), default=None, help='Stop each video after N frames.')
 @click.option('--show', is_flag=True, help='Show results in a window where a display exists.')
 @scale_option
+@click.option('--save-masks', is_flag=True,
+              help='masks/: a 16-bit instance map, a class-id map and one PNG per instance, per image or frame.')
+@click.option('--save-txt', is_flag=True, help='labels/: YOLO segmentation labels (and labels/classes.txt).')
+@click.option('--save-conf', is_flag=True, help='With --save-txt: the score last on each line.')
+@click.option('--save-crop', is_flag=True, help='crops/<class>/: each instance as an RGBA PNG, its mask as alpha.')
+@click.option('--mask-format', type=click.Choice(['rle', 'polygon']), default='rle', show_default=True,
+              help='Segmentation in predictions.json (polygons cannot express holes).')
+@click.option('--line-width', type=click.IntRange(1), default=None, help='Box and contour width in px.')
+@click.option('--mask-alpha', type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help='Opacity of the drawn masks.')
+@click.option('--hide-labels', is_flag=True, help='Draw no class names.')
+@click.option('--hide-conf', is_flag=True, help='Draw no scores.')
+@click.option('--hide-boxes', is_flag=True, help='Draw no boxes.')
+@click.option('--hide-masks', is_flag=True, help='Draw no masks.')
+@click.option('--codec', type=click.Choice(['h264', 'vp9', 'mp4v']), default='h264', show_default=True,
+              help='Annotated videos: H.264 MP4 or VP9 WebM (browsers play both), or OpenCV mp4v.')
 def predict(sources, model_name, weights, style, device, weights_dir, backend, onnx_path, ort_provider, fp16, bf16,
-            compile_model, score_thr, out_dir, no_vis, class_names, batch_size, vid_stride, max_frames, show, scale):
+            compile_model, score_thr, out_dir, no_vis, class_names, batch_size, vid_stride, max_frames, show, scale,
+            save_masks, save_txt, save_conf, save_crop, mask_format, line_width, mask_alpha, hide_labels, hide_conf,
+            hide_boxes, hide_masks, codec):
     """Segment SOURCES: image files, directories, glob patterns, videos, camera indexes (0) or
     rtsp/http stream URLs."""
     from mrcnn_cli.commands.predict import PredictOptions, predict_sources
@@ -132,8 +150,11 @@ def predict(sources, model_name, weights, style, device, weights_dir, backend, o
     found, missing = collect_sources(sources, exclude_dir=out_dir, warn=warn)   # before any model download
     predictor = load_model(model_name, weights, onnx_path, backend, style, device, weights_dir, fp16, bf16,
                            compile_model, ort_provider, scale=scale)
+    draw = {'line_width': line_width, 'mask_alpha': mask_alpha, 'labels': not hide_labels, 'conf': not hide_conf,
+            'boxes': not hide_boxes, 'masks': not hide_masks}
     opts = PredictOptions(out_dir, score_thr, not no_vis, parse_class_filter(class_names, predictor.classes),
-                          batch_size, vid_stride, max_frames, show)
+                          batch_size, vid_stride, max_frames, show, save_masks=save_masks, save_txt=save_txt,
+                          save_conf=save_conf, save_crop=save_crop, mask_format=mask_format, draw=draw, codec=codec)
     s = predict_sources(predictor, found, opts, warn=warn, missing=missing)
     done = ', '.join(part for part in (f'{s.images} images' if s.images else '',
                                        f'{s.frames} video frames' if s.frames else '') if part) or 'nothing'
@@ -192,15 +213,17 @@ def eval_group():
 @click.option('--out', 'out_dir', type=click.Path(file_okay=False), default='runs/eval', show_default=True)
 @click.option('--resume', is_flag=True, help='Skip images already done by an interrupted run with the same --out.')
 @click.option('--shard', default=None, help='K/N: this process takes every Nth image from the Kth.')
+@click.option('--classwise', is_flag=True, help='Also print box and mask AP per category (always in metrics.json).')
 @scale_option
 def eval_coco(ann, images_dir, results_files, model_name, weights, style, device, weights_dir, backend,
-              onnx_path, ort_provider, fp16, bf16, compile_model, max_images, out_dir, resume, shard, scale):
+              onnx_path, ort_provider, fp16, bf16, compile_model, max_images, out_dir, resume, shard, classwise,
+              scale):
     """COCO box AP and mask AP through pycocotools (mmdetection's test thresholds: 0.05, 100 per image)."""
     from mrcnn_cli.commands import evaluate as ev
     if results_files:
-        gt = ev.load_ground_truth(ann)
-        evaluation = ev.evaluate(gt, ev.load_results(results_files))
-        _print_evaluation(evaluation, None)
+        evaluation, metrics_path = ev.eval_results_files(ann, results_files, out_dir, model_name)
+        _print_evaluation(evaluation, ev.published(model_name), classwise)
+        click.echo(f'metrics -> {metrics_path}')
         return
     if not images_dir:
         raise click.UsageError('--images DIR is needed to run a model (or pass --results FILE)')
@@ -219,7 +242,7 @@ def eval_coco(ann, images_dir, results_files, model_name, weights, style, device
         click.echo(f'shard results -> {outcome.results_path}; evaluate all shards with '
                    f"mrcnn eval coco --ann {ann} --results '{Path(out_dir) / 'results.shard-*.json'}'")
         return
-    _print_evaluation(outcome.evaluation, ev.published(model_name))
+    _print_evaluation(outcome.evaluation, ev.published(model_name), classwise)
     click.echo(f'{outcome.evaluated} of {outcome.total} images evaluated -> {outcome.results_path}, '
                f'{outcome.metrics_path}')
     if outcome.missing:
@@ -227,10 +250,13 @@ def eval_coco(ann, images_dir, results_files, model_name, weights, style, device
         sys.exit(1)
 
 
-def _print_evaluation(evaluation, published):
+def _print_evaluation(evaluation, published, classwise=False):
+    from mrcnn_cli.commands.evaluate import classwise_table
     for kind, value in evaluation.items():
         click.echo(f'--- {kind} ---')
         click.echo(value['summary'])
+    if classwise:
+        click.echo('\n'.join(classwise_table(evaluation)))
     if published:
         for kind, name in (('bbox', 'box'), ('segm', 'mask')):
             if kind in evaluation:

@@ -154,14 +154,56 @@ def evaluate(gt, results_by_type, image_ids=None):
             ev.accumulate()
             ev.summarize()
         lines = [ln for ln in buf.getvalue().splitlines() if 'Average' in ln]
-        out[kind] = {'metrics': dict(zip(METRICS, (float(v) for v in ev.stats))), 'summary': '\n'.join(lines)}
+        out[kind] = {'metrics': dict(zip(METRICS, (float(v) for v in ev.stats))), 'summary': '\n'.join(lines),
+                     'per_class': per_class(ev, gt)}
     if not out:
         raise MrcnnError('no results to evaluate')
     return out
 
 
+def per_class(ev, gt):
+    """{category name: {'AP', 'AP50', 'AP75', 'AR100'}} from an accumulated COCOeval, as its summary
+    computes the overall numbers (all areas, 100 detections; cells of -1, categories without ground
+    truth, left out of the mean).  A category with no ground truth gets None."""
+    import numpy as np
+    precision, recall = ev.eval['precision'], ev.eval['recall']   # [T, R, K, A, M], [T, K, A, M]
+    iou = list(np.round(ev.params.iouThrs, 2))
+    area, dets = ev.params.areaRngLbl.index('all'), len(ev.params.maxDets) - 1
+
+    def mean(values):
+        values = values[values > -1]
+        return float(values.mean()) if values.size else None
+
+    out = {}
+    for k, cat_id in enumerate(ev.params.catIds):
+        p = precision[:, :, k, area, dets]
+        out[gt.cats[cat_id]['name']] = {
+            'AP': mean(p), 'AP50': mean(p[iou.index(0.5)]), 'AP75': mean(p[iou.index(0.75)]),
+            'AR100': mean(recall[:, k, area, dets])}
+    return out
+
+
+def classwise_table(evaluation):
+    """Per-class box and mask AP as text lines: one row per category, in the annotation file's order."""
+    kinds = [k for k in ('bbox', 'segm') if k in evaluation]
+    names = list(evaluation[kinds[0]]['per_class'])
+    width = max([len('category')] + [len(n) for n in names])
+    short = {'bbox': 'box', 'segm': 'mask'}
+    head = f'{"category":<{width}}' + ''.join(f'  {label:>9}' for k in kinds
+                                              for label in (f'{short[k]} AP', f'{short[k]} AP50'))
+    rows = [head]
+    for name in names:
+        cells = []
+        for k in kinds:
+            c = evaluation[k]['per_class'][name]
+            cells += [f'{"-":>9}' if c[m] is None else f'{c[m]:9.3f}' for m in ('AP', 'AP50')]
+        rows.append(f'{name:<{width}}' + ''.join(f'  {c}' for c in cells))
+    return rows
+
+
 def metrics_record(evaluation, extra=None):
     rec = {kind: v['metrics'] for kind, v in evaluation.items()}
+    rec['per_class'] = {kind: v['per_class'] for kind, v in evaluation.items()}
     rec.update(extra or {})
     return rec
 
@@ -200,7 +242,7 @@ def published(model_name):
         return None
     from mrcnn_cli.io import zoo
     e = zoo.get_entry(model_name)
-    return {'bbox': e.box_ap / 100, 'segm': e.mask_ap / 100}
+    return {'bbox': round(e.box_ap / 100, 4), 'segm': round(e.mask_ap / 100, 4)}
 
 
 def summarise_missing(missing, total):
@@ -208,6 +250,16 @@ def summarise_missing(missing, total):
         return ''
     names = ', '.join(str(m[1]) for m in missing[:5]) + (' ...' if len(missing) > 5 else '')
     return f'{len(missing)} of {total} images missing or unreadable, not evaluated: {names}'
+
+
+def eval_results_files(ann, patterns, out_dir, model_name=None):
+    """COCOeval of existing results files; metrics.json written to `out_dir`.  (evaluation, path)"""
+    gt = load_ground_truth(ann)
+    evaluation = evaluate(gt, load_results(patterns))
+    path = Path(out_dir) / 'metrics.json'
+    write_json(path, metrics_record(evaluation, {'results_files': [str(p) for p in patterns], 'model': model_name,
+                                                 'published': published(model_name)}))
+    return evaluation, path
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""`mrcnn predict`: pictures or annotated videos with masks drawn, and one predictions.json.
+"""`mrcnn predict`: pictures or annotated videos with masks drawn, predictions.json, and the files
+users ask for (mask PNGs, YOLO labels, crops).
 
 One consumer of `Predictor.stream`: the stream decodes and infers in its threads, this draws,
 encodes and writes in the caller's."""
@@ -10,9 +11,11 @@ import cv2
 
 from mrcnn_cli.errors import MrcnnError
 from mrcnn_cli.io.coco import CocoDocument
-from mrcnn_cli.io.files import atomic_path
+from mrcnn_cli.io.files import write_image, write_text
 from mrcnn_cli.io.sources import IMAGE, collect_sources, output_names
-from mrcnn_cli.io.video import VideoSink, display_available
+from mrcnn_cli.io.video import VideoSink, display_available, video_suffix
+
+LOSSY_SUFFIXES = {'.jpg', '.jpeg', '.jp2'}
 
 
 @dataclass
@@ -26,6 +29,13 @@ class PredictOptions:
     max_frames: int = None
     show: bool = False
     progress: bool = True
+    save_masks: bool = False      # masks/: instance map, class map, one PNG per instance
+    save_txt: bool = False        # labels/: YOLO segmentation labels
+    save_conf: bool = False       # ... with the score appended
+    save_crop: bool = False       # crops/<class>/: RGBA box crops, the mask as alpha
+    mask_format: str = 'rle'      # predictions.json segmentation: rle or polygon
+    draw: dict = field(default_factory=dict)   # Detections.plot options
+    codec: str = 'h264'
 
 
 @dataclass
@@ -39,10 +49,11 @@ class PredictSummary:
     seconds: float = 0.0
 
 
-def write_image(path, img):
-    with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), img):
-            raise MrcnnError(f'cannot write {path}')
+def picture_suffix(source, codec):
+    """Pictures keep a lossless format for lossless inputs (PNG in, PNG out; JPEG in, JPEG out)."""
+    if source.is_video:
+        return video_suffix(codec)
+    return '.jpg' if Path(str(source.location)).suffix.lower() in LOSSY_SUFFIXES else '.png'
 
 
 def check_no_overwrite(sources, names, out_dir):
@@ -62,7 +73,10 @@ class _Writer:
         self.sink, self.sink_source = None, None
         self.show = opts.show and display_available()
         if opts.show and not self.show:
-            warn('warning: --show needs a display and a GUI build of OpenCV; not showing')
+            warn('warning: --show needs a display and a GUI build of OpenCV (pip install '
+                 "'mrcnn-cli[gui]'); not showing")
+        if opts.save_txt:
+            write_text(opts.out_dir / 'labels' / 'classes.txt', ''.join(c + '\n' for c in predictor.classes))
 
     def __call__(self, item):
         if item.source_index != self.sink_source:
@@ -71,26 +85,40 @@ class _Writer:
             self.problem(item)
             return
         det = item.detections.filter(score_thr=self.opts.score_thr, classes=self.opts.classes)
-        if item.video is None:
-            self.doc.add(item.source, det.width, det.height, det.to_coco())
-            self.summary.images += 1
+        stem = Path(self.names[item.source_index]).stem
+        if item.video is None or item.inferred:
+            if item.video is None:
+                self.doc.add(item.source, det.width, det.height, det.to_coco(mask_format=self.opts.mask_format))
+                self.summary.images += 1
+            else:
+                stem = f'{stem}/{item.frame_index:06d}'
+                self.doc.add(f'{item.source}#{item.frame_index}', det.width, det.height,
+                             det.to_coco(mask_format=self.opts.mask_format), frame_index=item.frame_index,
+                             video=item.source)
+                self.summary.frames += 1
             self.summary.instances += len(det)
-        elif item.inferred:
-            self.doc.add(f'{item.source}#{item.frame_index}', det.width, det.height, det.to_coco(),
-                         frame_index=item.frame_index, video=item.source)
-            self.summary.frames += 1
-            self.summary.instances += len(det)
-        if not (self.opts.vis or self.show):
-            return
-        drawn = det.plot(item.image)
+            self.instance_files(det, item.image, stem)
+        if self.opts.vis or self.show:
+            self.picture(item, det.plot(item.image, **self.opts.draw))
+
+    def instance_files(self, det, image, stem):
+        out = self.opts.out_dir
+        if self.opts.save_masks:
+            det.save_masks(out / 'masks', stem)
+        if self.opts.save_txt:
+            det.save_txt(out / 'labels' / f'{stem}.txt', conf=self.opts.save_conf)
+        if self.opts.save_crop:
+            det.save_crops(image, out / 'crops', stem.replace('/', '_'))
+
+    def picture(self, item, drawn):
         if self.opts.vis:
             path = self.opts.out_dir / self.names[item.source_index]
             if item.video is None:
-                write_image(path, drawn)
-                self.summary.outputs.append(path)
+                self.summary.outputs.append(write_image(path, drawn))
             else:
                 if self.sink is None:
-                    self.sink = VideoSink(path, item.video.fps, (item.video.width, item.video.height))
+                    self.sink = VideoSink(path, item.video.fps, (item.video.width, item.video.height),
+                                          self.opts.codec)
                     self.sink_source = item.source_index
                 self.sink.write(drawn)
         if self.show:
@@ -109,16 +137,18 @@ class _Writer:
 
     def close_video(self):
         if self.sink is not None:
-            self.sink.close()
-            if self.sink.frames:
-                self.summary.outputs.append(self.sink.path)
-        self.sink, self.sink_source = None, None
+            sink, self.sink, self.sink_source = self.sink, None, None
+            sink.close()
+            if sink.frames:
+                self.summary.outputs.append(sink.path)
 
     def finish(self):
-        self.close_video()
-        self.doc.write(self.summary.json_path)
-        if self.show:
-            cv2.destroyAllWindows()
+        try:
+            self.close_video()
+        finally:
+            self.doc.write(self.summary.json_path)
+            if self.show:
+                cv2.destroyAllWindows()
 
 
 def predict_sources(predictor, sources, opts=None, warn=print, missing=()):
@@ -130,10 +160,13 @@ def predict_sources(predictor, sources, opts=None, warn=print, missing=()):
     opts = opts or PredictOptions()
     opts.out_dir = Path(opts.out_dir)
     found, missed = collect_sources(sources, exclude_dir=opts.out_dir, warn=warn)
-    names = output_names(found, lambda s: '.mp4' if s.is_video else '.jpg')
+    names = output_names(found, lambda s: picture_suffix(s, opts.codec))
     if opts.vis:
         check_no_overwrite(found, names, opts.out_dir)
-    opts.out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        opts.out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MrcnnError(f'cannot write to {opts.out_dir}: {e.strerror or e}') from None
     writer = _Writer(predictor, opts, names, warn)
     writer.summary.failed += list(missing) + missed
     start = time.perf_counter()
@@ -156,3 +189,4 @@ def predict_sources(predictor, sources, opts=None, warn=print, missing=()):
         writer.finish()
         writer.summary.seconds = time.perf_counter() - start
     return writer.summary
+

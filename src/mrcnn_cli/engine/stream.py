@@ -65,7 +65,7 @@ def _array_frame(si, src):
 
 def _video_frames(si, src, vid_stride, max_frames):
     try:
-        cap, info = open_capture(src.location)
+        cap, info = open_capture(src.location, src.name)
     except MrcnnError as e:
         yield Frame(si, error=str(e))
         return

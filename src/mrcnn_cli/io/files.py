@@ -8,22 +8,32 @@ from pathlib import Path
 from mrcnn_cli.errors import MrcnnError
 
 
+def cannot_write(path, exc):
+    return MrcnnError(f'cannot write {path}: {getattr(exc, "strerror", None) or exc}')
+
+
 @contextmanager
 def atomic_path(path):
     """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds.
 
-    A crash or Ctrl-C never leaves a half-written output under the final name.
+    A crash, Ctrl-C or a full disk never leaves a half-written output under the final name; a
+    failure to write is one MrcnnError naming the file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.stem}.', suffix=path.suffix or '.tmp', dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f'.{path.stem}.', suffix=path.suffix or '.tmp', dir=path.parent)
+        os.close(fd)
+    except OSError as e:
+        raise cannot_write(path, e) from None
     try:
         yield Path(tmp)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get ordinary permissions
         os.replace(tmp, path)
+    except OSError as e:
+        raise cannot_write(path, e) from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -32,6 +42,22 @@ def atomic_path(path):
 def write_json(path, obj):
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj))
+
+
+def write_text(path, text):
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_image(path, img):
+    """An image file in the format its suffix names (PNG keeps 16-bit and alpha), atomically."""
+    import cv2
+    ok, data = cv2.imencode(Path(path).suffix or '.png', img)
+    if not ok:
+        raise cannot_write(path, 'OpenCV could not encode the image')
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data.tobytes())
+    return Path(path)
 
 
 def read_json(path, what):

@@ -29,28 +29,34 @@ def class_map(inst_map, category_ids):
     return out.astype(np.uint8 if out.max(initial=0) < 256 else np.uint16)
 
 
-def mask_polygons(win, min_points=3):
+def mask_polygons(win):
     """COCO polygons of a MaskWindow: one flat [x1, y1, x2, y2, ...] list per external contour, in
-    image coordinates (+0.5: contours run through pixel centres, polygons through the plane).
-    Holes are not expressed (a polygon has none); an empty mask gives []."""
+    image coordinates, tracing the pixels' outer edges, so that pycocotools rasterises a polygon
+    back to exactly the mask's pixels (holes filled: a polygon cannot express a hole).  An empty
+    mask gives one zero-area triangle, as pycocotools fails on an empty list."""
     if not win.mask.any():
-        return []
-    contours, _ = cv2.findContours(win.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        return [[float(win.x0), float(win.y0)] * 3]
+    # OpenCV's contours run through pixel centres.  On the mask upsampled 2x, a contour point at
+    # even u is the left (top) edge of original pixel u/2 and at odd u the right (bottom) edge of
+    # pixel (u-1)/2: ceil(u/2) is the edge's coordinate in both cases.
+    doubled = np.kron(win.mask.astype(np.uint8), np.ones((2, 2), np.uint8))
+    contours, _ = cv2.findContours(doubled, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     out = []
     for c in contours:
-        if len(c) >= min_points:
-            pts = c.reshape(-1, 2).astype(np.float64) + (win.x0 + 0.5, win.y0 + 0.5)
-            out.append([round(float(v), 2) for v in pts.reshape(-1)])
+        pts = (c.reshape(-1, 2) + 1) // 2 + (win.x0, win.y0)
+        pts = pts[np.any(pts != np.roll(pts, 1, axis=0), axis=1)]   # the repeats the halving makes
+        out.append([float(v) for v in pts.reshape(-1)])
     return out
 
 
 def outer_contour(win):
-    """The largest external contour of a MaskWindow as (K, 2) pixel-centre coordinates, or None."""
+    """The largest external contour of a MaskWindow as (K, 2) pixel coordinates (through pixel
+    centres, as Ultralytics' masks2segments writes YOLO labels), or None for an empty mask."""
     if not win.mask.any():
         return None
     contours, _ = cv2.findContours(win.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    c = max(contours, key=cv2.contourArea)
-    return c.reshape(-1, 2).astype(np.float64) + (win.x0 + 0.5, win.y0 + 0.5)
+    c = max(contours, key=len)
+    return c.reshape(-1, 2).astype(np.float64) + (win.x0, win.y0)
 
 
 def yolo_lines(windows, labels, scores, height, width, conf=False):

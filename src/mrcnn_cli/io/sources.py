@@ -38,9 +38,24 @@ def is_stream(src):
     return s.isdigit() or s.lower().startswith(STREAM_PREFIXES)
 
 
+def redact_url(url):
+    """A stream URL with its password replaced by *** (what outputs and messages may show)."""
+    from urllib.parse import urlsplit, urlunsplit
+    try:
+        parts = urlsplit(str(url))
+        if parts.password is None:
+            return str(url)
+        host = parts.hostname or ''
+        netloc = f'{parts.username}:***@{host}' + (f':{parts.port}' if parts.port else '')
+    except ValueError:   # an unparsable port: hide everything before the host
+        head, _, rest = str(url).partition('://')
+        return f'{head}://***@{rest.rsplit("@", 1)[-1]}' if '@' in rest else str(url)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def stream_name(src):
-    """A file-system-safe name for a camera or stream's output video."""
-    s = str(src)
+    """A file-system-safe name for a camera or stream's output video (never its password)."""
+    s = redact_url(src)
     if s.isdigit():
         return f'camera{s}'
     return re.sub(r'[^A-Za-z0-9_.-]+', '_', s.split('://', 1)[-1]).strip('_')[:60] or 'stream'
@@ -101,7 +116,7 @@ def collect_sources(sources, exclude_dir=None, warn=None):
         elif path.is_file():   # a file named on the command line is taken as given
             found.append(_file_source(path))
         elif is_stream(src):
-            found.append(Source(CAMERA if str(src).isdigit() else STREAM, str(src), str(src)))
+            found.append(Source(CAMERA if str(src).isdigit() else STREAM, str(src), redact_url(src)))
         elif glob.has_magic(str(src)):
             items = [p for p in _media(Path(p) for p in glob.glob(str(src), recursive=True))
                      if not (exclude and _is_within(p, exclude))]

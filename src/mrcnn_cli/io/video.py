@@ -1,11 +1,13 @@
 """Video, camera and stream I/O with OpenCV (FFmpeg backend)."""
 import os
+import warnings
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
 
-from mrcnn_cli.errors import MrcnnError
+from mrcnn_cli.errors import MrcnnError, MrcnnWarning, first_line
 
 # Consecutive failed reads after which a file is taken to have ended (truncated) rather
 # than to have one bad frame in the middle.
@@ -27,18 +29,20 @@ class ReadStats:
     truncated: bool = False
 
 
-def open_capture(src):
-    """An opened cv2.VideoCapture and its properties, or MrcnnError for something not a video."""
+def open_capture(src, name=None):
+    """An opened cv2.VideoCapture and its properties, or MrcnnError for something not a video.
+    `name` is what messages call it (a stream URL without its password)."""
+    name = name or src
     cap = cv2.VideoCapture(int(src)) if str(src).isdigit() else cv2.VideoCapture(str(src))
     if not cap.isOpened():
         cap.release()
-        raise MrcnnError(f'cannot open {src} as a video')
+        raise MrcnnError(f'cannot open {name} as a video')
     w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
     fps = cap.get(cv2.CAP_PROP_FPS)
     frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     if w <= 0 or h <= 0:
         cap.release()
-        raise MrcnnError(f'{src}: no video stream')
+        raise MrcnnError(f'{name}: no video stream')
     return cap, VideoInfo(w, h, fps if 0 < fps < 1000 else 30.0, max(frames, 0))
 
 
@@ -66,26 +70,87 @@ def read_frames(cap, info, stats, max_frames=None):
         cap.release()
 
 
-class VideoSink:
-    """An mp4 (or avi) written under a temporary name and renamed when closed, so that a
-    crash or Ctrl-C leaves either nothing or a complete, playable file."""
+CODECS = ('h264', 'vp9', 'mp4v')
 
-    def __init__(self, path, fps, size):
+
+def video_suffix(codec):
+    return '.webm' if codec == 'vp9' else '.mp4'
+
+
+def pyav_available():
+    import importlib.util
+    return importlib.util.find_spec('av') is not None
+
+
+class VideoSink:
+    """An annotated video written under a temporary name and renamed when closed, so that a crash
+    or Ctrl-C leaves either nothing or a complete, playable file.
+
+    h264 (default) and vp9 are encoded with PyAV (FFmpeg's libx264 / libvpx-vp9): yuv420p, which
+    browsers and common players play, and for mp4 the index at the front (+faststart).  4:2:0 needs
+    even sizes, so an odd width or height gets one more edge column or row.  mp4v is OpenCV's
+    MPEG-4 Part 2 encoder (no browser plays it); it is also the fallback when PyAV is missing."""
+
+    def __init__(self, path, fps, size, codec='h264'):
+        if codec not in CODECS:
+            raise MrcnnError(f'unknown codec {codec!r} (use {", ".join(CODECS)})')
         self.path = Path(path)
         self.tmp = self.path.with_name(f'.{self.path.stem}.part{self.path.suffix}')
-        fourcc = cv2.VideoWriter_fourcc(*('mp4v' if self.path.suffix.lower() == '.mp4' else 'MJPG'))
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.writer = cv2.VideoWriter(str(self.tmp), fourcc, fps, size)
+        self.size, self.frames = tuple(size), 0
+        self.codec = codec if codec == 'mp4v' or pyav_available() else 'mp4v'
+        if self.codec != codec:
+            warnings.warn(f'PyAV is not installed, so {self.path.name} is written as mp4v, which browsers do not '
+                          "play; pip install av for H.264", MrcnnWarning, stacklevel=2)
+        try:
+            if self.codec == 'mp4v':
+                self._open_opencv(fps)
+            else:
+                self._open_pyav(fps)
+        except (OSError, ValueError) as e:
+            raise MrcnnError(f'cannot write video {self.path} ({first_line(e)})') from None
+
+    def _open_opencv(self, fps):
+        self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*'mp4v'), fps, self.size)
         if not self.writer.isOpened():
-            raise MrcnnError(f'cannot write video {self.path}')
-        self.frames = 0
+            raise OSError('OpenCV could not open an mp4v writer')
+        self.container = None
+
+    def _open_pyav(self, fps):
+        import av
+        rate = Fraction(fps).limit_denominator(1001)
+        options = {'movflags': '+faststart'} if self.path.suffix == '.mp4' else {}
+        self.container = av.open(str(self.tmp), mode='w', format='mp4' if self.path.suffix == '.mp4' else 'webm',
+                                 options=options)
+        name = 'libx264' if self.codec == 'h264' else 'libvpx-vp9'
+        self.stream = self.container.add_stream(name, rate=rate)
+        w, h = self.size
+        self.stream.width, self.stream.height = w + w % 2, h + h % 2
+        self.stream.pix_fmt = 'yuv420p'
+        self.stream.options = ({'crf': '20', 'preset': 'veryfast'} if name == 'libx264'
+                               else {'crf': '32', 'b': '0', 'deadline': 'realtime', 'cpu-used': '8'})
 
     def write(self, img):
-        self.writer.write(img)
+        if self.container is None:
+            self.writer.write(img)
+        else:
+            import av
+            w, h = self.size
+            if w % 2 or h % 2:
+                img = cv2.copyMakeBorder(img, 0, h % 2, 0, w % 2, cv2.BORDER_REPLICATE)
+            frame = av.VideoFrame.from_ndarray(img, format='bgr24')
+            frame.pts = self.frames
+            for packet in self.stream.encode(frame):
+                self.container.mux(packet)
         self.frames += 1
 
     def close(self):
-        self.writer.release()
+        if self.container is None:
+            self.writer.release()
+        else:
+            for packet in self.stream.encode():
+                self.container.mux(packet)
+            self.container.close()
         if self.frames:
             os.replace(self.tmp, self.path)
         elif self.tmp.exists():
