@@ -44,3 +44,40 @@ def test_bench_rejects_compare_for_non_r50(checkpoint):
     proc = mrcnn_here('bench', '--weights', checkpoint('r50_caffe'), '--style', 'caffe', '--n', 1, '--warmup', 0,
                  '--compare', 'torchvision')
     assert proc.returncode == 1 and 'needs an R-50 pytorch-style checkpoint' in proc.stderr
+
+
+def test_bench_pipeline_replay_row(tmp_path, checkpoint):
+    images = tmp_path / 'imgs'
+    images.mkdir()
+    for name in ('000000011813.jpg', '000000034417.jpg'):
+        (images / name).symlink_to(COCO_IMAGES / name)
+    out = tmp_path / 'bench.json'
+    proc = mrcnn_here('bench', '--weights', checkpoint('r50'), '--style', 'pytorch', *FAST, '--images', images,
+                      '--n', 4, '--warmup', 0, '--device', 'cpu', '--pipeline', '--replay', '--no-vis', '--json', out)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r['backend']: r for r in json.loads(out.read_text())['rows']}
+    assert set(rows) == {'torch', 'torch predict (replay)'}
+    row = rows['torch predict (replay)']
+    assert row['pipeline']['fps'] == row['fps'] > 0 and row['images'] == 4
+    assert row['pipeline']['vis'] is False and row['pipeline']['replay'] is True
+    # every detection is written (test threshold): the two images' mean
+    assert row['pipeline']['detections_per_image'] == pytest.approx((100 + 91) / 2)
+    assert rows['torch']['pipeline'] is None
+    assert 'go with --pipeline' in mrcnn_here('bench', '--weights', checkpoint('r50'), '--replay').stderr
+
+
+def test_replayed_network_gives_the_recorded_detections(torch_predictor):
+    import copy
+
+    import cv2
+
+    from mrcnn_cli.commands.bench import replay_network
+    predictor = copy.copy(torch_predictor('r50', 'pytorch'))   # replay_network rebinds run_network
+    images = [cv2.imread(str(COCO_IMAGES / n)) for n in ('000000011813.jpg', '000000034417.jpg')]
+    real = [predictor.predict_batch([img])[0] for img in images]
+    restart = replay_network(predictor, images)
+    for _ in range(2):
+        replayed = [predictor.predict_batch([img])[0] for img in images]
+        for a, b in zip(real, replayed):
+            assert (a.boxes == b.boxes).all() and (a.scores == b.scores).all() and (a.masks == b.masks).all()
+        restart()

@@ -43,7 +43,7 @@ def test_predict_directory_writes_pictures_and_coco_json(tmp_path, checkpoint):
     assert proc.returncode == 1, proc.stderr          # one input failed
     assert 'Traceback' not in proc.stderr
     assert sum('broken.jpg' in line and 'warning' in line for line in proc.stderr.splitlines()) == 1
-    assert sorted(p.name for p in out.iterdir()) == ['demo.jpg', 'predictions.json', 'street.jpg']
+    assert sorted(p.name for p in out.iterdir()) == ['demo.jpg', 'predictions.json', 'predictions.jsonl', 'street.jpg']
     coco = COCO(str(out / 'predictions.json'))
     assert len(coco.imgs) == 2 and len(coco.cats) == 80 and sorted(coco.cats) == list(COCO_CATEGORY_IDS)
     demo_id = next(i for i, im in coco.imgs.items() if im['file_name'].endswith('demo.jpg'))
@@ -67,7 +67,7 @@ def test_predict_class_filter_and_no_vis(tmp_path, checkpoint):
     # a file without a training config: the assumed style is said once, in one line
     warnings = [line for line in proc.stderr.splitlines() if 'warning' in line.lower()]
     assert len(warnings) == 1 and warnings[0].startswith('warning: ') and 'assuming pytorch style' in warnings[0]
-    assert [p.name for p in out.iterdir()] == ['predictions.json']
+    assert sorted(p.name for p in out.iterdir()) == ['predictions.json', 'predictions.jsonl']
     doc = json.loads((out / 'predictions.json').read_text())
     assert doc['annotations'] and {a['category_id'] for a in doc['annotations']} == {17}  # cat
     assert all(a['score'] >= 0.05 for a in doc['annotations'])

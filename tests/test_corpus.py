@@ -55,7 +55,7 @@ def test_odd_images_are_read_and_broken_ones_skipped(corpus, tmp_path, checkpoin
     assert sizes == {'grey.png': (160, 107), 'one_pixel.png': (1, 1), 'palette.png': (160, 107),
                      'rgba.png': (160, 107), 'sixteen_bit.png': (160, 107), 'rotated.jpg': (107, 160)}
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ['predictions.json'] + list(sizes))   # pictures keep their format: PNG in, PNG out
+        ['predictions.json', 'predictions.jsonl'] + list(sizes))   # pictures keep their format: PNG in, PNG out
     assert cv2.imread(str(out / 'rotated.jpg')).shape[:2] == (160, 107)   # orientation honoured
     assert not no_partial_files(out)
 
@@ -96,7 +96,7 @@ def test_checkpoint_and_file_faults(tmp_path, checkpoint):
     assert_one_error_line(mrcnn_here('eval', 'coco', '--ann', ann, '--results', ann), 'not a COCO annotation file')
     assert_one_error_line(mrcnn_here('predict', tmp_path / 'does-not-exist', '--weights', checkpoint('r50')),
                           'no input images or videos found')
-    assert sorted(p.name for p in (tmp_path / 'o').iterdir()) == ['predictions.json']
+    assert sorted(p.name for p in (tmp_path / 'o').iterdir()) == ['predictions.json', 'predictions.jsonl']
 
 
 def test_outputs_never_feed_back_or_overwrite_inputs(tmp_path, checkpoint):

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from mrcnn_cli.engine.detections import Detections
 from mrcnn_cli.model.fpn import upsample_to
 from mrcnn_cli.ops.boxes import decode_boxes
-from mrcnn_cli.ops.paste import MaskWindow, paste_mask, paste_window
+from mrcnn_cli.ops.paste import MaskWindow, paste_mask, paste_masks_grouped, paste_window
 
 coord = st.floats(min_value=-50, max_value=700, allow_nan=False, width=32)
 size = st.integers(min_value=1, max_value=120)
@@ -47,7 +47,11 @@ def test_rle_round_trips_the_full_masks(h, w, seed, n):
     masks = []
     for _ in range(n):
         x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
-        win = rng.random((int(rng.integers(0, h - y0 + 1)), int(rng.integers(0, w - x0 + 1)))) > 0.5
+        if rng.random() < 0.3:   # windows of the full height: runs continue from column to column
+            y0 = 0
+            win = rng.random((h, int(rng.integers(0, w - x0 + 1)))) < rng.choice([0.5, 0.95, 1.0])
+        else:
+            win = rng.random((int(rng.integers(0, h - y0 + 1)), int(rng.integers(0, w - x0 + 1)))) > 0.5
         masks.append(MaskWindow(win, x0, y0))
     det = Detections(np.zeros((n, 4), np.float32), np.zeros(n, np.float32), np.zeros(n, np.int64), masks, h, w,
                      ['thing'])
@@ -57,6 +61,9 @@ def test_rle_round_trips_the_full_masks(h, w, seed, n):
         assert entry['area'] == int(mask_util.area(rle))
         decoded = mask_util.decode(dict(rle, counts=rle['counts'].encode())).astype(bool)
         assert np.array_equal(decoded, det.mask(i))
+        # byte for byte what pycocotools makes of the full mask (the RLE is built from the window)
+        full = mask_util.encode(np.asfortranarray(det.mask(i).astype(np.uint8)))
+        assert rle['counts'] == full['counts'].decode('ascii')
 
 
 @settings(max_examples=60, deadline=None)
@@ -68,3 +75,18 @@ def test_fpn_upsampling_equals_mmdetections_size_interpolation(h, w, dh, dw):
     size = (2 * h + dh - 1, 2 * w + dw - 1)
     want = torch.nn.functional.interpolate(x, size=size, mode='nearest')
     assert torch.equal(upsample_to(x, size), want)
+
+
+@settings(max_examples=60, deadline=None)
+@given(h=st.integers(1, 700), w=st.integers(1, 700), n=st.integers(1, 150), seed=st.integers(0, 2 ** 16))
+def test_grouped_paste_equals_one_paste_per_instance(h, w, n, seed):
+    """One grid_sample per group of windows gives paste_mask's windows, pixel for pixel."""
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=g) * torch.tensor([w, h]) * 1.2 - 20
+    wh = torch.rand(n, 2, generator=g) ** 3 * torch.tensor([w, h]) * float(torch.rand(1, generator=g))
+    boxes = torch.cat([xy, xy + wh], 1)
+    boxes[0, 2] = boxes[0, 0]   # a degenerate box
+    probs = torch.rand(n, 28, 28, generator=g)
+    for one, grouped in zip([paste_mask(p, b, h, w) for p, b in zip(probs, boxes)],
+                            paste_masks_grouped(probs, boxes, h, w)):
+        assert (one.x0, one.y0) == (grouped.x0, grouped.y0) and np.array_equal(one.mask, grouped.mask)

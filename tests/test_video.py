@@ -95,4 +95,4 @@ def test_interrupt_leaves_playable_video_and_complete_json(tmp_path, checkpoint)
     assert 0 < decoded == declared < 280 and (w, h) == (340, 256)
     doc = json.loads((out / 'predictions.json').read_text())
     assert doc['images'] and [im['frame_index'] for im in doc['images']] == list(range(0, 40 * len(doc['images']), 40))
-    assert sorted(p.name for p in out.iterdir()) == ['mmaction2_demo.mp4', 'predictions.json']
+    assert sorted(p.name for p in out.iterdir()) == ['mmaction2_demo.mp4', 'predictions.json', 'predictions.jsonl']

@@ -1,4 +1,5 @@
 """`mrcnn bench --fps`: what a user gets per image, measured the way mmdetection's benchmark does."""
+import itertools
 import os
 import platform
 import time
@@ -36,6 +37,7 @@ class BenchRow:
     cuda_max_allocated_mb: float = None
     speedup_vs_torchvision: float = None
     detections_per_image: float = 0.0
+    pipeline: dict = None      # a whole `mrcnn predict` run: {fps, vis, replay, detections_per_image}
 
 
 @dataclass
@@ -47,15 +49,20 @@ class BenchReport:
     rows: list = field(default_factory=list)
 
 
+def image_paths(folder=None, limit=64):
+    """The bench's image files: up to `limit` from `folder`, or the bundled demo photo."""
+    from mrcnn_cli.backends.onnx_export import DEMO_IMAGE
+    if not folder:
+        return [Path(DEMO_IMAGE)]
+    paths = list_images(folder, limit)
+    if not paths:
+        raise MrcnnError(f'no images in {folder}')
+    return paths
+
+
 def load_images(folder=None, limit=64):
     """Decoded bench images (the bundled demo photo by default) and the mean decode time."""
-    from mrcnn_cli.backends.onnx_export import DEMO_IMAGE
-    if folder:
-        paths = list_images(folder, limit)
-        if not paths:
-            raise MrcnnError(f'no images in {folder}')
-    else:
-        paths = [DEMO_IMAGE]
+    paths = image_paths(folder, limit)
     start = time.perf_counter()
     images = [read_image(p) for p in paths]
     return images, (time.perf_counter() - start) / len(images) * 1000
@@ -145,8 +152,8 @@ def format_table(report):
     head = ['backend', 'precision', 'device', 'fps', 'mean ms', 'p50', 'p90', 'p99', 'peak RSS MB', 'vs torchvision']
     lines = [head]
     for r in rows:
-        lines.append([r.backend, r.precision, r.device, f'{r.fps:.3f}', f"{r.latency_ms['mean']:.0f}",
-                      f"{r.latency_ms['p50']:.0f}", f"{r.latency_ms['p90']:.0f}", f"{r.latency_ms['p99']:.0f}",
+        lat = [f'{r.latency_ms[k]:.0f}' if k in r.latency_ms else '-' for k in ('mean', 'p50', 'p90', 'p99')]
+        lines.append([r.backend, r.precision, r.device, f'{r.fps:.3f}', *lat,
                       f'{r.peak_rss_mb:.0f}', f'{r.speedup_vs_torchvision:.2f}x' if r.speedup_vs_torchvision else '-'])
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
     out = ['  '.join(str(v).ljust(w) for v, w in zip(line, widths)).rstrip() for line in lines]
@@ -155,6 +162,59 @@ def format_table(report):
             parts = ', '.join(f'{k} {v:.0f}' for k, v in r.stages_ms.items())
             out.append(f'  {r.backend} {r.precision} stages (ms/image): {parts}')
     return '\n'.join(out)
+
+
+def replay_network(predictor, images):
+    """Make `predictor` (one bench made for itself) return, call by call, the network outputs of a
+    real pass over `images`: what remains is the CPU side's own cost, the ceiling it puts on any
+    accelerator."""
+    recorded, real = [], predictor.run_network
+
+    def record(batch, img_shapes, stage=None):
+        outs = real(batch, img_shapes) if stage is None else real(batch, img_shapes, stage)
+        recorded.append(outs)
+        return outs
+
+    predictor.run_network = record
+    for img in images:
+        predictor.predict_batch([img])
+
+    def restart():   # from the first image's outputs again
+        replay = itertools.cycle(recorded)
+        predictor.run_network = lambda batch, img_shapes, stage=None: next(replay)
+    restart()
+    return restart
+
+
+def measure_pipeline(name, predictor, paths, n, vis=True, replay=False, progress=True):
+    """A whole `mrcnn predict` over n images cycled from `paths` (decode, preprocess, network, paste,
+    RLE, drawing, encoding and writing, in its three threads), every detection the model returns
+    written (mmdetection's test threshold, the most work per image)."""
+    import shutil
+    import tempfile
+
+    from mrcnn_cli.commands.predict import PredictOptions, predict_sources
+    restart = replay_network(predictor, [read_image(p) for p in paths]) if replay else (lambda: None)
+    with tempfile.TemporaryDirectory(prefix='mrcnn-bench-') as tmp:
+        inputs = Path(tmp) / 'in'
+        inputs.mkdir()
+        for k in range(n):   # copies, not links: a run takes each file once
+            src = Path(paths[k % len(paths)])
+            shutil.copyfile(src, inputs / f'{k:06d}{src.suffix}')
+        opts = PredictOptions(out_dir=Path(tmp) / 'out', score_thr=0.05, vis=vis, progress=progress)
+        predict_sources(predictor, [inputs / f'000000{paths[0].suffix}'], opts, warn=lambda m: None)   # warm-up
+        shutil.rmtree(opts.out_dir)
+        restart()
+        reset_peak_rss()
+        start = time.perf_counter()
+        summary = predict_sources(predictor, [inputs], opts, warn=lambda m: None)
+        seconds = time.perf_counter() - start
+    fps = summary.images / seconds
+    pipeline = {'fps': fps, 'vis': vis, 'replay': replay, 'detections_per_image': summary.instances / summary.images}
+    return BenchRow(backend=f'{name} predict' + (' (replay)' if replay else ''), precision=predictor.precision,
+                    device=str(predictor.device), images=summary.images, fps=fps, latency_ms={}, stages_ms={},
+                    peak_rss_mb=peak_rss_mb(), detections_per_image=pipeline['detections_per_image'],
+                    pipeline=pipeline)
 
 
 def report_dict(report):
@@ -185,7 +245,7 @@ def _torchvision_row(model_args, device, images, n, warmup, batch_size, progress
 
 
 def run_bench(make_predictor, backends, images, decode_ms, n, warmup, batch_size, device, compare=None,
-              progress=True, peer_model_args=None, scale=(1333, 800)):
+              progress=True, peer_model_args=None, scale=(1333, 800), pipeline=None):
     """Benchmark each backend (`make_predictor(backend)`) in this process on the same images (and
     first, with `peer_model_args` for its weights, the torchvision peer in a process of its own)."""
     report = BenchReport(METHOD, machine_info(device), decode_ms,
@@ -207,6 +267,9 @@ def run_bench(make_predictor, backends, images, decode_ms, n, warmup, batch_size
         if compiled:
             row.precision += '+compile'
         report.rows.append(row)
+        if pipeline:   # {'paths', 'vis', 'replay'}: the whole predict path on the same backend
+            report.rows.append(measure_pipeline(backend, predictor, pipeline['paths'], n, pipeline['vis'],
+                                                pipeline['replay'], progress))
         del predictor
         release_freed_memory()   # the next backend's peak RSS must be its own
     if peer_row is not None:

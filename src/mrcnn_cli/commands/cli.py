@@ -139,31 +139,56 @@ def load_model(model_name, weights, onnx_path, backend, style, device, weights_d
 @click.option('--hide-masks', is_flag=True, help='Draw no masks.')
 @click.option('--codec', type=click.Choice(['h264', 'vp9', 'mp4v']), default='h264', show_default=True,
               help='Annotated videos: H.264 MP4 or VP9 WebM (browsers play both), or OpenCV mp4v.')
+@click.option('--resume', is_flag=True, help='Skip the inputs OUT/predictions.jsonl already has (after a crash).')
+@click.option('--shard', default=None, help='K/N: this process takes every Nth input from the Kth; '
+                                            '`mrcnn merge OUT` joins the parts.')
 def predict(sources, model_name, weights, style, device, weights_dir, backend, onnx_path, ort_provider, fp16, bf16,
             compile_model, score_thr, out_dir, no_vis, class_names, batch_size, vid_stride, max_frames, show, scale,
             save_masks, save_txt, save_conf, save_crop, mask_format, line_width, mask_alpha, hide_labels, hide_conf,
-            hide_boxes, hide_masks, codec):
+            hide_boxes, hide_masks, codec, resume, shard):
     """Segment SOURCES: image files, directories, glob patterns, videos, camera indexes (0) or
     rtsp/http stream URLs."""
     from mrcnn_cli.commands.predict import PredictOptions, predict_sources
     from mrcnn_cli.io.sources import collect_sources
     found, missing = collect_sources(sources, exclude_dir=out_dir, warn=warn)   # before any model download
-    predictor = load_model(model_name, weights, onnx_path, backend, style, device, weights_dir, fp16, bf16,
-                           compile_model, ort_provider, scale=scale)
+    from mrcnn_cli.engine.distributed import distributed_context, parse_shard, torchrun_device
+    if shard:
+        parse_shard(shard)   # a bad --shard is an error before any model loads
+    rank = (distributed_context() or (0,))[0]
+    predictor = load_model(model_name, weights, onnx_path, backend, style, torchrun_device(device), weights_dir,
+                           fp16, bf16, compile_model, ort_provider, announce=rank == 0, scale=scale)
     draw = {'line_width': line_width, 'mask_alpha': mask_alpha, 'labels': not hide_labels, 'conf': not hide_conf,
             'boxes': not hide_boxes, 'masks': not hide_masks}
     opts = PredictOptions(out_dir, score_thr, not no_vis, parse_class_filter(class_names, predictor.classes),
                           batch_size, vid_stride, max_frames, show, save_masks=save_masks, save_txt=save_txt,
-                          save_conf=save_conf, save_crop=save_crop, mask_format=mask_format, draw=draw, codec=codec)
+                          save_conf=save_conf, save_crop=save_crop, mask_format=mask_format, draw=draw, codec=codec,
+                          resume=resume, shard=shard)
     s = predict_sources(predictor, found, opts, warn=warn, missing=missing)
     done = ', '.join(part for part in (f'{s.images} images' if s.images else '',
                                        f'{s.frames} video frames' if s.frames else '') if part) or 'nothing'
-    click.echo(f'{done}, {s.instances} instances (score >= {score_thr}) in {s.seconds:.1f} s -> {s.json_path}'
-               + ('' if no_vis else f' and {len(s.outputs)} pictures/videos in {opts.out_dir}/'))
+    earlier = f' ({s.skipped} inputs done by the earlier run)' if s.skipped else ''
+    if s.json_path is None:   # a torchrun rank other than 0: rank 0 reports
+        pass
+    elif s.json_path == s.log_path:   # one shard of several
+        click.echo(f'{done}{earlier} in {s.seconds:.1f} s -> {s.log_path}; when every part is done: '
+                   f'mrcnn merge {opts.out_dir}')
+    else:
+        pictures = '' if no_vis else f' and {len(s.outputs)} pictures/videos in {opts.out_dir}/'
+        click.echo(f'{done}, {s.instances} instances (score >= {score_thr}){earlier} in {s.seconds:.1f} s '
+                   f'-> {s.json_path}{pictures}')
     if s.failed:
         click.echo(f'{len(s.failed)} inputs failed: ' + ', '.join(s.failed[:5])
                    + (' ...' if len(s.failed) > 5 else ''), err=True)
         sys.exit(1)
+
+
+@cli.command('merge')
+@click.argument('out_dir', type=click.Path(file_okay=False, exists=True))
+def merge(out_dir):
+    """Join the parts of a sharded (--shard K/N) or torchrun `mrcnn predict` in OUT_DIR into
+    OUT_DIR/predictions.json, the document one process would have written."""
+    from mrcnn_cli.io.results_log import merge_logs
+    click.echo(f'-> {merge_logs(out_dir)}')
 
 
 @cli.command('export')
@@ -227,14 +252,13 @@ def eval_coco(ann, images_dir, results_files, model_name, weights, style, device
         return
     if not images_dir:
         raise click.UsageError('--images DIR is needed to run a model (or pass --results FILE)')
-    dist_ctx = ev.distributed_context()
-    if dist_ctx and device == 'auto':
-        import torch
-        device = f'cuda:{dist_ctx[2]}' if torch.cuda.is_available() else 'cpu'
+    from mrcnn_cli.engine.distributed import distributed_context, torchrun_device
+    dist_ctx = distributed_context()
+    device = torchrun_device(device)
     predictor = load_model(model_name, weights, onnx_path, backend, style, device, weights_dir, fp16, bf16,
                            compile_model, ort_provider, announce=not dist_ctx or dist_ctx[0] == 0, scale=scale)
     outcome = ev.eval_with_model(predictor, ann, images_dir, out_dir, max_images,
-                                 ev.parse_shard(shard) if shard else None, resume, model_name,
+                                 shard, resume, model_name,
                                  warn=warn)
     if outcome.rank != 0 and outcome.evaluation is None and dist_ctx:
         return
@@ -278,9 +302,14 @@ def _print_evaluation(evaluation, published, classwise=False):
 @click.option('--compare', type=click.Choice(['torchvision']), default=None,
               help="Also time torchvision's maskrcnn_resnet50_fpn with the same weights.")
 @click.option('--json', 'json_path', type=click.Path(dir_okay=False), default=None, help='Write the report here.')
+@click.option('--pipeline', is_flag=True,
+              help='Also time the whole predict path (decode to written files) per backend.')
+@click.option('--replay', is_flag=True,
+              help='With --pipeline: the network replays outputs recorded in a first pass (the CPU side alone).')
+@click.option('--no-vis', is_flag=True, help='With --pipeline: no pictures, JSON only.')
 @scale_option
 def bench(fps, model_name, weights, style, device, weights_dir, backend, onnx_path, fp16, bf16, compile_model,
-          images_dir, count, warmup, batch_size, compare, json_path, scale):
+          images_dir, count, warmup, batch_size, compare, json_path, pipeline, replay, no_vis, scale):
     """Speed: fps, latency percentiles, peak memory and a per-stage breakdown, per backend."""
     from mrcnn_cli.commands import bench as bench_lib
     from mrcnn_cli.engine.predictor import resolve_device
@@ -295,8 +324,12 @@ def bench(fps, model_name, weights, style, device, weights_dir, backend, onnx_pa
                           fp16 and row_backend == 'torch', bf16 and row_backend == 'torch',
                           compile_model and row_backend == 'torch', announce=False, scale=scale)
 
+    if (replay or no_vis) and not pipeline:
+        raise click.UsageError('--replay and --no-vis go with --pipeline')
+    paths = bench_lib.image_paths(images_dir, limit=min(64, count))
     report = bench_lib.run_bench(make, backends, images, decode_ms, count, warmup, batch_size, dev, compare,
-                                 peer_model_args=(model_name, weights, style, weights_dir), scale=scale)
+                                 peer_model_args=(model_name, weights, style, weights_dir), scale=scale,
+                                 pipeline={'paths': paths, 'vis': not no_vis, 'replay': replay} if pipeline else None)
     click.echo(f'method: {report.method}')
     click.echo('machine: ' + ', '.join(f'{k} {v}' for k, v in report.machine.items()))
     click.echo(f'images: {len(images)} ({", ".join(f"{w}x{h}" for h, w in report.image_sizes)}), '
@@ -348,6 +381,14 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     warn(f'warning: {text[0] if text else category.__name__}')
 
 
+def _error_prefix():
+    """'error: ', or 'error: rank R: ' in a torchrun worker, so that a failed job names the rank."""
+    import os
+    if int(os.environ.get('WORLD_SIZE', '1')) > 1 and 'RANK' in os.environ:
+        return f'error: rank {os.environ["RANK"]}: '
+    return 'error: '
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     debug = '--debug' in argv
@@ -359,7 +400,7 @@ def main(argv=None):
     except MrcnnError as e:
         if debug:
             raise
-        click.echo(f'error: {e}', err=True)
+        click.echo(f'{_error_prefix()}{e}', err=True)
         sys.exit(1)
     except click.exceptions.Abort:
         click.echo('interrupted', err=True)
@@ -375,5 +416,5 @@ def main(argv=None):
     except Exception as e:  # noqa: BLE001 - the one place that turns bugs into one line
         if debug:
             raise
-        click.echo(f'error: {type(e).__name__}: {e} (run with --debug for the traceback)', err=True)
+        click.echo(f'{_error_prefix()}{type(e).__name__}: {e} (run with --debug for the traceback)', err=True)
         sys.exit(1)

@@ -10,9 +10,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from mrcnn_cli.engine.distributed import init_distributed, partition
 from mrcnn_cli.errors import MrcnnError
 from mrcnn_cli.io.coco import category_ids
 from mrcnn_cli.io.files import read_json, write_json
+from mrcnn_cli.io.results_log import read_lines
 from mrcnn_cli.io.sources import IMAGE, Source
 
 METRICS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'AR1', 'AR10', 'AR100', 'ARs', 'ARm', 'ARl')
@@ -35,17 +37,6 @@ def load_ground_truth(path):
     return coco
 
 
-def parse_shard(text):
-    """'K/N' -> (K, N) with 0 <= K < N."""
-    try:
-        k, n = (int(v) for v in str(text).split('/'))
-    except ValueError:
-        raise MrcnnError(f'--shard must look like K/N (e.g. 0/4), not {text!r}') from None
-    if not 0 <= k < n:
-        raise MrcnnError(f'--shard {text}: need 0 <= K < N')
-    return k, n
-
-
 @dataclass
 class InferenceRun:
     results: list = field(default_factory=list)
@@ -54,12 +45,11 @@ class InferenceRun:
     seconds: float = 0.0
 
 
-def select_images(gt, max_images=None, shard=(0, 1)):
+def select_images(gt, max_images, part):
     ids = sorted(gt.getImgIds())
     if max_images:
         ids = ids[:max_images]
-    k, n = shard
-    return ids, ids[k::n]
+    return ids, part.take(ids)
 
 
 def run_inference(predictor, gt, images_dir, partial_path, image_ids, resume=False, progress=True, warn=print):
@@ -74,13 +64,11 @@ def run_inference(predictor, gt, images_dir, partial_path, image_ids, resume=Fal
     partial_path = Path(partial_path)
     partial_path.parent.mkdir(parents=True, exist_ok=True)
     if resume and partial_path.exists():
-        for line in partial_path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # the line being written when the last run was stopped
+        records, good = read_lines(partial_path)   # a line cut short by the interruption is dropped
+        for rec in records:
             run.done.append(rec['image_id'])
             run.results += rec['results']
+        os.truncate(partial_path, good)
     done = set(run.done)
     todo = [i for i in image_ids if i not in done]
     sources = [Source(IMAGE, Path(images_dir) / gt.imgs[i]['file_name'], gt.imgs[i]['file_name']) for i in todo]
@@ -208,20 +196,6 @@ def metrics_record(evaluation, extra=None):
     return rec
 
 
-def distributed_context():
-    """(rank, world size, local rank) when launched by torchrun, else None."""
-    if 'RANK' in os.environ and 'WORLD_SIZE' in os.environ and int(os.environ['WORLD_SIZE']) > 1:
-        return int(os.environ['RANK']), int(os.environ['WORLD_SIZE']), int(os.environ.get('LOCAL_RANK', 0))
-    return None
-
-
-def init_distributed(use_cuda):
-    import torch.distributed as dist
-    if not dist.is_initialized():
-        dist.init_process_group('nccl' if use_cuda else 'gloo')
-    return dist
-
-
 def gather_to_rank0(dist, run):
     """Every rank's results, done and missing lists, merged on rank 0 (None elsewhere)."""
     mine = (run.results, run.done, run.missing)
@@ -279,14 +253,11 @@ def eval_with_model(predictor, ann, images_dir, out_dir, max_images=None, shard=
     """Inference over the annotation file's images, then COCOeval (on rank 0 when distributed)."""
     gt = load_ground_truth(ann)
     out_dir = Path(out_dir)
-    dist_ctx = distributed_context()
-    if dist_ctx and shard:
-        raise MrcnnError('--shard is for separate processes; under torchrun the rank picks the shard')
-    rank, world = (dist_ctx[0], dist_ctx[1]) if dist_ctx else (shard or (0, 1))
-    dist = init_distributed(predictor.device.type == 'cuda') if dist_ctx else None
-    all_ids, my_ids = select_images(gt, max_images, (rank, world))
-    tag = f'.rank{rank}' if dist_ctx else (f'.shard-{rank}-of-{world}' if world > 1 else '')
-    run = run_inference(predictor, gt, images_dir, out_dir / f'results{tag}.partial.jsonl', my_ids, resume,
+    part = partition(shard)
+    rank, world = part.rank, part.world
+    dist = init_distributed(predictor.device.type == 'cuda') if part.launcher else None
+    all_ids, my_ids = select_images(gt, max_images, part)
+    run = run_inference(predictor, gt, images_dir, out_dir / f'results{part.tag}.partial.jsonl', my_ids, resume,
                         progress and rank == 0, warn)
     outcome = EvalOutcome(total=len(all_ids), rank=rank, seconds=run.seconds)
     if dist:

@@ -2,16 +2,19 @@
 users ask for (mask PNGs, YOLO labels, crops).
 
 One consumer of `Predictor.stream`: the stream decodes and infers in its threads, this draws,
-encodes and writes in the caller's."""
+encodes and writes in the caller's.  Results go to predictions.jsonl as each image is done (what
+--resume reads), and predictions.json is assembled from it at the end."""
+import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 
+from mrcnn_cli.engine.distributed import init_distributed, partition
 from mrcnn_cli.errors import MrcnnError
-from mrcnn_cli.io.coco import CocoDocument
 from mrcnn_cli.io.files import write_image, write_text
+from mrcnn_cli.io.results_log import ResultsLog, write_document
 from mrcnn_cli.io.sources import IMAGE, collect_sources, output_names
 from mrcnn_cli.io.video import VideoSink, display_available, video_suffix
 
@@ -36,6 +39,8 @@ class PredictOptions:
     mask_format: str = 'rle'      # predictions.json segmentation: rle or polygon
     draw: dict = field(default_factory=dict)   # Detections.plot options
     codec: str = 'h264'
+    resume: bool = False          # skip the inputs predictions.jsonl already has
+    shard: object = None          # 'K/N' or (K, N): every Nth input from the Kth (torchrun: the rank)
 
 
 @dataclass
@@ -45,7 +50,9 @@ class PredictSummary:
     instances: int = 0
     failed: list = field(default_factory=list)
     outputs: list = field(default_factory=list)
-    json_path: Path = None
+    json_path: Path = None        # predictions.json, or this part's log when it is one of several
+    log_path: Path = None
+    skipped: int = 0              # inputs done by an earlier run (--resume)
     seconds: float = 0.0
 
 
@@ -63,14 +70,36 @@ def check_no_overwrite(sources, names, out_dir):
             raise MrcnnError(f'writing {out_dir / name} would overwrite the input; choose another --out')
 
 
+def file_sha256(path):
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            h.update(block)
+    return h.hexdigest()
+
+
+def run_header(predictor, opts, sources, part):
+    """What a predictions log records of its run: everything that changes its results, so that a
+    resume or a merge never mixes two runs."""
+    weights = Path(str(predictor.source))
+    names = hashlib.sha256('\n'.join(s.name for s in sources).encode()).hexdigest()
+    return {'model': f'{predictor.spec.backbone_name} {predictor.spec.style}',
+            'weights_sha256': file_sha256(weights) if weights.is_file() else str(predictor.source),
+            'backend': predictor.name, 'precision': predictor.precision, 'scale': list(predictor.scale),
+            'classes': list(predictor.classes), 'score_thr': opts.score_thr, 'class_filter': opts.classes,
+            'mask_format': opts.mask_format, 'vid_stride': opts.vid_stride, 'max_frames': opts.max_frames,
+            'inputs': {'count': len(sources), 'sha256': names}, 'partition': [part.rank, part.world]}
+
+
 class _Writer:
     """Everything one `mrcnn predict` run writes, fed one StreamItem at a time."""
 
-    def __init__(self, predictor, opts, names, warn):
+    def __init__(self, predictor, opts, names, todo, log, warn):
         self.predictor, self.opts, self.names, self.warn = predictor, opts, names, warn
-        self.doc = CocoDocument(predictor.classes)
-        self.summary = PredictSummary(json_path=opts.out_dir / 'predictions.json')
+        self.todo, self.log = todo, log      # global input index of each streamed source
+        self.summary = PredictSummary(json_path=opts.out_dir / 'predictions.json', log_path=log.path)
         self.sink, self.sink_source = None, None
+        self.video = None                    # the video whose frames are coming
         self.show = opts.show and display_available()
         if opts.show and not self.show:
             warn('warning: --show needs a display and a GUI build of OpenCV (pip install '
@@ -79,22 +108,26 @@ class _Writer:
             write_text(opts.out_dir / 'labels' / 'classes.txt', ''.join(c + '\n' for c in predictor.classes))
 
     def __call__(self, item):
+        index = self.todo[item.source_index]
         if item.source_index != self.sink_source:
             self.close_video()
+        if self.video is not None and self.video != index:
+            self.end_video()
         if not item.ok:
-            self.problem(item)
+            self.problem(item, index)
             return
         det = item.detections.filter(score_thr=self.opts.score_thr, classes=self.opts.classes)
-        stem = Path(self.names[item.source_index]).stem
+        stem = Path(self.names[index]).stem
         if item.video is None or item.inferred:
+            entries = det.to_coco(mask_format=self.opts.mask_format)
             if item.video is None:
-                self.doc.add(item.source, det.width, det.height, det.to_coco(mask_format=self.opts.mask_format))
+                self.log.add(index, item.source, det.width, det.height, entries)
                 self.summary.images += 1
             else:
+                self.video = index
                 stem = f'{stem}/{item.frame_index:06d}'
-                self.doc.add(f'{item.source}#{item.frame_index}', det.width, det.height,
-                             det.to_coco(mask_format=self.opts.mask_format), frame_index=item.frame_index,
-                             video=item.source)
+                self.log.add(index, f'{item.source}#{item.frame_index}', det.width, det.height, entries,
+                             frame_index=item.frame_index, video=item.source)
                 self.summary.frames += 1
             self.summary.instances += len(det)
             self.instance_files(det, item.image, stem)
@@ -112,7 +145,7 @@ class _Writer:
 
     def picture(self, item, drawn):
         if self.opts.vis:
-            path = self.opts.out_dir / self.names[item.source_index]
+            path = self.opts.out_dir / self.names[self.todo[item.source_index]]
             if item.video is None:
                 self.summary.outputs.append(write_image(path, drawn))
             else:
@@ -126,14 +159,20 @@ class _Writer:
             if cv2.waitKey(1) & 0xFF == ord('q'):
                 raise KeyboardInterrupt
 
-    def problem(self, item):
+    def problem(self, item, index):
         if item.error:
             prefix = 'warning: skipped ' if item.kind == IMAGE else 'error: '
             self.warn(prefix + item.error)
+            if self.video != index:
+                self.log.failed(index, item.error)
         else:
             self.warn(f'warning: {item.warning}')
         if item.source not in self.summary.failed:
             self.summary.failed.append(item.source)
+
+    def end_video(self):
+        self.log.end(self.video)
+        self.video = None
 
     def close_video(self):
         if self.sink is not None:
@@ -142,11 +181,14 @@ class _Writer:
             if sink.frames:
                 self.summary.outputs.append(sink.path)
 
-    def finish(self):
+    def finish(self, completed):
+        """Close what is open; a video counts as finished only when the stream ran to its end."""
         try:
             self.close_video()
+            if completed and self.video is not None:
+                self.end_video()
         finally:
-            self.doc.write(self.summary.json_path)
+            self.log.close()
             if self.show:
                 cv2.destroyAllWindows()
 
@@ -154,39 +196,63 @@ class _Writer:
 def predict_sources(predictor, sources, opts=None, warn=print, missing=()):
     """Run `mrcnn predict` over images, videos, cameras and streams; returns a PredictSummary.
 
-    predictions.json is written at the end, and also when interrupted, for what was done;
-    a video being written is closed as a complete, playable file."""
-    from tqdm import tqdm
+    Every image's or frame's results are appended to predictions.jsonl as it is done, and
+    predictions.json is assembled from it at the end, also when interrupted, for what was done;
+    a video being written is closed as a complete, playable file.  With `opts.resume` the inputs
+    the log already has are skipped; with `opts.shard` (or under torchrun) this process takes every
+    Nth input and writes its own log, which `mrcnn merge` (or rank 0) joins."""
     opts = opts or PredictOptions()
     opts.out_dir = Path(opts.out_dir)
     found, missed = collect_sources(sources, exclude_dir=opts.out_dir, warn=warn)
     names = output_names(found, lambda s: picture_suffix(s, opts.codec))
     if opts.vis:
         check_no_overwrite(found, names, opts.out_dir)
+    part = partition(opts.shard)
     try:
         opts.out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise MrcnnError(f'cannot write to {opts.out_dir}: {e.strerror or e}') from None
-    writer = _Writer(predictor, opts, names, warn)
+    dist = init_distributed(predictor.device.type == 'cuda') if part.launcher else None
+    log = ResultsLog(opts.out_dir / f'predictions{part.tag}.jsonl', run_header(predictor, opts, found, part),
+                     resume=opts.resume)
+    for index in log.restarted:
+        warn(f'warning: {found[index].name} was not finished by the last run; it starts again')
+    todo = [i for i in part.take(range(len(found))) if i not in log.done]
+    writer = _Writer(predictor, opts, names, todo, log, warn)
     writer.summary.failed += list(missing) + missed
+    writer.summary.skipped = len(part.take(range(len(found)))) - len(todo)
     start = time.perf_counter()
-    total = sum(not s.is_video for s in found)   # frames are added as each video opens
+    completed = False
     try:
-        with tqdm(total=total or None, unit='img', desc='predict', disable=not opts.progress) as bar:
-            opened = set()
-            for item in predictor.stream(found, vid_stride=opts.vid_stride, max_frames=opts.max_frames,
-                                         batch_size=opts.batch_size, errors='yield'):
-                if item.video is not None and item.source_index not in opened:
-                    opened.add(item.source_index)
-                    frames = min(item.video.frames, opts.max_frames or item.video.frames)
-                    total = total + frames if frames and total is not None else None   # a stream: unknown
-                    bar.total = total
-                    bar.refresh()
-                writer(item)
-                if item.ok:
-                    bar.update(1)
+        _run(predictor, [found[i] for i in todo], writer, opts, show_progress=opts.progress and part.rank == 0)
+        completed = True
     finally:
-        writer.finish()
-        writer.summary.seconds = time.perf_counter() - start
-    return writer.summary
+        writer.finish(completed)
+        summary = writer.summary
+        if dist is not None and completed:
+            dist.barrier()   # every rank's log is complete
+        if part.world == 1 or (dist is not None and part.rank == 0 and completed):
+            logs = [opts.out_dir / f'predictions.rank{r}.jsonl' for r in range(part.world)] if dist else [log.path]
+            write_document(logs, summary.json_path, predictor.classes)
+        else:
+            summary.json_path = None if dist is not None else log.path
+        summary.seconds = time.perf_counter() - start
+    return summary
 
+
+def _run(predictor, sources, writer, opts, show_progress):
+    from tqdm import tqdm
+    total = sum(not s.is_video for s in sources)   # frames are added as each video opens
+    with tqdm(total=total or None, unit='img', desc='predict', disable=not show_progress) as bar:
+        opened = set()
+        for item in (predictor.stream(sources, vid_stride=opts.vid_stride, max_frames=opts.max_frames,
+                                      batch_size=opts.batch_size, errors='yield') if sources else ()):
+            if item.video is not None and item.source_index not in opened:
+                opened.add(item.source_index)
+                frames = min(item.video.frames, opts.max_frames or item.video.frames)
+                total = total + frames if frames and total is not None else None   # a stream: unknown
+                bar.total = total
+                bar.refresh()
+            writer(item)
+            if item.ok:
+                bar.update(1)

@@ -1,7 +1,5 @@
-"""COCO's classes and category ids, RLE masks, and the predictions.json document."""
+"""COCO's classes and category ids, and RLE masks (predictions.json is io.results_log's)."""
 import numpy as np
-
-from mrcnn_cli.io.files import write_json
 
 COCO_CLASSES = (
     'person', 'bicycle', 'car', 'motorcycle', 'airplane', 'bus', 'train', 'truck', 'boat',
@@ -30,42 +28,41 @@ def category_ids(classes):
     return tuple(range(1, len(classes) + 1))
 
 
+def window_rle_counts(win, height, width):
+    """Uncompressed COCO RLE counts (column-major runs, zeros first) of a MaskWindow as a full
+    height x width mask, computed from the window alone: the pixels outside it are zero."""
+    h, w = win.mask.shape
+    padded = np.zeros((w, h + 2), np.int8)           # one row per image column, zero-padded ends
+    padded[:, 1:-1] = win.mask.T
+    change = np.diff(padded, axis=1)
+    col_s, y_s = np.nonzero(change == 1)             # runs start ...
+    _, y_e = np.nonzero(change == -1)                # ... and end, in the same column order
+    base = (col_s + win.x0) * height + win.y0       # position of the window's top in that column
+    starts, ends = base + y_s, base + y_e
+    if len(starts) > 1:   # a run at a column's foot continues at the next column's head
+        joined = starts[1:] == ends[:-1]
+        if joined.any():
+            keep = np.concatenate([[True], ~joined])
+            starts = starts[keep]
+            ends = ends[np.concatenate([~joined, [True]])]
+    bounds = np.empty(2 * len(starts) + 2, np.int64)
+    bounds[0], bounds[-1] = 0, height * width
+    bounds[1:-1:2], bounds[2:-1:2] = starts, ends
+    counts = np.diff(bounds)
+    return counts[:-1] if len(counts) > 1 and counts[-1] == 0 else counts   # as pycocotools: no trailing 0
+
+
 def encode_rle(windows, height, width):
-    """Compressed RLE (counts as str) of each MaskWindow as a full height x width mask, and its area."""
+    """Compressed RLE (counts as str) of each MaskWindow as a full height x width mask, and its
+    area; the runs are found in the window alone (every pixel outside it is 0), not by scanning
+    the whole image per instance."""
     import pycocotools.mask as mask_util
-    buf = np.zeros((height, width), dtype=np.uint8, order='F')
+    if not windows:
+        return []
+    counts = [window_rle_counts(win, height, width) for win in windows]
+    rles = mask_util.frPyObjects([{'size': [height, width], 'counts': c} for c in counts], height, width)
     out = []
-    for win in windows:
-        region = buf[win.y0:win.y0 + win.mask.shape[0], win.x0:win.x0 + win.mask.shape[1]]
-        region[...] = win.mask
-        rle = mask_util.encode(buf)
+    for rle, c in zip(rles, counts):
         rle['counts'] = rle['counts'].decode('ascii')
-        out.append((rle, int(win.mask.sum())))
-        region[...] = 0
+        out.append((rle, int(c[1::2].sum())))
     return out
-
-
-class CocoDocument:
-    """Accumulates images and their results entries into a pycocotools-loadable COCO dataset dict."""
-
-    def __init__(self, classes):
-        self.classes = tuple(classes)
-        self.cat_ids = category_ids(self.classes)
-        self.images, self.annotations = [], []
-
-    def add(self, file_name, width, height, entries, **extra):
-        """One image and its results entries (`Detections.to_coco`); returns the image id."""
-        image_id = len(self.images) + 1
-        self.images.append({'id': image_id, 'file_name': str(file_name), 'width': width, 'height': height, **extra})
-        for entry in entries:
-            self.annotations.append({**entry, 'image_id': image_id, 'id': len(self.annotations) + 1, 'iscrowd': 0})
-        return image_id
-
-    def as_dict(self):
-        return {'info': {'description': 'mrcnn predictions'},
-                'images': self.images,
-                'categories': [{'id': int(c), 'name': n} for c, n in zip(self.cat_ids, self.classes)],
-                'annotations': self.annotations}
-
-    def write(self, path):
-        write_json(path, self.as_dict())

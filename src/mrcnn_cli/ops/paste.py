@@ -64,10 +64,64 @@ def paste_masks(probs, boxes, img_h, img_w, threshold=MASK_THRESHOLD):
     """Paste every instance; see paste_mask.  boxes are in original-image pixels.
 
     On a GPU one grid_sample per chunk of instances replaces a launch and a host copy per
-    instance; on the CPU each instance samples only its window, which is less work."""
+    instance; on the CPU each instance samples only its window, grouped with others of similar
+    size (one grid_sample per group: windows are small, so per-call overhead is the cost)."""
     if probs.is_cuda:
         return paste_masks_chunked(probs, boxes, img_h, img_w, threshold)
-    return [paste_mask(p, b, img_h, img_w, threshold) for p, b in zip(probs, boxes)]
+    return paste_masks_grouped(probs, boxes, img_h, img_w, threshold)
+
+
+def window_groups(sizes, max_group=64, slack=2.0):
+    """Instance indexes in groups that share one sampling grid: by increasing window area, a group
+    grows while its padded grid (count x largest height x largest width) stays within `slack`
+    times the pixels its windows need (plus a little, so tiny windows group freely)."""
+    order = sorted(range(len(sizes)), key=lambda i: sizes[i][0] * sizes[i][1])
+    groups, current, hmax, wmax, need = [], [], 0, 0, 0
+    for i in order:
+        h, w = sizes[i]
+        nh, nw = max(hmax, h), max(wmax, w)
+        if current and (len(current) == max_group or nh * nw * (len(current) + 1) > slack * (need + h * w) + 4096):
+            groups.append(current)
+            current, nh, nw, need = [], h, w, 0
+        current.append(i)
+        hmax, wmax, need = nh, nw, need + h * w
+    return groups + ([current] if current else [])
+
+
+def paste_masks_grouped(probs, boxes, img_h, img_w, threshold=MASK_THRESHOLD):
+    """paste_mask for every instance, pixel for pixel, with one grid_sample per group of windows
+    (see window_groups).  Each instance's grid is what paste_mask builds, computed with the same
+    element-wise float32 operations, padded to the group's largest window and cut back after."""
+    windows = [paste_window(b, img_h, img_w) for b in boxes.tolist()]
+    sizes = [(max(y1 - y0, 0), max(x1 - x0, 0)) for x0, y0, x1, y1 in windows]
+    out = [None] * len(windows)
+    for members in window_groups(sizes):
+        live = [i for i in members if sizes[i][0] and sizes[i][1]]
+        for i in set(members) - set(live):   # a box wholly outside the image
+            out[i] = MaskWindow(np.zeros(sizes[i], bool), windows[i][0], windows[i][1])
+        if not live:
+            continue
+        hmax, wmax = max(sizes[i][0] for i in live), max(sizes[i][1] for i in live)
+        idx = torch.tensor(live)
+        origin = torch.tensor([windows[i][:2] for i in live])   # (k, 2) x0, y0
+        bx0, by0, bx1, by1 = boxes[idx].to(torch.float32)[:, :, None].unbind(1)
+        xs = _window_coords(origin[:, 0:1], wmax, bx0, bx1)
+        ys = _window_coords(origin[:, 1:2], hmax, by0, by1)
+        k = len(live)
+        grid = torch.stack([xs[:, None, :].expand(k, hmax, wmax), ys[:, :, None].expand(k, hmax, wmax)], dim=3)
+        sampled = F.grid_sample(probs[idx][:, None].to(torch.float32), grid, align_corners=False)[:, 0]
+        full = (sampled >= threshold).numpy()
+        for j, i in enumerate(live):
+            h, w = sizes[i]
+            out[i] = MaskWindow(full[j, :h, :w].copy(), windows[i][0], windows[i][1])
+    return out
+
+
+def _window_coords(start, length, lo, hi):
+    """grid_coords for k windows at once: `start` (k, 1) int64 first pixels, `length` pixels each."""
+    centres = (start + torch.arange(length)[None]).to(torch.float32) + 0.5
+    coords = (centres - lo) / (hi - lo) * 2 - 1
+    return torch.where(torch.isinf(coords), torch.zeros_like(coords), coords)
 
 
 def paste_masks_chunked(probs, boxes, img_h, img_w, threshold=MASK_THRESHOLD, max_bytes=GPU_PASTE_BYTES):

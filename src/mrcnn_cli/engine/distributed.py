@@ -1,0 +1,71 @@
+"""Splitting a run over processes: `--shard K/N` for independent jobs (Slurm arrays, indexed
+Kubernetes jobs), or the ranks of a `torchrun` launch.  predict and eval share it."""
+import os
+from dataclasses import dataclass
+
+from mrcnn_cli.errors import MrcnnError
+
+
+def parse_shard(text):
+    """'K/N' -> (K, N) with 0 <= K < N."""
+    try:
+        k, n = (int(v) for v in str(text).split('/'))
+    except ValueError:
+        raise MrcnnError(f'--shard must look like K/N (e.g. 0/4), not {text!r}') from None
+    if not 0 <= k < n:
+        raise MrcnnError(f'--shard {text}: need 0 <= K < N')
+    return k, n
+
+
+def distributed_context():
+    """(rank, world size, local rank) when launched by torchrun, else None."""
+    if 'RANK' in os.environ and 'WORLD_SIZE' in os.environ and int(os.environ['WORLD_SIZE']) > 1:
+        return int(os.environ['RANK']), int(os.environ['WORLD_SIZE']), int(os.environ.get('LOCAL_RANK', 0))
+    return None
+
+
+def torchrun_device(device):
+    """Under torchrun, 'auto' means this rank's own GPU (cuda:LOCAL_RANK), or the CPU."""
+    ctx = distributed_context()
+    if ctx and device == 'auto':
+        import torch
+        return f'cuda:{ctx[2]}' if torch.cuda.is_available() else 'cpu'
+    return device
+
+
+def init_distributed(use_cuda):
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        dist.init_process_group('nccl' if use_cuda else 'gloo')
+    return dist
+
+
+@dataclass(frozen=True)
+class Partition:
+    """Which inputs this process takes: every `world`-th from `rank`."""
+    rank: int = 0
+    world: int = 1
+    launcher: bool = False    # torchrun (ranks that meet at the end), not independent shards
+
+    @property
+    def tag(self):
+        """The file-name tag of this process's own files: '', '.rank1' or '.shard-1-of-4'."""
+        if self.launcher:
+            return f'.rank{self.rank}'
+        return f'.shard-{self.rank}-of-{self.world}' if self.world > 1 else ''
+
+    def take(self, items):
+        return list(items)[self.rank::self.world]
+
+
+def partition(shard=None):
+    """This process's Partition, from torchrun's environment or `--shard K/N` (text or a tuple)."""
+    ctx = distributed_context()
+    if ctx and shard:
+        raise MrcnnError('--shard is for separate processes; under torchrun the rank picks the shard')
+    if ctx:
+        return Partition(ctx[0], ctx[1], launcher=True)
+    if shard:
+        k, n = parse_shard(shard) if isinstance(shard, str) else shard
+        return Partition(k, n)
+    return Partition()
