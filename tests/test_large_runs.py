@@ -156,3 +156,21 @@ def test_inputs_that_failed_are_tried_again_in_their_place(folder, checkpoint, t
     assert '(2 inputs done by the earlier run)' in proc.stdout
     assert [r['source_index'] for r in log_lines(out / 'predictions.jsonl')[1:]] == [0, 2, 1]
     assert json.loads((out / 'predictions.json').read_text()) == json.loads((fresh / 'predictions.json').read_text())
+
+
+def test_full_disk_while_logging_is_one_error_line_and_the_log_stays_resumable(folder, checkpoint, tmp_path):
+    import resource
+    out = tmp_path / 'out'
+    limit = 40_000   # the header and a few images' results fit, not all eight
+
+    def cap_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    proc = subprocess.run([sys.executable, '-m', 'mrcnn_cli', *map(str, predict_args(checkpoint, out)), str(folder)],
+                          capture_output=True, text=True, preexec_fn=cap_file_size, timeout=600)
+    assert_one_error_line(proc, 'cannot write')
+    assert 'predictions.json' in [line for line in proc.stderr.splitlines() if line.startswith('error:')][0]
+    assert not [p for p in out.iterdir() if p.name.startswith('.')]   # no temporary file left
+    proc = mrcnn_here(*predict_args(checkpoint, out), folder, '--resume')   # room again: it goes on
+    assert proc.returncode == 0, proc.stderr
+    assert [r['source_index'] for r in log_lines(out / 'predictions.jsonl')[1:]] == list(range(len(IMAGES)))
