@@ -122,20 +122,77 @@ def test_unfinished_video_restarts_on_resume(folder, checkpoint, tmp_path):
     assert json.loads((out / 'predictions.json').read_text()) == full
 
 
-def test_torchrun_two_processes_equal_one(folder, checkpoint, tmp_path):
-    env = dict(os.environ, OMP_NUM_THREADS='1')  # what torchrun gives each rank: the same float reductions
-    few = [folder / n for n in IMAGES[:3]]
-    single = tmp_path / 'single'
-    proc = mrcnn(*predict_args(checkpoint, single), *few, env=env)
+ONE_THREAD = dict(os.environ, OMP_NUM_THREADS='1')  # what torchrun gives each rank: the same float reductions
+
+
+@pytest.fixture(scope='module')
+def few(folder):
+    return [folder / n for n in IMAGES[:4]]
+
+
+@pytest.fixture(scope='module')
+def single_one_thread(few, checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp('single1')
+    proc = mrcnn(*predict_args(checkpoint, out), *few, env=ONE_THREAD)
     assert proc.returncode == 0, proc.stderr
+    return json.loads((out / 'predictions.json').read_text())
+
+
+def torchrun(*args, port, wait=True):
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc-per-node', '2', '--master-port', str(port),
+           '-m', 'mrcnn_cli', *map(str, args)]
+    if wait:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=ONE_THREAD)
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ONE_THREAD)
+
+
+def test_torchrun_two_processes_equal_one(few, checkpoint, single_one_thread, tmp_path):
     multi = tmp_path / 'multi'
-    proc = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc-per-node', '2',
-                           '--master-port', '29518', '-m', 'mrcnn_cli',
-                           *map(str, predict_args(checkpoint, multi)), *map(str, few)],
-                          capture_output=True, text=True, timeout=600, env=env)
+    proc = torchrun(*predict_args(checkpoint, multi), *few, port=29518)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert [r['source_index'] for r in log_lines(multi / 'predictions.rank1.jsonl')[1:]] == [1]
-    assert json.loads((multi / 'predictions.json').read_text()) == json.loads((single / 'predictions.json').read_text())
+    assert [r['source_index'] for r in log_lines(multi / 'predictions.rank1.jsonl')[1:]] == [1, 3]
+    assert json.loads((multi / 'predictions.json').read_text()) == single_one_thread
+
+
+def worker_pid(rank, launcher):
+    """The pid of the torchrun worker with this RANK (read from /proc/PID/environ)."""
+    for pid in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            env = open(f'/proc/{pid}/environ', 'rb').read().split(b'\0')
+        except OSError:
+            continue
+        if int(pid) != launcher and b'TORCHELASTIC_RUN_ID' in b' '.join(env) and f'RANK={rank}'.encode() in env:
+            return int(pid)
+    return None
+
+
+@pytest.mark.skipif(not os.path.isdir('/proc/self'), reason='finds the worker through /proc')
+def test_a_rank_killed_under_torchrun_fails_the_job_naming_it_and_resume_finishes(few, checkpoint,
+                                                                                 single_one_thread, tmp_path):
+    out = tmp_path / 'out'
+    log = out / 'predictions.rank1.jsonl'
+    proc = torchrun(*predict_args(checkpoint, out), *few, port=29519, wait=False)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not (log.exists() and len(log_lines(log)) >= 2):
+        time.sleep(0.05)
+    pid = worker_pid(1, proc.pid)
+    assert proc.poll() is None and pid, 'the job ended before rank 1 could be killed: ' + proc.stderr.read()
+    os.kill(pid, signal.SIGKILL)
+    stderr = proc.communicate(timeout=300)[1]
+    assert proc.returncode != 0
+    ours = [line for line in stderr.splitlines() if line.startswith('error: ')]
+    # rank 0 says it in one line: stopped by the launcher, or (done first) it names rank 1 from the logs
+    assert len(ours) == 1 and ours[0].startswith('error: rank 0: ') and '--resume' in ours[0], stderr[-3000:]
+    assert 'rank      : 1 (local_rank: 1)' in stderr and 'SIGKILL' in stderr   # torchrun's own report
+    assert not (out / 'predictions.json').exists()
+    for part in ('rank0', 'rank1'):    # every line of both logs is whole
+        text = (out / f'predictions.{part}.jsonl').read_text()
+        assert text.endswith('\n') and all(json.loads(line) for line in text.splitlines())
+    proc = torchrun(*predict_args(checkpoint, out, '--resume'), *few, port=29519)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((out / 'predictions.json').read_text()) == single_one_thread
+    indexes = [r['source_index'] for p in ('rank0', 'rank1') for r in log_lines(out / f'predictions.{p}.jsonl')[1:]]
+    assert sorted(indexes) == [0, 1, 2, 3]   # each image exactly once
 
 
 def test_inputs_that_failed_are_tried_again_in_their_place(folder, checkpoint, tmp_path):

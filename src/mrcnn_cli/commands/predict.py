@@ -14,7 +14,7 @@ import cv2
 from mrcnn_cli.engine.distributed import init_distributed, partition
 from mrcnn_cli.errors import MrcnnError
 from mrcnn_cli.io.files import write_image, write_text
-from mrcnn_cli.io.results_log import ResultsLog, write_document
+from mrcnn_cli.io.results_log import ResultsLog, unfinished_parts, write_document
 from mrcnn_cli.io.sources import IMAGE, collect_sources, output_names
 from mrcnn_cli.io.video import VideoSink, display_available, video_suffix
 
@@ -226,18 +226,34 @@ def predict_sources(predictor, sources, opts=None, warn=print, missing=()):
     try:
         _run(predictor, [found[i] for i in todo], writer, opts, show_progress=opts.progress and part.rank == 0)
         completed = True
+    except KeyboardInterrupt:
+        if dist is None:
+            raise
+        # torchrun stops every rank when one fails (or on Ctrl-C); this rank's log stays resumable
+        raise MrcnnError(f'stopped before this rank was done; its results so far are in {log.path.name}: '
+                         'run the same command with --resume to finish') from None
     finally:
         writer.finish(completed)
         summary = writer.summary
+        logs = [opts.out_dir / f'predictions.rank{r}.jsonl' for r in range(part.world)] if dist else [log.path]
         if dist is not None and completed:
-            dist.barrier()   # every rank's log is complete
+            wait_for_ranks(dist, logs)
         if part.world == 1 or (dist is not None and part.rank == 0 and completed):
-            logs = [opts.out_dir / f'predictions.rank{r}.jsonl' for r in range(part.world)] if dist else [log.path]
             write_document(logs, summary.json_path, predictor.classes)
         else:
             summary.json_path = None if dist is not None else log.path
         summary.seconds = time.perf_counter() - start
     return summary
+
+
+def wait_for_ranks(dist, logs):
+    """Meet the other torchrun ranks once every log is complete; a rank that died is named from the logs."""
+    try:
+        dist.barrier()
+    except RuntimeError:   # what gloo and NCCL raise when a peer is gone
+        gone = [f'rank {rank} ({done} of {total} inputs done)' for _, rank, done, total in unfinished_parts(logs)]
+        raise MrcnnError(f'{", ".join(gone) or "another rank"} stopped before finishing; every rank\'s results so '
+                         'far are kept: run the same command with --resume to finish') from None
 
 
 def _run(predictor, sources, writer, opts, show_progress):

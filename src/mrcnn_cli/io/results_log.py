@@ -168,14 +168,24 @@ def merge_logs(out_dir):
     if missing:
         raise MrcnnError(f'{len(missing)} of {world} parts are missing in {out_dir} (part {missing[0]} first); '
                          'run them, then merge')
-    count = headers[0]['inputs']['count']
-    for path, h in zip(logs, headers):
-        _, done, _, failed = scan(path)
-        expected = set(range(h['partition'][0], count, world))
-        if expected - done - failed:
-            raise MrcnnError(f'{path.name} is not finished ({len(expected & (done | failed))} of {len(expected)} '
-                             'inputs done): run that part again with --resume, then merge')
+    for path, _, done, expected in unfinished_parts(logs):
+        raise MrcnnError(f'{path.name} is not finished ({done} of {expected} inputs done): '
+                         'run that part again with --resume, then merge')
     return write_document(logs, Path(out_dir) / 'predictions.json', headers[0]['classes'])
+
+
+def unfinished_parts(logs):
+    """(path, rank, inputs done, inputs of that part) for each log of a partitioned run that has not done
+    all its inputs (an input that failed to read counts as done)."""
+    parts = []
+    for path in logs:
+        header = read_header(path)
+        rank, world = header['partition']
+        _, done, _, failed = scan(path)
+        expected = set(range(rank, header['inputs']['count'], world))
+        if expected - done - failed:
+            parts.append((path, rank, len(expected & (done | failed)), len(expected)))
+    return parts
 
 
 def result_records(path):
