@@ -71,8 +71,8 @@ def test_a_file_already_in_the_weights_dir_is_verified_on_first_use_and_after_ch
     assert zoo.ensure_downloaded(entry, weights) == dest
     record = weights / f'.{entry.filename}.verified'
     assert record.exists()
-    calls, real = [], zoo.sha256_of
-    monkeypatch.setattr(zoo, 'sha256_of', lambda p: calls.append(p) or real(p))
+    calls, real = [], zoo.file_sha256
+    monkeypatch.setattr(zoo, 'file_sha256', lambda p: calls.append(p) or real(p))
     zoo.ensure_downloaded(entry, weights)             # unchanged: the remembered digest is enough
     assert calls == []
     dest.write_bytes(b'half-copied byt')              # same size, new mtime: hashed again, refused

@@ -8,8 +8,7 @@ from torch import nn
 
 from mrcnn_cli.backends.onnx_metadata import model_metadata
 from mrcnn_cli.errors import MrcnnError
-from mrcnn_cli.io.files import atomic_path
-from mrcnn_cli.io.zoo import sha256_of
+from mrcnn_cli.io.files import atomic_path, file_sha256
 
 DEMO_IMAGE = Path(__file__).resolve().parents[1] / 'data' / 'demo.jpg'
 DEFAULT_OPSET = 17        # RoiAlign-16 (half_pixel = aligned=True); onnxruntime >= 1.25 runs it on CUDA
@@ -55,7 +54,7 @@ def export_onnx(predictor, out_path, opset=DEFAULT_OPSET, fp16=False, sample_ima
         proto = onnx.load(str(tmp))
         source = Path(predictor.source)
         meta = model_metadata(predictor.spec, predictor.classes, predictor.source,
-                              sha256_of(source) if source.is_file() else None, 'fp16' if fp16 else 'fp32', opset,
+                              file_sha256(source) if source.is_file() else None, 'fp16' if fp16 else 'fp32', opset,
                               predictor.palette)
         for key, value in meta.items():
             entry = proto.metadata_props.add()

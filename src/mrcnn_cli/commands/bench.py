@@ -2,6 +2,7 @@
 import itertools
 import os
 import platform
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -186,15 +187,16 @@ def replay_network(predictor, images):
     return restart
 
 
-def measure_pipeline(name, predictor, paths, n, vis=True, replay=False, progress=True):
+def measure_pipeline(name, predictor, paths, n, vis=True, replay=False, progress=True, runs=3):
     """A whole `mrcnn predict` over n images cycled from `paths` (decode, preprocess, network, paste,
     RLE, drawing, encoding and writing, in its three threads), every detection the model returns
-    written (mmdetection's test threshold, the most work per image)."""
+    written (mmdetection's test threshold, the most work per image); the median of `runs` runs."""
     import shutil
     import tempfile
 
     from mrcnn_cli.commands.predict import PredictOptions, predict_sources
     restart = replay_network(predictor, [read_image(p) for p in paths]) if replay else (lambda: None)
+    fps_runs = []
     with tempfile.TemporaryDirectory(prefix='mrcnn-bench-') as tmp:
         inputs = Path(tmp) / 'in'
         inputs.mkdir()
@@ -203,14 +205,16 @@ def measure_pipeline(name, predictor, paths, n, vis=True, replay=False, progress
             shutil.copyfile(src, inputs / f'{k:06d}{src.suffix}')
         opts = PredictOptions(out_dir=Path(tmp) / 'out', score_thr=0.05, vis=vis, progress=progress)
         predict_sources(predictor, [inputs / f'000000{paths[0].suffix}'], opts, warn=lambda m: None)   # warm-up
-        shutil.rmtree(opts.out_dir)
-        restart()
         reset_peak_rss()
-        start = time.perf_counter()
-        summary = predict_sources(predictor, [inputs], opts, warn=lambda m: None)
-        seconds = time.perf_counter() - start
-    fps = summary.images / seconds
-    pipeline = {'fps': fps, 'vis': vis, 'replay': replay, 'detections_per_image': summary.instances / summary.images}
+        for _ in range(runs if replay else 1):   # the network's own runs are long enough to time once
+            shutil.rmtree(opts.out_dir)
+            restart()
+            start = time.perf_counter()
+            summary = predict_sources(predictor, [inputs], opts, warn=lambda m: None)
+            fps_runs.append(summary.images / (time.perf_counter() - start))
+    fps = statistics.median(fps_runs)
+    pipeline = {'fps': fps, 'vis': vis, 'replay': replay, 'detections_per_image': summary.instances / summary.images,
+                'fps_runs': fps_runs}
     return BenchRow(backend=f'{name} predict' + (' (replay)' if replay else ''), precision=predictor.precision,
                     device=str(predictor.device), images=summary.images, fps=fps, latency_ms={}, stages_ms={},
                     peak_rss_mb=peak_rss_mb(), detections_per_image=pipeline['detections_per_image'],

@@ -70,21 +70,12 @@ def check_no_overwrite(sources, names, out_dir):
             raise MrcnnError(f'writing {out_dir / name} would overwrite the input; choose another --out')
 
 
-def file_sha256(path):
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            h.update(block)
-    return h.hexdigest()
-
-
 def run_header(predictor, opts, sources, part):
     """What a predictions log records of its run: everything that changes its results, so that a
     resume or a merge never mixes two runs."""
-    weights = Path(str(predictor.source))
     names = hashlib.sha256('\n'.join(s.name for s in sources).encode()).hexdigest()
     return {'model': f'{predictor.spec.backbone_name} {predictor.spec.style}',
-            'weights_sha256': file_sha256(weights) if weights.is_file() else str(predictor.source),
+            'weights_sha256': predictor.weights_sha256 or str(predictor.source),
             'backend': predictor.name, 'precision': predictor.precision, 'scale': list(predictor.scale),
             'classes': list(predictor.classes), 'score_thr': opts.score_thr, 'class_filter': opts.classes,
             'mask_format': opts.mask_format, 'vid_stride': opts.vid_stride, 'max_frames': opts.max_frames,

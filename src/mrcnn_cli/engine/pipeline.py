@@ -19,6 +19,7 @@ class Frame:
     error: str = None          # the source or image could not be read at all
     warning: str = None        # the source was read only in part (a truncated video, bad frames)
     video: object = None       # VideoInfo for video frames
+    prepared: object = None    # the image made ready for the network, in the reader thread
 
 
 class _Failure:
@@ -45,10 +46,11 @@ def _get(q, stop):
     return _END
 
 
-def pipelined(frames, infer, batch_size=1, queue_size=8):
+def pipelined(frames, infer, batch_size=1, queue_size=8, prepare=None):
     """Yield (frame, detections) for every Frame of `frames` (an iterable, consumed in a reader
     thread), in order.  `infer(list of images) -> list of detections` runs in a model thread on
-    batches of up to `batch_size` frames to infer; a frame with infer=False gets the detections
+    batches of up to `batch_size` frames to infer; with `prepare`, the reader thread turns each
+    image to infer into `prepare(image)` and `infer` gets those instead; a frame with infer=False gets the detections
     of the last inferred frame of its source, a problem frame None.  An error in the reader or
     the model is raised here; when the caller stops (break, an exception, Ctrl-C) both threads
     stop, the model thread after its current batch."""
@@ -59,6 +61,8 @@ def pipelined(frames, infer, batch_size=1, queue_size=8):
     def reader():
         try:
             for frame in frames:
+                if prepare is not None and frame.infer and frame.image is not None:
+                    frame.prepared = prepare(frame.image)
                 if not _put(q_in, frame, stop):
                     return
             _put(q_in, _END, stop)
@@ -70,7 +74,7 @@ def pipelined(frames, infer, batch_size=1, queue_size=8):
 
         def flush():
             todo = [f for f in pending if f.infer and f.image is not None]
-            dets = iter(infer([f.image for f in todo]) if todo else [])
+            dets = iter(infer([f.image if prepare is None else f.prepared for f in todo]) if todo else [])
             for f in pending:
                 if f.image is None:
                     det = None
@@ -78,6 +82,7 @@ def pipelined(frames, infer, batch_size=1, queue_size=8):
                     det = last[f.source_index] = next(dets)
                 else:
                     det = last.get(f.source_index)
+                f.prepared = None   # not held while the caller works
                 if not _put(q_out, (f, det), stop):
                     return False
             pending.clear()

@@ -1,6 +1,7 @@
 """The one predictor interface that predict, eval, bench and the Python API share."""
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -11,10 +12,11 @@ import torch
 
 from mrcnn_cli.engine.detections import Detections
 from mrcnn_cli.engine.postprocess import to_detections
-from mrcnn_cli.engine.preprocess import TEST_SCALE, check_scale, pad_batch, padded_shape, prepare
+from mrcnn_cli.engine.preprocess import TEST_SCALE, Prepared, check_scale, pad_batch, prepare
 from mrcnn_cli.engine.stream import StreamItem, stream_sources
 from mrcnn_cli.engine.timing import no_stage
 from mrcnn_cli.errors import MrcnnError, MrcnnWarning
+from mrcnn_cli.io.files import file_sha256
 from mrcnn_cli.io.sources import ARRAY, IMAGE, Source, collect_sources, is_video_file
 
 ImageLike = Union[str, Path, np.ndarray]  # noqa: UP007 - a runtime alias, evaluated on Python 3.10 too
@@ -55,6 +57,12 @@ class Predictor:
     def run_network(self, batch, img_shapes, stage=no_stage):
         """(B, 3, H, W) padded batch -> one NetworkOutput per image."""
         raise NotImplementedError
+
+    @functools.cached_property
+    def weights_sha256(self) -> str | None:
+        """The SHA-256 of the weights file (what a results log records of its run), once per predictor."""
+        path = Path(str(self.source))
+        return file_sha256(path) if path.is_file() else None
 
     def describe(self) -> str:
         return (f'{self.spec.backbone_name} {self.spec.style}, {self.name} backend on {self.device} '
@@ -98,17 +106,24 @@ class Predictor:
 
     def predict_batch(self, images: Iterable[np.ndarray], stage=no_stage) -> list[Detections]:
         """Detections for several BGR arrays; identical to predicting them one by one.
-
-        Only images whose padded sizes are equal share a network batch (video frames always
-        do): extra padding would change the features near the border and so the detections.
         `stage(name)` makes a timing context per stage (see engine.timing.StageTimer)."""
-        images = list(images)
         with stage('preprocess'):
-            prepared = [prepare(img, self.spec.norm, self.device, self.scale) for img in images]
+            prepared = [self.prepare(img) for img in images]
+        return self.predict_prepared(prepared, stage)
+
+    def prepare(self, image: np.ndarray) -> Prepared:
+        """One BGR array resized, normalised and padded for the network (thread-safe: the stream
+        prepares the next images while the network runs)."""
+        return prepare(image, self.spec.norm, self.device, self.scale)
+
+    def predict_prepared(self, prepared: Sequence[Prepared], stage=no_stage) -> list[Detections]:
+        """Detections for images made ready by `prepare`.  Only images whose padded sizes are equal
+        share a network batch (video frames always do): extra padding would change the features
+        near the border and so the detections."""
         groups = {}
         for i, p in enumerate(prepared):
-            groups.setdefault(padded_shape(p.img_shape), []).append(i)
-        results = [None] * len(images)
+            groups.setdefault(tuple(p.tensor.shape[1:]), []).append(i)
+        results = [None] * len(prepared)
         for members in groups.values():
             with stage('preprocess'):
                 batch = pad_batch([prepared[i].tensor for i in members])

@@ -35,15 +35,19 @@ def resize(img, scale=TEST_SCALE):
     return out, (new_w / w, new_h / h)
 
 
-def normalize(img, norm, device='cpu'):
-    """HxWx3 BGR uint8 -> 3xHxW float32: channel order, then (x - mean) / std, as DetDataPreprocessor."""
+def normalize(img, norm, device='cpu', out=None):
+    """HxWx3 BGR uint8 -> 3xHxW float32: channel order, then (x - mean) / std, as DetDataPreprocessor.
+    `out` (3xHxW float32, e.g. a view of a padded tensor) receives the result in place: the same
+    float operations, without the temporaries."""
     x = torch.from_numpy(np.ascontiguousarray(img)).to(device).permute(2, 0, 1)
     if norm.to_rgb:
-        x = x[[2, 1, 0]]
-    x = x.float()
+        x = x.flip(0)
+    if out is None:
+        out = torch.empty(x.shape, dtype=torch.float32, device=device)
+    out.copy_(x)
     mean = torch.tensor(norm.mean, device=device).view(3, 1, 1)
     std = torch.tensor(norm.std, device=device).view(3, 1, 1)
-    return (x - mean) / std
+    return out.sub_(mean).div_(std)
 
 
 def padded_shape(img_shape, divisor=SIZE_DIVISOR):
@@ -54,6 +58,8 @@ def padded_shape(img_shape, divisor=SIZE_DIVISOR):
 def pad_batch(tensors, divisor=SIZE_DIVISOR):
     """Stack 3xHxW tensors, zero-padded bottom/right to the largest size rounded up to `divisor`."""
     h, w = padded_shape((max(t.shape[1] for t in tensors), max(t.shape[2] for t in tensors)), divisor)
+    if all(t.shape[1:] == (h, w) for t in tensors):   # already padded (as `prepare` makes them)
+        return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
     out = tensors[0].new_zeros(len(tensors), 3, h, w)
     for i, t in enumerate(tensors):
         out[i, :, :t.shape[1], :t.shape[2]] = t
@@ -63,12 +69,16 @@ def pad_batch(tensors, divisor=SIZE_DIVISOR):
 @dataclass
 class Prepared:
     """One image ready for the network, with what is needed to map results back."""
-    tensor: torch.Tensor          # 3 x h x w, normalised, unpadded
-    img_shape: tuple              # (h, w) after resize
+    tensor: torch.Tensor          # 3 x H x W, normalised, zero-padded to multiples of SIZE_DIVISOR
+    img_shape: tuple              # (h, w) after resize, before padding
     scale_factor: tuple           # (w_scale, h_scale)
     ori_shape: tuple              # (H, W) of the input
 
 
 def prepare(img, norm, device='cpu', scale=TEST_SCALE):
+    """Resize, normalise and pad one BGR image; normalised straight into the padded tensor."""
     resized, factor = resize(img, scale)
-    return Prepared(normalize(resized, norm, device), resized.shape[:2], factor, img.shape[:2])
+    h, w = resized.shape[:2]
+    tensor = torch.zeros((3, *padded_shape((h, w))), dtype=torch.float32, device=device)
+    normalize(resized, norm, device, out=tensor[:, :h, :w])
+    return Prepared(tensor, (h, w), factor, img.shape[:2])

@@ -86,8 +86,8 @@ def stream_sources(predictor, sources: list[Source], *, vid_stride: int = 1, max
     """StreamItems for `sources` (see `Predictor.stream`)."""
     if errors not in ERROR_MODES:
         raise ValueError(f'errors must be one of {ERROR_MODES}, not {errors!r}')
-    for frame, det in pipelined(source_frames(sources, vid_stride, max_frames), predictor.predict_batch,
-                                batch_size):
+    for frame, det in pipelined(source_frames(sources, vid_stride, max_frames), predictor.predict_prepared,
+                                batch_size, prepare=predictor.prepare):
         src = sources[frame.source_index]
         item = StreamItem(src.name, src.kind, frame.index, frame.image, det, frame.infer, frame.source_index,
                           frame.video, frame.error, frame.warning)

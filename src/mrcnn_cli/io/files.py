@@ -1,4 +1,5 @@
 """Output files that are complete or absent: written under a temporary name, renamed when done."""
+import hashlib
 import json
 import os
 import tempfile
@@ -68,3 +69,12 @@ def read_json(path, what):
         raise MrcnnError(f'{what} not found: {path}') from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise MrcnnError(f'{path}: not valid JSON ({e})') from None
+
+
+def file_sha256(path, chunk=1 << 20):
+    """The SHA-256 hex digest of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(chunk), b''):
+            h.update(block)
+    return h.hexdigest()

@@ -1,7 +1,6 @@
 """mmdetection's Mask R-CNN model zoo: names, architectures, download with checksum."""
 import csv
 import difflib
-import hashlib
 import json
 import os
 import re
@@ -12,6 +11,7 @@ from importlib import resources
 from pathlib import Path
 
 from mrcnn_cli.errors import MrcnnError
+from mrcnn_cli.io.files import file_sha256
 from mrcnn_cli.model.spec import ModelSpec
 
 
@@ -71,14 +71,6 @@ def local_path(entry, weights_dir=None):
     return Path(weights_dir or default_weights_dir()) / entry.filename
 
 
-def sha256_of(path, chunk=1 << 20):
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(chunk), b''):
-            h.update(block)
-    return h.hexdigest()
-
-
 def download(entry, weights_dir=None, progress=True, timeout=30):
     """Fetch the checkpoint to the weights dir, check its sha256 prefix, rename into place."""
     from tqdm import tqdm
@@ -98,7 +90,7 @@ def download(entry, weights_dir=None, progress=True, timeout=30):
         reason = getattr(e, 'reason', None) or e
         raise MrcnnError(f"cannot download {entry.name} ({reason}); offline? pass a local file instead: "
                          f"--model {entry.name} --weights PATH/{entry.filename}") from None
-    digest = sha256_of(tmp)
+    digest = file_sha256(tmp)
     if not digest.startswith(entry.sha256_prefix):
         tmp.unlink(missing_ok=True)
         raise MrcnnError(f'{entry.name}: checksum mismatch (sha256 {digest[:8]}..., expected '
@@ -136,7 +128,7 @@ def verify_local(entry, path):
             return
     except (OSError, ValueError, TypeError, KeyError):
         pass
-    digest = sha256_of(path)
+    digest = file_sha256(path)
     if not digest.startswith(entry.sha256_prefix):
         raise MrcnnError(f'{path} does not match the published checksum of {entry.name} (sha256 {digest[:8]}..., '
                          f'expected {entry.sha256_prefix}...): a partial copy or another file; delete it and run '
