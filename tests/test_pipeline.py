@@ -66,3 +66,17 @@ def test_reader_and_model_errors_reach_the_caller():
         raise RuntimeError('out of memory')
     with pytest.raises(RuntimeError, match='out of memory'):
         list(pipelined(iter([Frame(0, 0, 0)]), broken, 1))
+
+
+def test_prepare_runs_in_the_reader_thread_on_the_frames_to_infer_only():
+    prepared_in = []
+
+    def prepare(img):
+        prepared_in.append((img, threading.current_thread().name))
+        return f'ready{img}'
+
+    frames = [Frame(0, i, i, infer=i % 2 == 0) for i in range(5)] + [Frame(1, error='unreadable')]
+    out = list(pipelined(iter(frames), lambda ready: [f'det-{r}' for r in ready], 2, prepare=prepare))
+    assert prepared_in == [(0, 'mrcnn-reader'), (2, 'mrcnn-reader'), (4, 'mrcnn-reader')]
+    assert [det for _, det in out] == ['det-ready0', 'det-ready0', 'det-ready2', 'det-ready2', 'det-ready4', None]
+    assert all(f.prepared is None for f, _ in out)   # not held once inferred
