@@ -45,6 +45,12 @@ def scale_option(f):
                              'its numbers, smaller is faster.')(f)
 
 
+def max_pixels_option(f):
+    return click.option('--max-pixels', type=click.IntRange(1, 1 << 30), default=200_000_000, show_default=True,
+                        help='Skip images (and videos) larger than this many pixels, read from the file header '
+                             'before decoding: decompression bombs and damaged headers.')(f)
+
+
 @click.group(context_settings={'help_option_names': ['-h', '--help']})
 @click.version_option(__version__, prog_name='mrcnn')
 @click.option('--debug', is_flag=True, help='Show Python tracebacks on errors.')
@@ -142,10 +148,11 @@ def load_model(model_name, weights, onnx_path, backend, style, device, weights_d
 @click.option('--resume', is_flag=True, help='Skip the inputs OUT/predictions.jsonl already has (after a crash).')
 @click.option('--shard', default=None, help='K/N: this process takes every Nth input from the Kth; '
                                             '`mrcnn merge OUT` joins the parts.')
+@max_pixels_option
 def predict(sources, model_name, weights, style, device, weights_dir, backend, onnx_path, ort_provider, fp16, bf16,
             compile_model, score_thr, out_dir, no_vis, class_names, batch_size, vid_stride, max_frames, show, scale,
             save_masks, save_txt, save_conf, save_crop, mask_format, line_width, mask_alpha, hide_labels, hide_conf,
-            hide_boxes, hide_masks, codec, resume, shard):
+            hide_boxes, hide_masks, codec, resume, shard, max_pixels):
     """Segment SOURCES: image files, directories, glob patterns, videos, camera indexes (0) or
     rtsp/http stream URLs."""
     from mrcnn_cli.commands.predict import PredictOptions, predict_sources
@@ -162,7 +169,7 @@ def predict(sources, model_name, weights, style, device, weights_dir, backend, o
     opts = PredictOptions(out_dir, score_thr, not no_vis, parse_class_filter(class_names, predictor.classes),
                           batch_size, vid_stride, max_frames, show, save_masks=save_masks, save_txt=save_txt,
                           save_conf=save_conf, save_crop=save_crop, mask_format=mask_format, draw=draw, codec=codec,
-                          resume=resume, shard=shard)
+                          resume=resume, shard=shard, max_pixels=max_pixels)
     s = predict_sources(predictor, found, opts, warn=warn, missing=missing)
     done = ', '.join(part for part in (f'{s.images} images' if s.images else '',
                                        f'{s.frames} video frames' if s.frames else '') if part) or 'nothing'
@@ -240,9 +247,10 @@ def eval_group():
 @click.option('--shard', default=None, help='K/N: this process takes every Nth image from the Kth.')
 @click.option('--classwise', is_flag=True, help='Also print box and mask AP per category (always in metrics.json).')
 @scale_option
+@max_pixels_option
 def eval_coco(ann, images_dir, results_files, model_name, weights, style, device, weights_dir, backend,
               onnx_path, ort_provider, fp16, bf16, compile_model, max_images, out_dir, resume, shard, classwise,
-              scale):
+              scale, max_pixels):
     """COCO box AP and mask AP through pycocotools (mmdetection's test thresholds: 0.05, 100 per image)."""
     from mrcnn_cli.commands import evaluate as ev
     if results_files:
@@ -257,9 +265,8 @@ def eval_coco(ann, images_dir, results_files, model_name, weights, style, device
     device = torchrun_device(device)
     predictor = load_model(model_name, weights, onnx_path, backend, style, device, weights_dir, fp16, bf16,
                            compile_model, ort_provider, announce=not dist_ctx or dist_ctx[0] == 0, scale=scale)
-    outcome = ev.eval_with_model(predictor, ann, images_dir, out_dir, max_images,
-                                 shard, resume, model_name,
-                                 warn=warn)
+    outcome = ev.eval_with_model(predictor, ann, images_dir, out_dir, max_images, shard, resume, model_name,
+                                 warn=warn, max_pixels=max_pixels)
     if outcome.rank != 0 and outcome.evaluation is None and dist_ctx:
         return
     if outcome.evaluation is None:

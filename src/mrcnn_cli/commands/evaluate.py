@@ -11,9 +11,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from mrcnn_cli.engine.distributed import init_distributed, partition
-from mrcnn_cli.errors import MrcnnError
+from mrcnn_cli.errors import MrcnnError, first_line
 from mrcnn_cli.io.coco import category_ids
+from mrcnn_cli.io.coco_checks import check_annotations
+from mrcnn_cli.io.coco_checks import check_results as check_result_entries
 from mrcnn_cli.io.files import read_json, write_json
+from mrcnn_cli.io.images import MAX_PIXELS
 from mrcnn_cli.io.results_log import read_lines
 from mrcnn_cli.io.sources import IMAGE, Source
 
@@ -27,13 +30,14 @@ def load_ground_truth(path):
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list)
                                              for k in ('images', 'annotations', 'categories')):
         raise MrcnnError(f"{path}: not a COCO annotation file (needs 'images', 'annotations' and 'categories' lists)")
+    check_annotations(data, path)
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):
         try:
             coco.createIndex()
-        except (KeyError, TypeError) as e:
-            raise MrcnnError(f'{path}: malformed COCO annotations ({type(e).__name__}: {e})') from None
+        except Exception as e:  # noqa: BLE001 - pycocotools' boundary, after the checks above
+            raise MrcnnError(f'{path}: malformed COCO annotations ({type(e).__name__}: {first_line(e)})') from None
     return coco
 
 
@@ -52,7 +56,8 @@ def select_images(gt, max_images, part):
     return ids, part.take(ids)
 
 
-def run_inference(predictor, gt, images_dir, partial_path, image_ids, resume=False, progress=True, warn=print):
+def run_inference(predictor, gt, images_dir, partial_path, image_ids, resume=False, progress=True, warn=print,
+                  max_pixels=MAX_PIXELS):
     """Predict every image id, appending each image's results to `partial_path` (JSON lines) as
     it is done, so that `resume` can skip finished images after an interruption."""
     cat_ids = category_ids(predictor.classes)
@@ -75,7 +80,7 @@ def run_inference(predictor, gt, images_dir, partial_path, image_ids, resume=Fal
     start = time.perf_counter()
     with open(partial_path, 'a' if resume else 'w') as sink, \
             tqdm(total=len(todo), desc='eval', unit='img', disable=not progress) as bar:
-        for item in (predictor.stream(sources, errors='yield') if sources else []):
+        for item in (predictor.stream(sources, errors='yield', max_pixels=max_pixels) if sources else []):
             image_id = todo[item.source_index]
             bar.update(1)
             if not item.ok:
@@ -106,6 +111,7 @@ def load_results(patterns):
         if not isinstance(entries, list) or not all(isinstance(e, dict) and 'image_id' in e and 'category_id' in e
                                                     and 'score' in e for e in entries):
             raise MrcnnError(f'{f}: not a COCO results file (a list of {{image_id, category_id, score, ...}})')
+        check_result_entries(entries, f)
         (segm if entries and all('segmentation' in e for e in entries) else bbox).extend(entries)
     return {'segm': segm, 'bbox': bbox or [dict(e) for e in segm]}
 
@@ -134,13 +140,17 @@ def evaluate(gt, results_by_type, image_ids=None):
             continue
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf):
-            dt = gt.loadRes([dict(e) for e in entries])
-            ev = COCOeval(gt, dt, kind)
-            if image_ids is not None:
-                ev.params.imgIds = sorted(image_ids)
-            ev.evaluate()
-            ev.accumulate()
-            ev.summarize()
+            try:
+                dt = gt.loadRes([dict(e) for e in entries])
+                ev = COCOeval(gt, dt, kind)
+                if image_ids is not None:
+                    ev.params.imgIds = sorted(image_ids)
+                ev.evaluate()
+                ev.accumulate()
+                ev.summarize()
+            except Exception as e:  # noqa: BLE001 - pycocotools' boundary, after the checks of the entries
+                raise MrcnnError(f'pycocotools could not evaluate the {kind} results ({type(e).__name__}: '
+                                 f'{first_line(e)})') from None
         lines = [ln for ln in buf.getvalue().splitlines() if 'Average' in ln]
         out[kind] = {'metrics': dict(zip(METRICS, (float(v) for v in ev.stats))), 'summary': '\n'.join(lines),
                      'per_class': per_class(ev, gt)}
@@ -249,7 +259,7 @@ class EvalOutcome:
 
 
 def eval_with_model(predictor, ann, images_dir, out_dir, max_images=None, shard=None, resume=False,
-                    model_name=None, progress=True, warn=print):
+                    model_name=None, progress=True, warn=print, max_pixels=MAX_PIXELS):
     """Inference over the annotation file's images, then COCOeval (on rank 0 when distributed)."""
     gt = load_ground_truth(ann)
     out_dir = Path(out_dir)
@@ -258,7 +268,7 @@ def eval_with_model(predictor, ann, images_dir, out_dir, max_images=None, shard=
     dist = init_distributed(predictor.device.type == 'cuda') if part.launcher else None
     all_ids, my_ids = select_images(gt, max_images, part)
     run = run_inference(predictor, gt, images_dir, out_dir / f'results{part.tag}.partial.jsonl', my_ids, resume,
-                        progress and rank == 0, warn)
+                        progress and rank == 0, warn, max_pixels)
     outcome = EvalOutcome(total=len(all_ids), rank=rank, seconds=run.seconds)
     if dist:
         run = gather_to_rank0(dist, run)

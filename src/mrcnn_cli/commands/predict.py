@@ -14,6 +14,7 @@ import cv2
 from mrcnn_cli.engine.distributed import init_distributed, partition
 from mrcnn_cli.errors import MrcnnError
 from mrcnn_cli.io.files import write_image, write_text
+from mrcnn_cli.io.images import MAX_PIXELS
 from mrcnn_cli.io.results_log import ResultsLog, unfinished_parts, write_document
 from mrcnn_cli.io.sources import IMAGE, collect_sources, output_names
 from mrcnn_cli.io.video import VideoSink, display_available, video_suffix
@@ -41,6 +42,7 @@ class PredictOptions:
     codec: str = 'h264'
     resume: bool = False          # skip the inputs predictions.jsonl already has
     shard: object = None          # 'K/N' or (K, N): every Nth input from the Kth (torchrun: the rank)
+    max_pixels: int = MAX_PIXELS  # larger images and videos are skipped before they are decoded
 
 
 @dataclass
@@ -253,6 +255,7 @@ def _run(predictor, sources, writer, opts, show_progress):
     with tqdm(total=total or None, unit='img', desc='predict', disable=not show_progress) as bar:
         opened = set()
         for item in (predictor.stream(sources, vid_stride=opts.vid_stride, max_frames=opts.max_frames,
+                                      max_pixels=opts.max_pixels,
                                       batch_size=opts.batch_size, errors='yield') if sources else ()):
             if item.video is not None and item.source_index not in opened:
                 opened.add(item.source_index)

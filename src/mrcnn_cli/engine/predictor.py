@@ -17,6 +17,7 @@ from mrcnn_cli.engine.stream import StreamItem, stream_sources
 from mrcnn_cli.engine.timing import no_stage
 from mrcnn_cli.errors import MrcnnError, MrcnnWarning
 from mrcnn_cli.io.files import file_sha256
+from mrcnn_cli.io.images import MAX_PIXELS
 from mrcnn_cli.io.sources import ARRAY, IMAGE, Source, collect_sources, is_video_file
 
 ImageLike = Union[str, Path, np.ndarray]  # noqa: UP007 - a runtime alias, evaluated on Python 3.10 too
@@ -76,9 +77,11 @@ class Predictor:
         """Detections for one image: a path or a BGR uint8 array (as cv2.imread gives)."""
         return self.predict([image])[0]
 
-    def predict(self, images: Sequence[ImageLike], *, batch_size: int = 1) -> list[Detections]:
-        """Detections for each image (paths or BGR arrays), in order; an unreadable image raises
-        MrcnnError.  Decoding overlaps the network (the same pipeline as `stream`)."""
+    def predict(self, images: Sequence[ImageLike], *, batch_size: int = 1,
+                max_pixels: int = MAX_PIXELS) -> list[Detections]:
+        """Detections for each image (paths or BGR arrays), in order; an unreadable image, or one
+        of more than `max_pixels`, raises MrcnnError.  Decoding overlaps the network (the same
+        pipeline as `stream`)."""
         if isinstance(images, (str, Path, np.ndarray)):
             raise TypeError('predict takes a list of images; call the model itself for one image')
         sources = [Source(ARRAY, img, f'array{i}') if isinstance(img, np.ndarray)
@@ -86,23 +89,25 @@ class Predictor:
         if any(s.kind == IMAGE and (s.location.is_dir() or is_video_file(s.location)) for s in sources):
             raise MrcnnError('predict takes image files and arrays, one Detections each; '
                              'use stream() for folders, patterns and videos')
-        return [item.detections for item in stream_sources(self, sources, batch_size=batch_size, errors='raise')]
+        return [item.detections for item in stream_sources(self, sources, batch_size=batch_size, errors='raise',
+                                                            max_pixels=max_pixels)]
 
     def stream(self, source, *, vid_stride: int = 1, max_frames: int | None = None, batch_size: int = 1,
-               errors: str = 'warn') -> Iterator[StreamItem]:
+               errors: str = 'warn', max_pixels: int = MAX_PIXELS) -> Iterator[StreamItem]:
         """One StreamItem per image or frame read, in order, from any source `mrcnn predict`
         takes: image files, folders, glob patterns, videos, camera indexes, stream URLs, arrays
         (or a list of them).  Decoding, the network and the caller's own work overlap (three
         threads, bounded queues).  `vid_stride` runs the model on every Nth video frame,
         `max_frames` stops each video early.  Unreadable inputs: `errors='warn'` (a warning, then
-        skipped), 'raise' (MrcnnError) or 'yield' (an item with `error` set)."""
+        skipped), 'raise' (MrcnnError) or 'yield' (an item with `error` set); images and videos of
+        more than `max_pixels` pixels are such inputs, refused before they are decoded."""
         items = source if isinstance(source, (list, tuple)) else [source]
         if items and all(isinstance(s, Source) for s in items):   # already resolved (the commands)
             sources = list(items)
         else:
             sources, _ = collect_sources(items, warn=_warn_missing)
         return stream_sources(self, sources, vid_stride=vid_stride, max_frames=max_frames,
-                              batch_size=batch_size, errors=errors)
+                              batch_size=batch_size, errors=errors, max_pixels=max_pixels)
 
     def predict_batch(self, images: Iterable[np.ndarray], stage=no_stage) -> list[Detections]:
         """Detections for several BGR arrays; identical to predicting them one by one.

@@ -10,7 +10,7 @@ import numpy as np
 from mrcnn_cli.engine.detections import Detections
 from mrcnn_cli.engine.pipeline import Frame, pipelined
 from mrcnn_cli.errors import MrcnnError, MrcnnWarning
-from mrcnn_cli.io.images import read_image
+from mrcnn_cli.io.images import MAX_PIXELS, check_max_pixels, read_image
 from mrcnn_cli.io.sources import ARRAY, IMAGE, Source
 from mrcnn_cli.io.video import ReadStats, open_capture, read_frames
 
@@ -42,18 +42,19 @@ class StreamItem:
         return self.error is None and self.warning is None
 
 
-def source_frames(sources, vid_stride=1, max_frames=None):
-    """Frames of every Source in order: images decoded, videos read frame by frame."""
+def source_frames(sources, vid_stride=1, max_frames=None, max_pixels=MAX_PIXELS):
+    """Frames of every Source in order: images decoded, videos read frame by frame; anything
+    larger than `max_pixels` is refused before it is decoded."""
     for si, src in enumerate(sources):
         if src.kind == IMAGE:
             try:
-                yield Frame(si, image=read_image(src.location))
+                yield Frame(si, image=read_image(src.location, max_pixels))
             except MrcnnError as e:
                 yield Frame(si, error=str(e))
         elif src.kind == ARRAY:
             yield _array_frame(si, src)
         else:
-            yield from _video_frames(si, src, vid_stride, max_frames)
+            yield from _video_frames(si, src, vid_stride, max_frames, max_pixels)
 
 
 def _array_frame(si, src):
@@ -63,9 +64,9 @@ def _array_frame(si, src):
     return Frame(si, image=img)
 
 
-def _video_frames(si, src, vid_stride, max_frames):
+def _video_frames(si, src, vid_stride, max_frames, max_pixels):
     try:
-        cap, info = open_capture(src.location, src.name)
+        cap, info = open_capture(src.location, src.name, max_pixels)
     except MrcnnError as e:
         yield Frame(si, error=str(e))
         return
@@ -82,11 +83,12 @@ def _video_frames(si, src, vid_stride, max_frames):
 
 
 def stream_sources(predictor, sources: list[Source], *, vid_stride: int = 1, max_frames: int | None = None,
-                   batch_size: int = 1, errors: str = 'warn') -> Iterator[StreamItem]:
+                   batch_size: int = 1, errors: str = 'warn', max_pixels: int = MAX_PIXELS) -> Iterator[StreamItem]:
     """StreamItems for `sources` (see `Predictor.stream`)."""
     if errors not in ERROR_MODES:
         raise ValueError(f'errors must be one of {ERROR_MODES}, not {errors!r}')
-    for frame, det in pipelined(source_frames(sources, vid_stride, max_frames), predictor.predict_prepared,
+    max_pixels = check_max_pixels(max_pixels)
+    for frame, det in pipelined(source_frames(sources, vid_stride, max_frames, max_pixels), predictor.predict_prepared,
                                 batch_size, prepare=predictor.prepare):
         src = sources[frame.source_index]
         item = StreamItem(src.name, src.kind, frame.index, frame.image, det, frame.infer, frame.source_index,

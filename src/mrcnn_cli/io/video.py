@@ -29,21 +29,49 @@ class ReadStats:
     truncated: bool = False
 
 
-def open_capture(src, name=None):
-    """An opened cv2.VideoCapture and its properties, or MrcnnError for something not a video.
-    `name` is what messages call it (a stream URL without its password)."""
+def open_capture(src, name=None, max_pixels=None):
+    """An opened cv2.VideoCapture and its properties, or MrcnnError for something not a video
+    (or with frames of more than `max_pixels`).  `name` is what messages call it (a stream URL
+    without its password)."""
     name = name or src
-    cap = cv2.VideoCapture(int(src)) if str(src).isdigit() else cv2.VideoCapture(str(src))
-    if not cap.isOpened():
-        cap.release()
+    cap = None
+    try:   # the decoder's boundary: whatever OpenCV/FFmpeg raises on this input
+        cap = cv2.VideoCapture(int(src)) if str(src).isdigit() else cv2.VideoCapture(str(src))
+        opened = cap.isOpened()
+        if opened:
+            w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+            fps, frames = cap.get(cv2.CAP_PROP_FPS), cap.get(cv2.CAP_PROP_FRAME_COUNT)
+    except Exception as e:  # noqa: BLE001
+        _release(cap)
+        raise MrcnnError(f'cannot open {name} as a video ({first_line(e)})') from None
+    if not opened:
+        _release(cap)
         raise MrcnnError(f'cannot open {name} as a video')
-    w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-    fps = cap.get(cv2.CAP_PROP_FPS)
-    frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     if w <= 0 or h <= 0:
-        cap.release()
+        _release(cap)
         raise MrcnnError(f'{name}: no video stream')
-    return cap, VideoInfo(w, h, fps if 0 < fps < 1000 else 30.0, max(frames, 0))
+    if max_pixels and w * h > max_pixels:
+        _release(cap)
+        raise MrcnnError(f'{name}: {w}x{h} frames are {w * h / 1e6:.1f} megapixels, more than the limit of '
+                         f'{max_pixels / 1e6:g} (--max-pixels)')
+    frames = int(frames) if 0 < frames < 2 ** 40 else 0    # NaN, negative or absurd: unknown
+    return cap, VideoInfo(w, h, fps if 0 < fps < 1000 else 30.0, frames)
+
+
+def _release(cap):
+    try:
+        if cap is not None:
+            cap.release()
+    except Exception:  # noqa: BLE001 - nothing more to free
+        pass
+
+
+def _read(cap):
+    """(ok, image) of the next frame; a decoder exception is a failed read."""
+    try:
+        return cap.read()
+    except Exception:  # noqa: BLE001 - the decoder's boundary
+        return False, None
 
 
 def read_frames(cap, info, stats, max_frames=None):
@@ -52,7 +80,7 @@ def read_frames(cap, info, stats, max_frames=None):
     index, failures = 0, 0
     try:
         while max_frames is None or index < max_frames:
-            ok, img = cap.read()
+            ok, img = _read(cap)
             if not ok or img is None:
                 failures += 1
                 if failures >= MAX_CONSECUTIVE_FAILURES or not info.frames or index >= info.frames:
@@ -67,7 +95,7 @@ def read_frames(cap, info, stats, max_frames=None):
         if info.frames and stats.read + stats.skipped < min(info.frames, max_frames or info.frames):
             stats.truncated = True
     finally:
-        cap.release()
+        _release(cap)
 
 
 CODECS = ('h264', 'vp9', 'mp4v')
