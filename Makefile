@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SHARED ?= ../shared
 
-.PHONY: setup lint test demo bench clean
+.PHONY: setup lint test demo bench fuzz clean
 
 $(BIN)/mrcnn: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -20,6 +20,12 @@ lint: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# Mutation fuzzing of every input kind (images, videos, checkpoints, ONNX, COCO JSON) through the CLI's
+# code paths; CI runs a short round in the tests.  FUZZ_CASES per kind; any case replays by its number.
+FUZZ_CASES ?= 10000
+fuzz: setup
+	$(BIN)/python tests/fuzzing.py --cases $(FUZZ_CASES)
 
 # Set up if needed, download the default R-50 model on first use, predict on the bundled demo photo.
 demo: setup

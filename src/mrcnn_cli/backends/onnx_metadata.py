@@ -2,7 +2,7 @@
 import json
 from pathlib import Path
 
-from mrcnn_cli.errors import MrcnnError
+from mrcnn_cli.errors import MrcnnError, first_line
 from mrcnn_cli.model.spec import ModelSpec, Normalization
 from mrcnn_cli.version import __version__
 
@@ -37,5 +37,5 @@ def parse_metadata(meta, path):
                          num_classes=int(meta['num_classes']), norm=norm)
         palette = tuple(tuple(int(c) for c in p) for p in json.loads(meta['palette'])) if 'palette' in meta else None
         return spec, tuple(json.loads(meta['classes'])), palette
-    except (KeyError, ValueError, TypeError) as e:
-        raise MrcnnError(f'{path}: not an mrcnn ONNX export (metadata {e} missing or invalid)') from None
+    except (KeyError, ValueError, TypeError, RecursionError) as e:
+        raise MrcnnError(f'{path}: not an mrcnn ONNX export (metadata {first_line(e)} missing or invalid)') from None

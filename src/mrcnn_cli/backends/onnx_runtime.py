@@ -63,7 +63,10 @@ class OnnxPredictor(Predictor):
             if not os.path.exists(path):
                 raise MrcnnError(f'ONNX file not found: {path}') from None
             raise MrcnnError(f'{path}: cannot load the ONNX model ({first_line(e)})') from None
-        meta = self.session.get_modelmeta().custom_metadata_map
+        try:
+            meta = self.session.get_modelmeta().custom_metadata_map
+        except Exception as e:  # noqa: BLE001 - e.g. metadata that is not UTF-8
+            raise MrcnnError(f'{path}: not an mrcnn ONNX export (unreadable metadata: {first_line(e)})') from None
         spec, classes, palette = parse_metadata(meta, path)
         super().__init__(spec, classes, dev, str(path), meta.get('precision', 'fp32'), palette, scale)
         self.metadata = meta

@@ -1,4 +1,5 @@
 """The `mrcnn` command line: parses options and calls the library, nothing more."""
+import os
 import signal
 import sys
 import warnings
@@ -207,8 +208,6 @@ def merge(out_dir):
               help='Image for the onnxruntime-vs-PyTorch check (default: the bundled demo photo).')
 def export(onnx_path, model_name, weights, style, device, weights_dir, opset, fp16, check_image):
     """Export one ONNX file (standard operators, dynamic size) and check it against PyTorch."""
-    import os
-
     from mrcnn_cli.api import load
     from mrcnn_cli.backends.onnx_export import DEMO_IMAGE, export_onnx
     from mrcnn_cli.engine.compare import agreement
@@ -390,7 +389,6 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 def _error_prefix():
     """'error: ', or 'error: rank R: ' in a torchrun worker, so that a failed job names the rank."""
-    import os
     if int(os.environ.get('WORLD_SIZE', '1')) > 1 and 'RANK' in os.environ:
         return f'error: rank {os.environ["RANK"]}: '
     return 'error: '
@@ -402,6 +400,9 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM finishes outputs as Ctrl-C does
     if not debug:   # the program's own choice: every warning is one `warning:` line
         warnings.showwarning = _show_warning
+        # ... and OpenCV's and FFmpeg's own stderr lines go: mrcnn says in one line what failed
+        os.environ.setdefault('OPENCV_LOG_LEVEL', 'SILENT')
+        os.environ.setdefault('OPENCV_FFMPEG_LOGLEVEL', '-8')   # AV_LOG_QUIET
     try:
         cli.main(args=argv, prog_name='mrcnn', standalone_mode=False)
     except MrcnnError as e:

@@ -96,9 +96,11 @@ def run_inference(predictor, gt, images_dir, partial_path, image_ids, resume=Fal
     return run
 
 
-def load_results(patterns):
+def load_results(patterns, gt=None):
     """Results entries from files (globs allowed), split by kind: entries with segmentation
-    serve segm (and bbox, when no bbox-only file is given); bbox-only files serve bbox."""
+    serve segm (and bbox, when no bbox-only file is given); bbox-only files serve bbox.  Every
+    entry is checked (on the ground truth's image sizes, when given)."""
+    sizes = {i: (im['height'], im['width']) for i, im in gt.imgs.items()} if gt is not None else None
     files = []
     for pattern in patterns:
         matched = sorted(glob.glob(str(pattern))) if glob.has_magic(str(pattern)) else [str(pattern)]
@@ -111,7 +113,7 @@ def load_results(patterns):
         if not isinstance(entries, list) or not all(isinstance(e, dict) and 'image_id' in e and 'category_id' in e
                                                     and 'score' in e for e in entries):
             raise MrcnnError(f'{f}: not a COCO results file (a list of {{image_id, category_id, score, ...}})')
-        check_result_entries(entries, f)
+        check_result_entries(entries, f, sizes)
         (segm if entries and all('segmentation' in e for e in entries) else bbox).extend(entries)
     return {'segm': segm, 'bbox': bbox or [dict(e) for e in segm]}
 
@@ -239,7 +241,7 @@ def summarise_missing(missing, total):
 def eval_results_files(ann, patterns, out_dir, model_name=None):
     """COCOeval of existing results files; metrics.json written to `out_dir`.  (evaluation, path)"""
     gt = load_ground_truth(ann)
-    evaluation = evaluate(gt, load_results(patterns))
+    evaluation = evaluate(gt, load_results(patterns, gt))
     path = Path(out_dir) / 'metrics.json'
     write_json(path, metrics_record(evaluation, {'results_files': [str(p) for p in patterns], 'model': model_name,
                                                  'published': published(model_name)}))

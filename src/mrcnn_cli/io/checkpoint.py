@@ -88,6 +88,9 @@ def numpy_globals():
     return out
 
 
+GLOBAL_NAME = re.compile(r'[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*')
+
+
 def _placeholder_class(name):
     return type(name.rsplit('.', 1)[-1], (Placeholder,), {'global_name': name, '__module__': __name__})
 
@@ -105,6 +108,9 @@ def load_checkpoint(path):
     dangerous = sorted(g for g in unknown if reaches_system(g))
     if dangerous:
         raise MrcnnError(f'refused to load {path}: it contains objects that could run code ({", ".join(dangerous)})')
+    damaged = sorted(g for g in unknown if not GLOBAL_NAME.fullmatch(g))
+    if damaged:   # not a name any Python object has: bytes changed in transit
+        raise MrcnnError(f'{path}: not a valid or complete checkpoint (damaged object name {damaged[0]!r})')
     placeholders = [(_placeholder_class(g), g) for g in sorted(unknown)]
     try:
         with _LOAD_LOCK, torch.serialization.safe_globals(numpy_globals() + placeholders):
@@ -127,10 +133,17 @@ def _check_file_kind(path):
         raise MrcnnError(f'{path} is a JSON document, not a checkpoint (a failed download?)')
     if not head:
         raise MrcnnError(f'{path}: not a valid or complete checkpoint (empty file)')
-    if head.startswith(b'PK\x03\x04') and not zipfile.is_zipfile(path):
+    if head.startswith(b'PK\x03\x04') and not _is_zipfile(path):
         raise MrcnnError(f'{path}: not a valid or complete checkpoint (a truncated or damaged zip archive)')
     if not head.startswith((b'PK\x03\x04', b'\x80')):
         raise MrcnnError(f'{path}: not a valid or complete checkpoint (neither a PyTorch zip archive nor a pickle)')
+
+
+def _is_zipfile(path):
+    try:
+        return zipfile.is_zipfile(path)
+    except Exception:  # noqa: BLE001 - zipfile raises more than it documents on damaged archives
+        return False
 
 
 def _unknown_globals(path):

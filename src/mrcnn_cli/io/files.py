@@ -6,7 +6,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from mrcnn_cli.errors import MrcnnError
+from mrcnn_cli.errors import MrcnnError, first_line
 
 
 def cannot_write(path, exc):
@@ -69,6 +69,12 @@ def read_json(path, what):
         raise MrcnnError(f'{what} not found: {path}') from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise MrcnnError(f'{path}: not valid JSON ({e})') from None
+    except RecursionError:
+        raise MrcnnError(f'{path}: not valid JSON (nested too deeply)') from None
+    except ValueError as e:   # e.g. an integer of more digits than Python converts
+        raise MrcnnError(f'{path}: not valid JSON ({first_line(e)})') from None
+    except OSError as e:
+        raise MrcnnError(f'cannot read {path}: {e.strerror or e}') from None
 
 
 def file_sha256(path, chunk=1 << 20):

@@ -5,6 +5,7 @@ PNG, JPEG, WebP, GIF, BMP and TIFF; None for other formats or a header that cann
 (the decoder then finds out for itself)."""
 import struct
 
+PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 MAX_JPEG_SEGMENTS = 4096     # a header that never reaches a frame marker is not worth scanning on
 
@@ -17,12 +18,12 @@ def declared_size(path):
             if head.startswith(b'\xff\xd8'):
                 return _jpeg_size(f)
             return _fixed_header_size(head, f)
-        except (struct.error, ValueError):
+        except (struct.error, ValueError, IndexError):   # a header cut short or nonsensical
             return None
 
 
 def _fixed_header_size(head, f):
-    if head.startswith(b'\x89PNG\r\n\x1a\n') and head[12:16] == b'IHDR':
+    if head.startswith(PNG_SIGNATURE) and head[12:16] == b'IHDR':
         return struct.unpack('>II', head[16:24])
     if head[:6] in (b'GIF87a', b'GIF89a'):
         return struct.unpack('<HH', head[6:10])
@@ -85,3 +86,18 @@ def _tiff_size(order, f):
         if tag in (256, 257):             # ImageWidth, ImageLength: SHORT or LONG
             size[tag] = struct.unpack(end + ('H' if kind == 3 else 'I'), value[:2 if kind == 3 else 4])[0]
     return (size[256], size[257]) if len(size) == 2 else None
+
+
+def png_damage(data):
+    """Why a PNG's chunk structure is broken (a chunk longer than the file, as a bit flip in a
+    length field makes it), or None.  OpenCV's reader can spend a long time on such a file
+    before it gives up; this is found in microseconds."""
+    at = 8
+    while at + 8 <= len(data):
+        length, kind = struct.unpack('>I4s', bytes(data[at:at + 8]))
+        if length >= 1 << 31 or at + 12 + length > len(data):
+            return f'its {kind.decode("latin-1")!r} chunk runs past the end of the file (truncated or damaged)'
+        if kind == b'IEND':
+            return None
+        at += 12 + length
+    return 'it ends before its IEND chunk (truncated)'

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 
 from mrcnn_cli.errors import MrcnnError, first_line
-from mrcnn_cli.io.image_header import declared_size
+from mrcnn_cli.io.image_header import PNG_SIGNATURE, declared_size, png_damage
 
 # 200 megapixels (600 MB decoded) by default; OpenCV itself refuses more than 2**30.
 MAX_PIXELS = 200_000_000
@@ -34,6 +34,9 @@ def read_image(path, max_pixels=MAX_PIXELS):
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as e:
         raise MrcnnError(f'cannot read {path}: {e.strerror or e}') from None
+    damage = png_damage(data) if data[:8].tobytes() == PNG_SIGNATURE else None
+    if damage:
+        raise MrcnnError(f'{path}: not a readable image ({damage})')
     try:
         img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     except Exception as e:  # noqa: BLE001 - the decoder's boundary: whatever OpenCV raises on this file
