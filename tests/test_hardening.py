@@ -158,3 +158,19 @@ def test_bad_annotation_files_are_one_error_naming_the_first_entry(gt, tmp_path,
     proc = mrcnn_here('eval', 'coco', '--ann', ann, '--results', res, '--out', tmp_path / 'out')
     ids = [im['id'] for im in gt['images']]
     assert_one_error_line(proc, message.replace('{0}', str(ids[0])).replace('{1}', str(ids[1])))
+
+
+def test_a_stream_that_changes_resolution_keeps_one_playable_video(tmp_path):
+    from mrcnn_cli.io.video import VideoSink
+    sink = VideoSink(tmp_path / 'a.mp4', 10, (64, 48))
+    for k in range(4):
+        sink.write(np.full((48, 64, 3) if k < 2 else (120, 90, 3), 60 * k, np.uint8))
+    sink.close()
+    cap = cv2.VideoCapture(str(tmp_path / 'a.mp4'))
+    shapes = []
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        shapes.append(img.shape)
+    assert shapes == [(48, 64, 3)] * 4 and [p.name for p in tmp_path.iterdir()] == ['a.mp4']

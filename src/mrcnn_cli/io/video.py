@@ -159,30 +159,51 @@ class VideoSink:
                                else {'crf': '32', 'b': '0', 'deadline': 'realtime', 'cpu-used': '8'})
 
     def write(self, img):
-        if self.container is None:
-            self.writer.write(img)
-        else:
-            import av
-            w, h = self.size
-            if w % 2 or h % 2:
-                img = cv2.copyMakeBorder(img, 0, h % 2, 0, w % 2, cv2.BORDER_REPLICATE)
-            frame = av.VideoFrame.from_ndarray(img, format='bgr24')
-            frame.pts = self.frames
-            for packet in self.stream.encode(frame):
-                self.container.mux(packet)
+        w, h = self.size
+        if img.shape[:2] != (h, w):   # a stream that changed its resolution: the video keeps its first
+            img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+        try:   # the encoder's boundary: a full disk or an FFmpeg error is one line naming the file
+            if self.container is None:
+                self.writer.write(img)
+            else:
+                import av
+                if w % 2 or h % 2:
+                    img = cv2.copyMakeBorder(img, 0, h % 2, 0, w % 2, cv2.BORDER_REPLICATE)
+                frame = av.VideoFrame.from_ndarray(img, format='bgr24')
+                frame.pts = self.frames
+                for packet in self.stream.encode(frame):
+                    self.container.mux(packet)
+        except Exception as e:  # noqa: BLE001
+            self._discard()
+            raise MrcnnError(f'cannot write video {self.path} ({first_line(e)})') from None
         self.frames += 1
 
     def close(self):
-        if self.container is None:
-            self.writer.release()
-        else:
-            for packet in self.stream.encode():
-                self.container.mux(packet)
-            self.container.close()
-        if self.frames:
-            os.replace(self.tmp, self.path)
-        elif self.tmp.exists():
+        try:
+            if self.container is None:
+                self.writer.release()
+            else:
+                for packet in self.stream.encode():
+                    self.container.mux(packet)
+                self.container.close()
+            if self.frames:
+                os.replace(self.tmp, self.path)
+        except Exception as e:  # noqa: BLE001 - as in write
+            self._discard()
+            raise MrcnnError(f'cannot write video {self.path} ({first_line(e)})') from None
+        if self.tmp.exists():
             self.tmp.unlink()
+
+    def _discard(self):
+        """Drop the unfinished file (an encoder that failed does not make a playable one)."""
+        try:
+            if self.container is None:
+                self.writer.release()
+            else:
+                self.container.close()
+        except Exception:  # noqa: BLE001 - it is being thrown away
+            pass
+        self.tmp.unlink(missing_ok=True)
 
 
 def display_available():
