@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SHARED ?= ../shared
 
-.PHONY: setup lint test demo bench fuzz clean
+.PHONY: setup lint test demo bench fuzz gpu-check clean
 
 $(BIN)/mrcnn: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -15,7 +15,7 @@ setup: $(BIN)/mrcnn
 
 # ruff, and import-linter's contract that imports only go down the layers (pyproject.toml)
 lint: setup
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests tools
 	$(BIN)/lint-imports
 
 test: setup
@@ -27,12 +27,17 @@ FUZZ_CASES ?= 10000
 fuzz: setup
 	$(BIN)/python tests/fuzzing.py --cases $(FUZZ_CASES)
 
+# Every CUDA path (the GPU tests, then bench rows for torch FP32/FP16/compile, onnxruntime CUDA/TensorRT and
+# torchvision) with a report in runs/gpu-check/; on a machine without a GPU it says so and exits 0.
+gpu-check: setup
+	$(BIN)/python tools/gpu_check.py
+
 # Set up if needed, download the default R-50 model on first use, predict on the bundled demo photo.
 demo: setup
 	$(BIN)/mrcnn predict src/mrcnn_cli/data/demo.jpg --model mask-rcnn_r50_fpn_1x_coco --out runs/demo
 
 # CPU benchmark with a synthetic R-50 checkpoint (real key layout, made by ../shared's generator):
-# torch FP32, torch BF16, onnxruntime and torchvision with the same weights, in one run.
+# torch FP32, torch BF16, onnxruntime, OpenVINO FP32 and BF16, and torchvision with the same weights, in one run.
 BENCH_N ?= 20
 BENCH_IMAGES ?= $(SHARED)/data/coco_mini_val2017/val2017
 weights/synthetic_r50.pth: | setup
@@ -40,12 +45,12 @@ weights/synthetic_r50.pth: | setup
 
 # re-exported when the weights or the model code change
 runs/bench/r50.onnx: weights/synthetic_r50.pth $(wildcard src/mrcnn_cli/*.py src/mrcnn_cli/*/*.py)
-	$(BIN)/mrcnn export --onnx $@ --weights weights/synthetic_r50.pth
+	$(BIN)/mrcnn export --onnx $@ --weights weights/synthetic_r50.pth --style pytorch
 
 bench: runs/bench/r50.onnx
-	$(BIN)/mrcnn bench --fps --weights weights/synthetic_r50.pth --backend all --onnx runs/bench/r50.onnx \
+	$(BIN)/mrcnn bench --fps --weights weights/synthetic_r50.pth --style pytorch --backend all --onnx runs/bench/r50.onnx \
 		--images $(BENCH_IMAGES) --n $(BENCH_N) --compare torchvision --json runs/bench/fp32.json
-	$(BIN)/mrcnn bench --fps --weights weights/synthetic_r50.pth --bf16 \
+	$(BIN)/mrcnn bench --fps --weights weights/synthetic_r50.pth --style pytorch --bf16 \
 		--images $(BENCH_IMAGES) --n $(BENCH_N) --json runs/bench/bf16.json
 
 clean:

@@ -3,6 +3,8 @@ import json
 
 import pytest
 
+from mrcnn_cli.errors import MrcnnError
+
 from conftest import COCO_IMAGES
 from helpers import FAST, mrcnn, mrcnn_here
 
@@ -81,3 +83,21 @@ def test_replayed_network_gives_the_recorded_detections(torch_predictor):
         for a, b in zip(real, replayed):
             assert (a.boxes == b.boxes).all() and (a.scores == b.scores).all() and (a.masks == b.masks).all()
         restart()
+
+
+def test_bench_rows_apply_each_option_or_say_why_not():
+    from mrcnn_cli.backends.openvino import openvino_available
+    from mrcnn_cli.commands.bench import bench_rows
+    said = []
+    rows = bench_rows('all', 'bf16', compile_model=True, batch_size=4, warn=said.append)
+    assert rows[:2] == [('torch', 'bf16'), ('onnx', 'fp32')]
+    assert rows[2:] == ([('openvino', 'fp32'), ('openvino', 'bf16')] if openvino_available() else [])
+    assert '--bf16 and --compile apply to the torch row only' in said[-2] and '--batch-size' in said[-1]
+    assert all(line.startswith('warning: ') for line in said)
+    assert bench_rows('onnx', ort_provider='cuda', warn=said.append) == [('onnx', 'fp32')]
+    assert bench_rows('openvino', 'bf16', warn=said.append) == [('openvino', 'bf16')]
+    for kwargs, message in (({'backend': 'onnx', 'precision': 'bf16'}, '--bf16 does not apply to onnxruntime'),
+                            ({'backend': 'openvino', 'compile_model': True}, '--compile applies to the torch'),
+                            ({'backend': 'torch', 'ort_provider': 'cuda'}, '--ort-provider applies to --backend onnx')):
+        with pytest.raises(MrcnnError, match=message):
+            bench_rows(**kwargs)

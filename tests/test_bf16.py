@@ -34,9 +34,9 @@ def bf16_predictor(checkpoint):
     return load(weights=checkpoint('r50'), style='pytorch', device='cpu', precision='bf16')
 
 
-def fp32_stage_inputs(model, img):
+def fp32_stage_inputs(model, img, device='cpu'):
     """The FP32 model's padded batch, features (as the RoI heads take them) and proposals."""
-    p = prepare(img, model.spec.norm, torch.device('cpu'))
+    p = prepare(img, model.spec.norm, torch.device(device))
     batch = pad_batch([p.tensor])
     with torch.inference_mode():
         feats = model.neck(model.backbone(batch.contiguous(memory_format=model.input_format)))
@@ -47,7 +47,7 @@ def fp32_stage_inputs(model, img):
 
 def heads_detections(model, feats, proposals, p, amp_dtype=None):
     with torch.inference_mode():
-        (out,) = model.roi_head(feats, proposals, [p.img_shape], autocast('cpu', amp_dtype))
+        (out,) = model.roi_head(feats, proposals, [p.img_shape], autocast(feats[0].device.type, amp_dtype))
     return to_detections(out, p.scale_factor, p.ori_shape, COCO_CLASSES)
 
 

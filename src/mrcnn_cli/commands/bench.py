@@ -248,10 +248,40 @@ def _torchvision_row(model_args, device, images, n, warmup, batch_size, progress
     return measure('torchvision', 'fp32', device, peer.predict_batch, images, n, warmup, batch_size, progress)
 
 
+def bench_rows(backend, precision='fp32', compile_model=False, ort_provider=None, batch_size=1, warn=print):
+    """The (backend, precision) rows `mrcnn bench --backend` times.  An option that does not apply
+    to a row is refused (one backend) or said in one warning line (--backend all), never ignored."""
+    from mrcnn_cli.backends.openvino import openvino_available
+    if backend != 'all':
+        if precision != 'fp32' and backend == 'onnx':
+            raise MrcnnError(f'--{precision} does not apply to onnxruntime (it runs the file as exported: '
+                             '`mrcnn export --fp16` for FP16); try --backend openvino')
+        if compile_model and backend != 'torch':
+            raise MrcnnError(f'--compile applies to the torch backend, not {backend}')
+        if ort_provider and backend != 'onnx':
+            raise MrcnnError(f'--ort-provider applies to --backend onnx, not {backend}')
+        rows = [(backend, precision)]
+    else:
+        rows = [('torch', precision), ('onnx', 'fp32')]
+        if openvino_available():
+            rows += [('openvino', 'fp32'), ('openvino', 'bf16')]
+        else:
+            warn("warning: no OpenVINO rows: the openvino package is not installed (pip install "
+                 "'mrcnn-cli[openvino]')")
+        if precision != 'fp32' or compile_model:
+            flags = ' and '.join(f for f, on in ((f'--{precision}', precision != 'fp32'),
+                                                 ('--compile', compile_model)) if on)
+            warn(f'warning: {flags} apply to the torch row only; the onnx and openvino rows keep their own precisions')
+    if batch_size > 1 and any(b != 'torch' for b, _ in rows):
+        warn('warning: the ONNX graph takes one image per call: --batch-size applies to the torch row only')
+    return rows
+
+
 def run_bench(make_predictor, backends, images, decode_ms, n, warmup, batch_size, device, compare=None,
               progress=True, peer_model_args=None, scale=(1333, 800), pipeline=None):
-    """Benchmark each backend (`make_predictor(backend)`) in this process on the same images (and
-    first, with `peer_model_args` for its weights, the torchvision peer in a process of its own)."""
+    """Benchmark each (backend, precision) row (`make_predictor(backend, precision)`) in this
+    process on the same images (and first, with `peer_model_args` for its weights, the
+    torchvision peer in a process of its own)."""
     report = BenchReport(METHOD, machine_info(device), decode_ms,
                          sorted({tuple(int(v) for v in img.shape[:2]) for img in images}))
     peer_row = None
@@ -262,12 +292,12 @@ def run_bench(make_predictor, backends, images, decode_ms, n, warmup, batch_size
         release_freed_memory()
         peer_row = measure_torchvision_peer(peer_model_args, device, images, n, warmup, batch_size, progress,
                                             scale)
-    for backend in backends:
-        predictor = make_predictor(backend)
+    for backend, precision in backends:
+        predictor = make_predictor(backend, precision)
         compiled = getattr(predictor, 'compiled', False)
         row = measure(backend, predictor.precision, predictor.device, predictor.predict_batch, images, n,
-                      warmup, batch_size, progress, warm_every_batch=compiled)
-        row.device = getattr(predictor, 'providers', [row.device])[0]  # onnx: the provider in use
+                      warmup, batch_size if backend == 'torch' else 1, progress, warm_every_batch=compiled)
+        row.device = getattr(predictor, 'providers', [getattr(predictor, 'ov_device', row.device)])[0]
         if compiled:
             row.precision += '+compile'
         report.rows.append(row)

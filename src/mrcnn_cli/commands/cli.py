@@ -63,8 +63,9 @@ def backend_options(f):
     f = click.option('--ort-provider', type=click.Choice(['cuda', 'tensorrt', 'cpu']), default=None,
                      help='onnxruntime provider (default: CUDA with a GPU, else CPU).')(f)
     f = click.option('--onnx', 'onnx_path', type=click.Path(dir_okay=False), default=None,
-                     help='An ONNX file from `mrcnn export` (for --backend onnx).')(f)
-    f = click.option('--backend', type=click.Choice(['torch', 'onnx']), default='torch', show_default=True)(f)
+                     help='An ONNX file from `mrcnn export` (for --backend onnx or openvino).')(f)
+    f = click.option('--backend', type=click.Choice(['torch', 'onnx', 'openvino']), default='torch', show_default=True,
+                     help='torch (the checkpoint), onnx (onnxruntime) or openvino, both on an --onnx file.')(f)
     return f
 
 
@@ -108,6 +109,9 @@ def load_model(model_name, weights, onnx_path, backend, style, device, weights_d
                      ort_provider=ort_provider, scale=scale)
     if predictor.device.type == 'cpu':
         tune_cpu_allocator()
+    elif compile_model:   # CUDA graphs replay fixed sizes: let cuDNN pick its fastest kernels once per size
+        import torch
+        torch.backends.cudnn.benchmark = True
     if announce:
         click.echo(f'model: {predictor.describe()}', err=True)
     return predictor
@@ -165,6 +169,9 @@ def predict(sources, model_name, weights, style, device, weights_dir, backend, o
     rank = (distributed_context() or (0,))[0]
     predictor = load_model(model_name, weights, onnx_path, backend, style, torchrun_device(device), weights_dir,
                            fp16, bf16, compile_model, ort_provider, announce=rank == 0, scale=scale)
+    if batch_size > 1 and predictor.name != 'torch':
+        warn(f'warning: the ONNX graph takes one image per call: --batch-size {batch_size} changes nothing '
+             f'with --backend {backend}')
     draw = {'line_width': line_width, 'mask_alpha': mask_alpha, 'labels': not hide_labels, 'conf': not hide_conf,
             'boxes': not hide_boxes, 'masks': not hide_masks}
     opts = PredictOptions(out_dir, score_thr, not no_vis, parse_class_filter(class_names, predictor.classes),
@@ -295,16 +302,21 @@ def _print_evaluation(evaluation, published, classwise=False):
 
 
 @cli.command()
-@click.option('--fps', is_flag=True, help='Measure throughput and latency (the default and only mode).')
+@click.option('--fps', is_flag=True, help='Throughput and latency: what bench always measures (kept for scripts).')
 @model_options
-@click.option('--backend', type=click.Choice(['torch', 'onnx', 'all']), default='torch', show_default=True)
-@click.option('--onnx', 'onnx_path', type=click.Path(dir_okay=False), default=None)
+@click.option('--backend', type=click.Choice(['torch', 'onnx', 'openvino', 'all']), default='torch', show_default=True,
+              help='all: torch, onnxruntime and (when installed) OpenVINO FP32 and BF16 rows, on --onnx FILE.')
+@click.option('--onnx', 'onnx_path', type=click.Path(dir_okay=False), default=None,
+              help='An ONNX file from `mrcnn export`, for the onnx and openvino rows.')
+@click.option('--ort-provider', type=click.Choice(['cuda', 'tensorrt', 'cpu']), default=None,
+              help='onnxruntime provider of the onnx rows (default: CUDA with a GPU, else CPU).')
 @precision_options
 @click.option('--images', 'images_dir', type=click.Path(file_okay=False, exists=True), default=None,
               help='Folder of images to cycle through (default: the bundled demo photo).')
 @click.option('--n', 'count', type=click.IntRange(1), default=200, show_default=True, help='Timed images.')
 @click.option('--warmup', type=click.IntRange(0), default=5, show_default=True, help='Untimed batches first.')
-@click.option('--batch-size', type=click.IntRange(1), default=1, show_default=True)
+@click.option('--batch-size', type=click.IntRange(1), default=1, show_default=True,
+              help='Images per call of the torch rows (an ONNX graph takes one image per call).')
 @click.option('--compare', type=click.Choice(['torchvision']), default=None,
               help="Also time torchvision's maskrcnn_resnet50_fpn with the same weights.")
 @click.option('--json', 'json_path', type=click.Path(dir_okay=False), default=None, help='Write the report here.')
@@ -314,26 +326,30 @@ def _print_evaluation(evaluation, published, classwise=False):
               help='With --pipeline: the network replays outputs recorded in a first pass (the CPU side alone).')
 @click.option('--no-vis', is_flag=True, help='With --pipeline: no pictures, JSON only.')
 @scale_option
-def bench(fps, model_name, weights, style, device, weights_dir, backend, onnx_path, fp16, bf16, compile_model,
-          images_dir, count, warmup, batch_size, compare, json_path, pipeline, replay, no_vis, scale):
+def bench(fps, model_name, weights, style, device, weights_dir, backend, onnx_path, ort_provider, fp16, bf16,
+          compile_model, images_dir, count, warmup, batch_size, compare, json_path, pipeline, replay, no_vis, scale):
     """Speed: fps, latency percentiles, peak memory and a per-stage breakdown, per backend."""
     from mrcnn_cli.commands import bench as bench_lib
     from mrcnn_cli.engine.predictor import resolve_device
     from mrcnn_cli.io.files import write_json
-    dev = str(resolve_device(device))
-    backends = ['torch', 'onnx'] if backend == 'all' else [backend]
+    precision = precision_of(fp16, bf16)
+    rows = bench_lib.bench_rows(backend, precision, compile_model, ort_provider, batch_size, warn=warn)
+    dev = str(resolve_device(device)) if any(b != 'openvino' for b, _ in rows) else 'cpu'
     # only the images the timed batches use (they cycle from the first)
     images, decode_ms = bench_lib.load_images(images_dir, limit=min(64, -(-count // batch_size) * batch_size))
 
-    def make(row_backend):
-        return load_model(model_name, weights, onnx_path, row_backend, style, dev, weights_dir,
-                          fp16 and row_backend == 'torch', bf16 and row_backend == 'torch',
-                          compile_model and row_backend == 'torch', announce=False, scale=scale)
+    ov_row_device = device if device in ('auto', 'cpu', 'gpu', 'npu') else 'cpu'   # CUDA is not OpenVINO's
+
+    def make(row_backend, row_precision):
+        return load_model(model_name, weights, onnx_path, row_backend, style,
+                          ov_row_device if row_backend == 'openvino' else dev, weights_dir,
+                          row_precision == 'fp16', row_precision == 'bf16', compile_model and row_backend == 'torch',
+                          ort_provider if row_backend == 'onnx' else None, announce=False, scale=scale)
 
     if (replay or no_vis) and not pipeline:
         raise click.UsageError('--replay and --no-vis go with --pipeline')
     paths = bench_lib.image_paths(images_dir, limit=min(64, count))
-    report = bench_lib.run_bench(make, backends, images, decode_ms, count, warmup, batch_size, dev, compare,
+    report = bench_lib.run_bench(make, rows, images, decode_ms, count, warmup, batch_size, dev, compare,
                                  peer_model_args=(model_name, weights, style, weights_dir), scale=scale,
                                  pipeline={'paths': paths, 'vis': not no_vis, 'replay': replay} if pipeline else None)
     click.echo(f'method: {report.method}')

@@ -39,7 +39,10 @@ def normalize(img, norm, device='cpu', out=None):
     """HxWx3 BGR uint8 -> 3xHxW float32: channel order, then (x - mean) / std, as DetDataPreprocessor.
     `out` (3xHxW float32, e.g. a view of a padded tensor) receives the result in place: the same
     float operations, without the temporaries."""
-    x = torch.from_numpy(np.ascontiguousarray(img)).to(device).permute(2, 0, 1)
+    x = torch.from_numpy(np.ascontiguousarray(img))
+    if torch.device(device).type == 'cuda':   # uint8 up from pinned memory: a quarter of the bytes, async
+        x = x.pin_memory().to(device, non_blocking=True)
+    x = x.permute(2, 0, 1)
     if norm.to_rgb:
         x = x.flip(0)
     if out is None:

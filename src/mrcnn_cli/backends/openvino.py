@@ -1,0 +1,116 @@
+"""OpenVINO backend: the same ONNX file `mrcnn export` writes, compiled by OpenVINO (Intel CPUs,
+GPUs and NPUs; BF16 on CPUs that have it), behind the same Predictor interface."""
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mrcnn_cli.backends.onnx_metadata import parse_metadata
+from mrcnn_cli.engine.predictor import Predictor
+from mrcnn_cli.engine.preprocess import TEST_SCALE
+from mrcnn_cli.engine.timing import no_stage
+from mrcnn_cli.errors import MrcnnError, first_line
+from mrcnn_cli.model.roi_heads import NetworkOutput
+
+DEVICES = {'auto': 'AUTO', 'cpu': 'CPU', 'gpu': 'GPU', 'npu': 'NPU'}
+HINTS = {'fp32': 'f32', 'bf16': 'bf16', 'fp16': 'f16'}
+INSTALL = "the OpenVINO backend needs the openvino package: pip install 'mrcnn-cli[openvino]'"
+
+
+def openvino_available():
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def default_cache_dir():
+    return Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'mrcnn' / 'openvino'
+
+
+def ov_device(device):
+    """--device auto|cpu|gpu|npu (or OpenVINO's own names, e.g. GPU.1) -> OpenVINO's name."""
+    name = str(device or 'cpu')
+    if name.lower() in DEVICES:
+        return DEVICES[name.lower()]
+    if name.split('.')[0] in DEVICES.values():
+        return name
+    raise MrcnnError(f'--device {name} is not an OpenVINO device (use cpu, gpu, npu or auto)')
+
+
+def compile_config(target, precision='fp32', threads=None):
+    """compile_model's settings: --fp32/--bf16/--fp16 as the inference precision hint, one request
+    at a time (latency), all cores of a CPU."""
+    config = {'INFERENCE_PRECISION_HINT': HINTS[precision], 'PERFORMANCE_HINT': 'LATENCY'}
+    if target == 'CPU':
+        config['INFERENCE_NUM_THREADS'] = threads or os.cpu_count() or 1
+    return config
+
+
+def check_precision(core, target, precision):
+    """--bf16/--fp16 only where the device computes in it (OpenVINO would quietly run FP32)."""
+    if precision == 'fp32' or target == 'AUTO':
+        return
+    try:
+        caps = core.get_property(target, 'OPTIMIZATION_CAPABILITIES')
+    except Exception:  # noqa: BLE001 - a device OpenVINO does not have: compile_model says so
+        return
+    if precision.upper() not in caps:
+        raise MrcnnError(f'--{precision} needs {precision.upper()} support on OpenVINO {target} '
+                         f'(it has {", ".join(caps)})')
+
+
+class OpenVinoPredictor(Predictor):
+    name = 'openvino'
+
+    def __init__(self, path, device='cpu', precision='fp32', threads=None, cache_dir=None, scale=TEST_SCALE):
+        try:
+            import openvino as ov
+        except ImportError:
+            raise MrcnnError(INSTALL) from None
+        target = ov_device(device)
+        core = ov.Core()
+        if not os.path.exists(path):
+            raise MrcnnError(f'ONNX file not found: {path}')
+        try:   # the reader's boundary: whatever OpenVINO raises on this file
+            model = core.read_model(str(path))
+            framework = model.get_rt_info()['framework'] if model.has_rt_info(['framework']) else {}
+            meta = {k: v.astype(str) for k, v in framework.items()}
+        except Exception as e:  # noqa: BLE001
+            raise MrcnnError(f'{path}: cannot load the ONNX model in OpenVINO ({first_line(e)})') from None
+        spec, classes, palette = parse_metadata(meta, path)
+        check_precision(core, target, precision)
+        config = compile_config(target, precision, threads)
+        cache = Path(cache_dir) if cache_dir else default_cache_dir()
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+            core.set_property({'CACHE_DIR': str(cache)})   # compiled blobs reused by the next run
+        except OSError:
+            pass   # no cache: every run compiles
+        try:
+            self.compiled_model = core.compile_model(model, target, config)
+        except Exception as e:  # noqa: BLE001 - a device that is not there, a plugin that refuses the graph
+            raise MrcnnError(f'OpenVINO cannot compile {path} for {target} ({first_line(e)})') from None
+        self.request = self.compiled_model.create_infer_request()
+        try:   # what AUTO (or a device list) chose
+            self.ov_device = ','.join(self.compiled_model.get_property('EXECUTION_DEVICES')) or target
+        except Exception:  # noqa: BLE001 - a plugin without the property
+            self.ov_device = target
+        super().__init__(spec, classes, torch.device('cpu'), str(path), precision, palette, scale)
+        self.metadata = meta
+
+    def run_network(self, batch, img_shapes, stage=no_stage):
+        results = []
+        for image, shape in zip(batch, img_shapes):
+            with stage('network'):
+                outs = self.request.infer({'image': image[None].cpu().numpy(),
+                                           'img_shape': np.asarray(shape, dtype=np.int64)})
+            outputs = (np.array(outs[o]) for o in self.compiled_model.outputs)   # copies: buffers are reused
+            results.append(NetworkOutput(*(torch.from_numpy(o) for o in outputs)))
+        return results
+
+    def describe(self):
+        return (f'{self.spec.backbone_name} {self.spec.style}, OpenVINO on {self.ov_device} '
+                f'({self.precision}{self._scale_note()}), from {self.source}')
