@@ -33,10 +33,16 @@ def test_bench_torch_onnx_and_torchvision(tmp_path, checkpoint, exported):
     report = json.loads(out.read_text())
     assert report['image_sizes'] == [[427, 640]] and report['decode_ms_per_image'] > 0
     assert report['machine']['cores'] >= 1 and 'cpu' in report['machine']
+    from mrcnn_cli.backends.openvino import openvino_available
+    openvino = [('openvino', 'fp32'), ('openvino', 'bf16')] if openvino_available() else []
+    assert [(r['backend'], r['precision']) for r in report['rows']] == [
+        ('torch', 'fp32'), ('onnx', 'fp32'), *openvino, ('torchvision', 'fp32')]
     rows = {r['backend']: r for r in report['rows']}
-    assert set(rows) == {'torch', 'onnx', 'torchvision'}
     check_row(rows['torch'], {'preprocess', 'backbone+fpn', 'rpn', 'roi box head', 'mask head', 'paste'})
     check_row(rows['onnx'], {'preprocess', 'network', 'paste'})
+    for r in report['rows'][2:2 + len(openvino)]:
+        check_row(r, {'preprocess', 'network', 'paste'})
+        assert r['device'] == 'CPU'
     assert rows['torch']['speedup_vs_torchvision'] == pytest.approx(rows['torch']['fps'] / rows['torchvision']['fps'])
     assert rows['torchvision']['speedup_vs_torchvision'] is None
     assert rows['torch']['device'] == 'cpu' and rows['onnx']['device'] == 'CPUExecutionProvider'

@@ -105,7 +105,8 @@ def measure(name, precision, device, predict_batch, images, n, warmup, batch_siz
     reset_peak_rss()
     timer = StageTimer(device)
     latencies, dets = [], 0
-    with tqdm(total=n, desc=f'{name} {precision}', unit='img', disable=not progress) as bar:
+    # disable=None: no bar when stderr is not a terminal
+    with tqdm(total=n, desc=f'{name} {precision}', unit='img', disable=None if progress else True) as bar:
         for batch in batches:
             start = time.perf_counter()
             out = predict_batch(batch, timer)

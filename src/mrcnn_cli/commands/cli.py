@@ -1,4 +1,5 @@
 """The `mrcnn` command line: parses options and calls the library, nothing more."""
+import contextlib
 import os
 import signal
 import sys
@@ -19,16 +20,27 @@ def warn(message):
     tqdm.write(message, file=sys.stderr)
 
 
+def weights_dir_option(f):
+    return click.option('--weights-dir', type=click.Path(file_okay=False), default=None,
+                        help='Where zoo checkpoints are cached (default: $MRCNN_WEIGHTS_DIR if set, else weights/ '
+                             'in a checkout, else ~/.cache/mrcnn/weights).')(f)
+
+
+def _complete_zoo_names(ctx, param, incomplete):
+    from mrcnn_cli.io import zoo as zoo_lib
+    return [e.name for e in zoo_lib.entries() if e.name.startswith(incomplete)]
+
+
 def model_options(f):
-    f = click.option('--weights-dir', type=click.Path(file_okay=False), default=None,
-                     help='Where zoo checkpoints are cached (default: weights/ or $MRCNN_WEIGHTS_DIR).')(f)
+    f = weights_dir_option(f)
     f = click.option('--device', default='auto', show_default=True, help='auto, cpu, cuda or cuda:N.')(f)
     f = click.option('--style', type=STYLE, default=None,
                      help="Backbone style (default: the checkpoint's training config, or the zoo "
                           "entry's; else pytorch).")(f)
     f = click.option('--weights', type=click.Path(dir_okay=False), default=None,
                      help='A local checkpoint (mmdetection 3.x/2.x file or bare state_dict).')(f)
-    f = click.option('--model', 'model_name', default=None, help='A zoo name, see `mrcnn zoo list`.')(f)
+    f = click.option('--model', 'model_name', default=None, shell_complete=_complete_zoo_names,
+                     help='A zoo name, see `mrcnn zoo list`.')(f)
     return f
 
 
@@ -55,8 +67,31 @@ def max_pixels_option(f):
 @click.group(context_settings={'help_option_names': ['-h', '--help']})
 @click.version_option(__version__, prog_name='mrcnn')
 @click.option('--debug', is_flag=True, help='Show Python tracebacks on errors.')
-def cli(debug):
+@click.option('-q', '--quiet', is_flag=True,
+              help='Errors and warnings only: no progress bars, no model line, no summaries.')
+@click.pass_context
+def cli(ctx, debug, quiet):
     """mmdetection-exact Mask R-CNN: masks, COCO JSON, ONNX and fps from model-zoo checkpoints."""
+    ctx.obj = {'quiet': quiet}
+    if quiet:   # what a command prints on stdout goes; stderr keeps its errors and warnings
+        sink = ctx.with_resource(open(os.devnull, 'w'))
+        ctx.with_resource(contextlib.redirect_stdout(sink))
+
+
+def warn_unused(ctx, names, reason):
+    """One warning line naming the options given on the command line that `reason` makes unused."""
+    from click.core import ParameterSource
+    given = [f'--{n.replace("_", "-")}' for n in names
+             if ctx.get_parameter_source(n) not in (None, ParameterSource.DEFAULT)]
+    given = [{'--model-name': '--model', '--images-dir': '--images', '--onnx-path': '--onnx',
+              '--compile-model': '--compile'}.get(g, g) for g in given]
+    if given:
+        warn(f'warning: {", ".join(given)} {"does" if len(given) == 1 else "do"} not apply {reason}; ignored')
+
+
+def quiet():
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx and (ctx.find_root().obj or {}).get('quiet'))
 
 
 def backend_options(f):
@@ -112,7 +147,7 @@ def load_model(model_name, weights, onnx_path, backend, style, device, weights_d
     elif compile_model:   # CUDA graphs replay fixed sizes: let cuDNN pick its fastest kernels once per size
         import torch
         torch.backends.cudnn.benchmark = True
-    if announce:
+    if announce and not quiet():
         click.echo(f'model: {predictor.describe()}', err=True)
     return predictor
 
@@ -132,7 +167,9 @@ def load_model(model_name, weights, onnx_path, backend, style, device, weights_d
 @click.option('--vid-stride', type=click.IntRange(1), default=1, show_default=True,
               help='Run the model on every Nth video frame; frames between reuse the last result.')
 @click.option('--max-frames', type=click.IntRange(1), default=None, help='Stop each video after N frames.')
-@click.option('--show', is_flag=True, help='Show results in a window where a display exists.')
+@click.option('--show', is_flag=True,
+              help='Show results in a window: needs a display and a GUI build of OpenCV, which the default '
+                   'install (opencv-python-headless) is not; see the README.')
 @scale_option
 @click.option('--save-masks', is_flag=True,
               help='masks/: a 16-bit instance map, a class-id map and one PNG per instance, per image or frame.')
@@ -172,12 +209,18 @@ def predict(sources, model_name, weights, style, device, weights_dir, backend, o
     if batch_size > 1 and predictor.name != 'torch':
         warn(f'warning: the ONNX graph takes one image per call: --batch-size {batch_size} changes nothing '
              f'with --backend {backend}')
+    ctx = click.get_current_context()
+    if not save_txt:
+        warn_unused(ctx, ('save_conf',), 'without --save-txt')
+    if no_vis:
+        warn_unused(ctx, ('line_width', 'mask_alpha', 'hide_labels', 'hide_conf', 'hide_boxes', 'hide_masks', 'codec'),
+                    'with --no-vis (nothing is drawn)')
     draw = {'line_width': line_width, 'mask_alpha': mask_alpha, 'labels': not hide_labels, 'conf': not hide_conf,
             'boxes': not hide_boxes, 'masks': not hide_masks}
     opts = PredictOptions(out_dir, score_thr, not no_vis, parse_class_filter(class_names, predictor.classes),
                           batch_size, vid_stride, max_frames, show, save_masks=save_masks, save_txt=save_txt,
                           save_conf=save_conf, save_crop=save_crop, mask_format=mask_format, draw=draw, codec=codec,
-                          resume=resume, shard=shard, max_pixels=max_pixels)
+                          resume=resume, shard=shard, max_pixels=max_pixels, progress=not quiet())
     s = predict_sources(predictor, found, opts, warn=warn, missing=missing)
     done = ', '.join(part for part in (f'{s.images} images' if s.images else '',
                                        f'{s.frames} video frames' if s.frames else '') if part) or 'nothing'
@@ -214,7 +257,10 @@ def merge(out_dir):
 @click.option('--check-image', type=click.Path(dir_okay=False, exists=True), default=None,
               help='Image for the onnxruntime-vs-PyTorch check (default: the bundled demo photo).')
 def export(onnx_path, model_name, weights, style, device, weights_dir, opset, fp16, check_image):
-    """Export one ONNX file (standard operators, dynamic size) and check it against PyTorch."""
+    """Export one ONNX file (standard operators, dynamic size) and check it against PyTorch.
+
+    The export itself always traces on the CPU; --device picks where onnxruntime runs the
+    self-check (auto: its CUDA provider when there is a GPU)."""
     from mrcnn_cli.api import load
     from mrcnn_cli.backends.onnx_export import DEMO_IMAGE, export_onnx
     from mrcnn_cli.engine.compare import agreement
@@ -260,6 +306,10 @@ def eval_coco(ann, images_dir, results_files, model_name, weights, style, device
     """COCO box AP and mask AP through pycocotools (mmdetection's test thresholds: 0.05, 100 per image)."""
     from mrcnn_cli.commands import evaluate as ev
     if results_files:
+        warn_unused(click.get_current_context(),
+                    ('images_dir', 'weights', 'style', 'device', 'weights_dir', 'backend', 'onnx_path', 'ort_provider',
+                     'fp16', 'bf16', 'compile_model', 'max_images', 'resume', 'shard', 'scale', 'max_pixels'),
+                    'with --results (the files are evaluated as they are)')
         evaluation, metrics_path = ev.eval_results_files(ann, results_files, out_dir, model_name)
         _print_evaluation(evaluation, ev.published(model_name), classwise)
         click.echo(f'metrics -> {metrics_path}')
@@ -272,7 +322,7 @@ def eval_coco(ann, images_dir, results_files, model_name, weights, style, device
     predictor = load_model(model_name, weights, onnx_path, backend, style, device, weights_dir, fp16, bf16,
                            compile_model, ort_provider, announce=not dist_ctx or dist_ctx[0] == 0, scale=scale)
     outcome = ev.eval_with_model(predictor, ann, images_dir, out_dir, max_images, shard, resume, model_name,
-                                 warn=warn, max_pixels=max_pixels)
+                                 warn=warn, max_pixels=max_pixels, progress=not quiet())
     if outcome.rank != 0 and outcome.evaluation is None and dist_ctx:
         return
     if outcome.evaluation is None:
@@ -350,6 +400,7 @@ def bench(fps, model_name, weights, style, device, weights_dir, backend, onnx_pa
         raise click.UsageError('--replay and --no-vis go with --pipeline')
     paths = bench_lib.image_paths(images_dir, limit=min(64, count))
     report = bench_lib.run_bench(make, rows, images, decode_ms, count, warmup, batch_size, dev, compare,
+                                 progress=not quiet(),
                                  peer_model_args=(model_name, weights, style, weights_dir), scale=scale,
                                  pipeline={'paths': paths, 'vis': not no_vis, 'replay': replay} if pipeline else None)
     click.echo(f'method: {report.method}')
@@ -367,7 +418,7 @@ def zoo():
 
 
 @zoo.command('list')
-@click.option('--weights-dir', type=click.Path(file_okay=False), default=None)
+@weights_dir_option
 def zoo_list(weights_dir):
     """Every zoo checkpoint with its published box / mask AP."""
     from mrcnn_cli.io import zoo as zoo_lib
@@ -380,8 +431,8 @@ def zoo_list(weights_dir):
 
 
 @zoo.command('download')
-@click.argument('name')
-@click.option('--weights-dir', type=click.Path(file_okay=False), default=None)
+@click.argument('name', shell_complete=_complete_zoo_names)
+@weights_dir_option
 def zoo_download(name, weights_dir):
     """Download a zoo checkpoint (sha256-checked) into the weights directory."""
     from mrcnn_cli.io import zoo as zoo_lib
@@ -411,8 +462,12 @@ def _error_prefix():
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    debug = '--debug' in argv
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # --debug and --quiet belong to `mrcnn` itself but are taken anywhere before a `--`
+    end = argv.index('--') if '--' in argv else len(argv)
+    flags = [a for a in argv[:end] if a in ('--debug', '-q', '--quiet')]
+    argv = flags + [a for a in argv[:end] if a not in flags] + argv[end:]
+    debug = '--debug' in flags
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM finishes outputs as Ctrl-C does
     if not debug:   # the program's own choice: every warning is one `warning:` line
         warnings.showwarning = _show_warning
@@ -432,8 +487,12 @@ def main(argv=None):
     except KeyboardInterrupt:
         click.echo('interrupted', err=True)
         sys.exit(130)
+    except click.UsageError as e:   # click's three-line block, as one line (exit code 2, as click's)
+        hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ''
+        click.echo(f'error: {e.format_message()}{hint}', err=True)
+        sys.exit(e.exit_code)
     except click.ClickException as e:
-        e.show()
+        click.echo(f'error: {e.format_message()}', err=True)
         sys.exit(e.exit_code)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)

@@ -79,7 +79,7 @@ def run_inference(predictor, gt, images_dir, partial_path, image_ids, resume=Fal
     sources = [Source(IMAGE, Path(images_dir) / gt.imgs[i]['file_name'], gt.imgs[i]['file_name']) for i in todo]
     start = time.perf_counter()
     with open(partial_path, 'a' if resume else 'w') as sink, \
-            tqdm(total=len(todo), desc='eval', unit='img', disable=not progress) as bar:
+            tqdm(total=len(todo), desc='eval', unit='img', disable=None if progress else True) as bar:
         for item in (predictor.stream(sources, errors='yield', max_pixels=max_pixels) if sources else []):
             image_id = todo[item.source_index]
             bar.update(1)

@@ -252,7 +252,8 @@ def wait_for_ranks(dist, logs):
 def _run(predictor, sources, writer, opts, show_progress):
     from tqdm import tqdm
     total = sum(not s.is_video for s in sources)   # frames are added as each video opens
-    with tqdm(total=total or None, unit='img', desc='predict', disable=not show_progress) as bar:
+    with tqdm(total=total or None, unit='img', desc='predict',
+              disable=None if show_progress else True) as bar:   # None: no bar when stderr is not a terminal
         opened = set()
         for item in (predictor.stream(sources, vid_stride=opts.vid_stride, max_frames=opts.max_frames,
                                       max_pixels=opts.max_pixels,

@@ -81,7 +81,7 @@ def download(entry, weights_dir=None, progress=True, timeout=30):
         with urllib.request.urlopen(entry.url, timeout=timeout) as resp, open(tmp, 'wb') as f:
             total = int(resp.headers.get('Content-Length') or 0) or None
             with tqdm(total=total, unit='B', unit_scale=True, unit_divisor=1024, desc=entry.name,
-                      disable=not progress) as bar:
+                      disable=None if progress else True) as bar:   # None: off when not a terminal
                 for block in iter(lambda: resp.read(1 << 20), b''):
                     f.write(block)
                     bar.update(len(block))
