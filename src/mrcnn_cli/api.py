@@ -59,4 +59,4 @@ def load(name: str | None = None, *, weights: str | Path | None = None, onnx: st
     check_precision(precision, dev)
     model, classes, source, palette = load_torch_model(name, weights, style, weights_dir)
     return TorchPredictor(model, classes, dev, source, precision=precision, compile=compile, palette=palette,
-                          scale=scale)
+                          scale=scale, copy_model=False)   # the model was built for it alone

@@ -19,18 +19,19 @@ PRECISIONS = ('fp32', 'fp16', 'bf16')
 
 class TorchPredictor(Predictor):
     """A loaded MaskRCNN behind the Predictor interface.  The model it is given is not changed:
-    it runs an optimised copy (see `optimized_for_inference`)."""
+    it runs an optimised copy (see `optimized_for_inference`), unless `copy_model=False` says
+    the model is its own (as `load` builds it)."""
 
     name = 'torch'
 
     def __init__(self, model, classes, device, source, precision='fp32', compile=False, palette=None,
-                 scale=TEST_SCALE):
+                 scale=TEST_SCALE, copy_model=True):
         device = resolve_device(device) if not isinstance(device, torch.device) else device
         super().__init__(model.spec, classes, device, source, precision, palette, scale)
         self.amp_dtype = check_precision(precision, device)
         if compile:
             check_compiler(device)
-        self.model = optimized_for_inference(model, device, self.amp_dtype, compile)
+        self.model = optimized_for_inference(model, device, self.amp_dtype, compile, copy_model)
         self.compiled = compile
 
     @torch.inference_mode()

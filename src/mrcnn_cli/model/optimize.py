@@ -5,8 +5,9 @@ import torch
 from torch import nn
 
 
-def optimized_for_inference(model, device, amp_dtype=None, compile=False):
-    """A copy of `model` rewritten for inference on `device` (the model passed in is not changed).
+def optimized_for_inference(model, device, amp_dtype=None, compile=False, copy_model=True):
+    """A copy of `model` rewritten for inference on `device` (the model passed in is not changed;
+    `copy_model=False` rewrites it in place, for a model nobody else holds).
 
     BatchNorms are folded into the backbone convs, and the dense convolutions run channels_last
     (the layout oneDNN and cuDNN are fastest in).  On the CPU the RoI features come channels-last
@@ -18,7 +19,7 @@ def optimized_for_inference(model, device, amp_dtype=None, compile=False):
 
     `compile` hands the dense part (backbone, FPN, RPN head: no host syncs inside) to
     `torch.compile` (see `compile_dense`)."""
-    model = copy.deepcopy(model).to(device)
+    model = (copy.deepcopy(model) if copy_model else model).to(device)
     model.backbone.fold_batchnorm()
     dense = [model] if device.type == 'cuda' else [model.backbone, model.neck, model.rpn_head]
     for module in dense:
