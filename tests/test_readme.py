@@ -39,3 +39,45 @@ def test_python_api_section_runs(tmp_path, monkeypatch, checkpoint, zoo_weights_
     out = tmp_path / 'out'
     assert (out / 'masks' / 'street.png').exists() and (out / 'labels' / 'street.txt').exists()
     assert len(list((tmp_path / 'out' / 'crops').rglob('street_*.png'))) == len(det)
+
+
+def readme_option_tables():
+    """{table name: options} for the README's option tables ('| mrcnn predict option | ...')."""
+    tables, name = {}, None
+    for line in (ROOT / 'README.md').read_text().splitlines():
+        head = re.match(r'^\| (.+?) option \|', line)
+        if head:
+            name = head.group(1)
+            tables[name] = set()
+        elif name and line.startswith('|') and not line.startswith('|---'):
+            first = line.split(' | ')[0]
+            for code in re.findall(r'`([^`]*)`', first):
+                tables[name] |= set(re.findall(r'(?<![\w-])(--?[a-z][a-z0-9-]*)', code))
+        elif not line.startswith('|'):
+            name = None
+    return tables
+
+
+def click_options(command):
+    return {o for p in command.params if hasattr(p, 'opts') and p.param_type_name == 'option'
+            for o in p.opts + p.secondary_opts}
+
+
+def test_readme_option_tables_are_clicks_options():
+    """Every option of every command is in its own README table or the model-options one (its own
+    table wins where the meaning differs, e.g. export's --onnx), and every option there exists."""
+    from mrcnn_cli.commands.cli import cli
+    tables = readme_option_tables()
+    commands = {'predict': cli.commands['predict'], 'eval coco': cli.commands['eval'].commands['coco'],
+                'bench': cli.commands['bench'], 'export': cli.commands['export']}
+    assert set(tables) == {'mrcnn', 'model', *(f'mrcnn {c}' for c in commands)}
+    common = tables['model']
+    assert tables['mrcnn'] == click_options(cli) | {'--help', '-h'}
+    for name, command in commands.items():
+        own, options = tables[f'mrcnn {name}'], click_options(command)
+        assert own | (common & options) == options, f'{name}: {options - own - common} missing, {own - options} unknown'
+    used = set().union(*(click_options(c) for c in commands.values()))
+    assert common <= used, f'not an option of any command: {common - used}'
+    for sub in ('list', 'download'):
+        assert click_options(cli.commands['zoo'].commands[sub]) <= common
+    assert not click_options(cli.commands['merge'])
