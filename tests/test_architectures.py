@@ -93,3 +93,55 @@ def test_folded_batchnorm_is_the_same_function(depth, groups, width, style):
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
     for a, b in zip(ref, got):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * float(a.abs().max()))
+
+
+def test_bottleneck_is_torchvisions_block():
+    """The backbone's block, kept in mrcnn so a model builds without the torchvision package, is
+    torchvision's: the same state-dict keys and bit-identical outputs with the same weights."""
+    from torchvision.models.resnet import Bottleneck as TorchvisionBottleneck
+
+    from mrcnn_cli.model.backbone import Bottleneck
+    gen = torch.Generator().manual_seed(0)
+    def downsample(inplanes, planes, stride):
+        return (torch.nn.Sequential(torch.nn.Conv2d(inplanes, planes * 4, 1, stride=stride, bias=False),
+                                    torch.nn.BatchNorm2d(planes * 4)) if stride != 1 else None)
+    for inplanes, planes, stride, groups, width in ((256, 64, 1, 1, 64), (256, 128, 2, 32, 4), (512, 256, 2, 1, 64)):
+        ref = TorchvisionBottleneck(inplanes, planes, stride, downsample(inplanes, planes, stride), groups,
+                                    width).eval()
+        for m in ref.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                for t in (m.running_mean, m.bias):
+                    t.data = torch.rand(t.shape, generator=gen) - 0.5
+                for t in (m.running_var, m.weight):
+                    t.data = torch.rand(t.shape, generator=gen) + 0.5
+        ours = Bottleneck(inplanes, planes, stride, downsample(inplanes, planes, stride), groups, width).eval()
+        assert list(ours.state_dict()) == list(ref.state_dict())
+        ours.load_state_dict(ref.state_dict())
+        x = torch.randn(2, inplanes, 24, 40, generator=gen)
+        with torch.no_grad():
+            assert torch.equal(ours(x), ref(x))
+
+
+def test_kernels_are_torchvisions_ops_and_predicting_does_not_import_torchvision(checkpoint):
+    import subprocess
+    import sys
+
+    import torchvision.ops
+
+    from mrcnn_cli.ops import kernels
+    gen = torch.Generator().manual_seed(1)
+    xy = torch.rand(300, 2, generator=gen) * 200
+    boxes = torch.cat([xy, xy + torch.rand(300, 2, generator=gen) * 60 + 1], 1)
+    scores = torch.rand(300, generator=gen)
+    assert torch.equal(kernels.nms(boxes, scores, 0.5), torchvision.ops.nms(boxes, scores, 0.5))
+    feat = torch.randn(2, 16, 50, 60, generator=gen)
+    rois = torch.cat([torch.randint(0, 2, (300, 1), generator=gen).float(), boxes / 4], 1)
+    for args in (((7, 7), 0.25, 0, True), ((14, 14), 0.5, 2, False)):
+        assert torch.equal(kernels.roi_align(feat, rois, *args), torchvision.ops.roi_align(feat, rois, *args))
+    code = ('import sys, mrcnn_cli; m = mrcnn_cli.load(weights=sys.argv[1], style="pytorch", device="cpu", '
+            'scale=(640, 384)); d = m(sys.argv[2]); assert len(d); '
+            'print(sorted(n for n in sys.modules if n.split(".")[0] in ("torchvision", "onnxruntime", "pycocotools")))')
+    proc = subprocess.run([sys.executable, '-c', code, str(checkpoint('r50')), str(COCO_IMAGES / '000000011813.jpg')],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == '[]'    # none of them imported to load a model and predict

@@ -40,6 +40,8 @@ def test_bench_torch_onnx_and_torchvision(tmp_path, checkpoint, exported):
     rows = {r['backend']: r for r in report['rows']}
     check_row(rows['torch'], {'preprocess', 'backbone+fpn', 'rpn', 'roi box head', 'mask head', 'paste'})
     check_row(rows['onnx'], {'preprocess', 'network', 'paste'})
+    for r in report['rows'][:2 + len(openvino)]:   # start-up reported: load, then the first result
+        assert 0 < r['load_s'] < r['first_result_s']
     for r in report['rows'][2:2 + len(openvino)]:
         check_row(r, {'preprocess', 'network', 'paste'})
         assert r['device'] == 'CPU'

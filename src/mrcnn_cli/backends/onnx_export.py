@@ -39,6 +39,7 @@ def export_onnx(predictor, out_path, opset=DEFAULT_OPSET, fp16=False, sample_ima
         raise MrcnnError('--opset must be >= 16 (RoiAlign with aligned=True semantics needs opset 16)')
     if predictor.precision != 'fp32':
         raise MrcnnError('export from an FP32 predictor (--fp16 makes the FP16 graph from FP32 weights)')
+    import torchvision.ops  # noqa: F401 - registers the ONNX forms of torchvision::nms and ::roi_align
     model = predictor.model.cpu().eval()
     sample = _sample_input(predictor, sample_image)
     start = time.perf_counter()

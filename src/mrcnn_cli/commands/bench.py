@@ -39,6 +39,8 @@ class BenchRow:
     speedup_vs_torchvision: float = None
     detections_per_image: float = 0.0
     pipeline: dict = None      # a whole `mrcnn predict` run: {fps, vis, replay, detections_per_image}
+    load_s: float = None       # building the predictor (checkpoint read, model built and rewritten)
+    first_result_s: float = None   # load + the first image's detections (the first call compiles, warms up)
 
 
 @dataclass
@@ -97,8 +99,11 @@ def measure(name, precision, device, predict_batch, images, n, warmup, batch_siz
     cuda = dev.type == 'cuda'
     batches = [[images[(b * batch_size + j) % len(images)] for j in range(batch_size)]
                for b in range(-(-n // batch_size))]
+    first_call_s = None
     for b in range(max(warmup, len(batches) if warm_every_batch else 0)):
+        start = time.perf_counter()
         predict_batch(batches[b % len(batches)])
+        first_call_s = first_call_s or time.perf_counter() - start
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats(dev)
@@ -126,7 +131,7 @@ def measure(name, precision, device, predict_batch, images, n, warmup, batch_siz
         stages_ms={k: v / count * 1000 for k, v in timer.totals.items()},
         peak_rss_mb=peak_rss_mb(),
         cuda_max_allocated_mb=torch.cuda.max_memory_allocated(dev) / 2 ** 20 if cuda else None,
-        detections_per_image=dets / count)
+        detections_per_image=dets / count, first_result_s=first_call_s)
 
 
 def machine_info(device):
@@ -162,7 +167,8 @@ def format_table(report):
     for r in rows:
         if r.stages_ms:
             parts = ', '.join(f'{k} {v:.0f}' for k, v in r.stages_ms.items())
-            out.append(f'  {r.backend} {r.precision} stages (ms/image): {parts}')
+            start = f'; load {r.load_s:.2f} s, first result {r.first_result_s:.2f} s' if r.first_result_s else ''
+            out.append(f'  {r.backend} {r.precision} stages (ms/image): {parts}{start}')
     return '\n'.join(out)
 
 
@@ -294,11 +300,15 @@ def run_bench(make_predictor, backends, images, decode_ms, n, warmup, batch_size
         peer_row = measure_torchvision_peer(peer_model_args, device, images, n, warmup, batch_size, progress,
                                             scale)
     for backend, precision in backends:
+        start = time.perf_counter()
         predictor = make_predictor(backend, precision)
+        load_s = time.perf_counter() - start
         compiled = getattr(predictor, 'compiled', False)
         row = measure(backend, predictor.precision, predictor.device, predictor.predict_batch, images, n,
                       warmup, batch_size if backend == 'torch' else 1, progress, warm_every_batch=compiled)
         row.device = getattr(predictor, 'providers', [getattr(predictor, 'ov_device', row.device)])[0]
+        row.load_s = load_s
+        row.first_result_s = load_s + row.first_result_s if row.first_result_s is not None else None
         if compiled:
             row.precision += '+compile'
         report.rows.append(row)

@@ -95,8 +95,8 @@ class _Writer:
         self.video = None                    # the video whose frames are coming
         self.show = opts.show and display_available()
         if opts.show and not self.show:
-            warn('warning: --show needs a display and a GUI build of OpenCV (pip install '
-                 "'mrcnn-cli[gui]'); not showing")
+            warn('warning: --show needs a display and a GUI build of OpenCV (pip uninstall opencv-python-headless '
+                 '&& pip install opencv-python); not showing')
         if opts.save_txt:
             write_text(opts.out_dir / 'labels' / 'classes.txt', ''.join(c + '\n' for c in predictor.classes))
 

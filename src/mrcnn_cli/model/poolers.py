@@ -10,8 +10,8 @@ from typing import NamedTuple
 
 import torch
 from torch.nn import functional as F
-from torchvision.ops import roi_align
 
+from mrcnn_cli.ops.kernels import roi_align
 from mrcnn_cli.ops.roi_align import roi_align_nhwc
 from mrcnn_cli.ops.tracing import exporting
 

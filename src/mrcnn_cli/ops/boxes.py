@@ -2,8 +2,8 @@
 import math
 
 import torch
-from torchvision.ops import nms
 
+from mrcnn_cli.ops.kernels import nms
 from mrcnn_cli.ops.tracing import exporting
 
 # DeltaXYWHBBoxCoder's default clamp on dw, dh: |log(16 / 1000)|.
