@@ -81,10 +81,8 @@ def cli(ctx, debug, quiet):
 def warn_unused(ctx, names, reason):
     """One warning line naming the options given on the command line that `reason` makes unused."""
     from click.core import ParameterSource
-    given = [f'--{n.replace("_", "-")}' for n in names
-             if ctx.get_parameter_source(n) not in (None, ParameterSource.DEFAULT)]
-    given = [{'--model-name': '--model', '--images-dir': '--images', '--onnx-path': '--onnx',
-              '--compile-model': '--compile'}.get(g, g) for g in given]
+    flags = {p.name: max(p.opts, key=len) for p in ctx.command.params}
+    given = [flags[n] for n in names if ctx.get_parameter_source(n) not in (None, ParameterSource.DEFAULT)]
     if given:
         warn(f'warning: {", ".join(given)} {"does" if len(given) == 1 else "do"} not apply {reason}; ignored')
 
