@@ -6,14 +6,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mrcnn_cli.backends.onnx_graph import INPUT_NAMES, OUTPUT_NAMES
 from mrcnn_cli.backends.onnx_metadata import model_metadata
 from mrcnn_cli.errors import MrcnnError
 from mrcnn_cli.io.files import atomic_path, file_sha256
 
 DEMO_IMAGE = Path(__file__).resolve().parents[1] / 'data' / 'demo.jpg'
 DEFAULT_OPSET = 17        # RoiAlign-16 (half_pixel = aligned=True); onnxruntime >= 1.25 runs it on CUDA
-INPUT_NAMES = ['image', 'img_shape']
-OUTPUT_NAMES = ['boxes', 'scores', 'labels', 'mask_probs']
 
 
 class ExportedNetwork(nn.Module):

@@ -1,15 +1,11 @@
 """ONNX Runtime backend: the exported network behind the same Predictor interface."""
 import os
 
-import numpy as np
-import torch
-
+from mrcnn_cli.backends.onnx_graph import GraphPredictor
 from mrcnn_cli.backends.onnx_metadata import parse_metadata
-from mrcnn_cli.engine.predictor import Predictor, resolve_device
+from mrcnn_cli.engine.predictor import resolve_device
 from mrcnn_cli.engine.preprocess import TEST_SCALE
-from mrcnn_cli.engine.timing import no_stage
 from mrcnn_cli.errors import MrcnnError, first_line
-from mrcnn_cli.model.roi_heads import NetworkOutput
 
 PROVIDERS = {'cuda': 'CUDAExecutionProvider', 'tensorrt': 'TensorrtExecutionProvider',
              'cpu': 'CPUExecutionProvider'}
@@ -50,7 +46,7 @@ def choose_providers(device, requested=None):
     return chosen + ['CPUExecutionProvider']
 
 
-class OnnxPredictor(Predictor):
+class OnnxPredictor(GraphPredictor):
     name = 'onnx'
 
     def __init__(self, path, device='auto', provider=None, threads=None, scale=TEST_SCALE):
@@ -72,14 +68,8 @@ class OnnxPredictor(Predictor):
         self.metadata = meta
         self.providers = self.session.get_providers()
 
-    def run_network(self, batch, img_shapes, stage=no_stage):
-        results = []
-        for image, shape in zip(batch, img_shapes):
-            with stage('network'):
-                outs = self.session.run(None, {'image': image[None].cpu().numpy(),
-                                               'img_shape': np.asarray(shape, dtype=np.int64)})
-            results.append(NetworkOutput(*(torch.from_numpy(o) for o in outs)))
-        return results
+    def run_graph(self, inputs):
+        return self.session.run(None, inputs)
 
     def describe(self):
         return (f'{self.spec.backbone_name} {self.spec.style}, {self.name} backend on onnxruntime '

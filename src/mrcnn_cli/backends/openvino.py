@@ -6,12 +6,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mrcnn_cli.backends.onnx_graph import GraphPredictor
 from mrcnn_cli.backends.onnx_metadata import parse_metadata
-from mrcnn_cli.engine.predictor import Predictor
 from mrcnn_cli.engine.preprocess import TEST_SCALE
-from mrcnn_cli.engine.timing import no_stage
 from mrcnn_cli.errors import MrcnnError, first_line
-from mrcnn_cli.model.roi_heads import NetworkOutput
 
 DEVICES = {'auto': 'AUTO', 'cpu': 'CPU', 'gpu': 'GPU', 'npu': 'NPU'}
 HINTS = {'fp32': 'f32', 'bf16': 'bf16', 'fp16': 'f16'}
@@ -62,7 +60,7 @@ def check_precision(core, target, precision):
                          f'(it has {", ".join(caps)})')
 
 
-class OpenVinoPredictor(Predictor):
+class OpenVinoPredictor(GraphPredictor):
     name = 'openvino'
 
     def __init__(self, path, device='cpu', precision='fp32', threads=None, cache_dir=None, scale=TEST_SCALE):
@@ -101,15 +99,9 @@ class OpenVinoPredictor(Predictor):
         super().__init__(spec, classes, torch.device('cpu'), str(path), precision, palette, scale)
         self.metadata = meta
 
-    def run_network(self, batch, img_shapes, stage=no_stage):
-        results = []
-        for image, shape in zip(batch, img_shapes):
-            with stage('network'):
-                outs = self.request.infer({'image': image[None].cpu().numpy(),
-                                           'img_shape': np.asarray(shape, dtype=np.int64)})
-            outputs = (np.array(outs[o]) for o in self.compiled_model.outputs)   # copies: buffers are reused
-            results.append(NetworkOutput(*(torch.from_numpy(o) for o in outputs)))
-        return results
+    def run_graph(self, inputs):
+        outs = self.request.infer(inputs)
+        return [np.array(outs[o]) for o in self.compiled_model.outputs]   # copies: the request reuses its buffers
 
     def describe(self):
         return (f'{self.spec.backbone_name} {self.spec.style}, OpenVINO on {self.ov_device} '

@@ -1,0 +1,29 @@
+"""The graph `mrcnn export` writes, as the backends that run it see it: its input and output
+names, and one image per call in, one NetworkOutput out."""
+import numpy as np
+import torch
+
+from mrcnn_cli.engine.predictor import Predictor
+from mrcnn_cli.engine.timing import no_stage
+from mrcnn_cli.model.roi_heads import NetworkOutput
+
+INPUT_NAMES = ['image', 'img_shape']
+OUTPUT_NAMES = ['boxes', 'scores', 'labels', 'mask_probs']
+
+
+class GraphPredictor(Predictor):
+    """A backend of the exported graph (onnxruntime, OpenVINO): it implements `run_graph`."""
+
+    def run_graph(self, inputs):
+        """{'image': 1x3xHxW float32, 'img_shape': (2,) int64} -> the four outputs as numpy arrays
+        the caller may keep."""
+        raise NotImplementedError
+
+    def run_network(self, batch, img_shapes, stage=no_stage):
+        results = []
+        for image, shape in zip(batch, img_shapes):   # the graph takes one image per call
+            with stage('network'):
+                outs = self.run_graph({'image': image[None].cpu().numpy(),
+                                       'img_shape': np.asarray(shape, dtype=np.int64)})
+            results.append(NetworkOutput(*(torch.from_numpy(o) for o in outs)))
+        return results
