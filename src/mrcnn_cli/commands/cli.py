@@ -59,7 +59,9 @@ def scale_option(f):
 
 
 def max_pixels_option(f):
-    return click.option('--max-pixels', type=click.IntRange(1, 1 << 30), default=200_000_000, show_default=True,
+    from mrcnn_cli.io.image_header import MAX_PIXELS, OPENCV_MAX_PIXELS
+    return click.option('--max-pixels', type=click.IntRange(1, OPENCV_MAX_PIXELS), default=MAX_PIXELS,
+                        show_default=True,
                         help='Skip images (and videos) larger than this many pixels, read from the file header '
                              'before decoding: decompression bombs and damaged headers.')(f)
 
@@ -386,7 +388,8 @@ def bench(fps, model_name, weights, style, device, weights_dir, backend, onnx_pa
     # only the images the timed batches use (they cycle from the first)
     images, decode_ms = bench_lib.load_images(images_dir, limit=min(64, -(-count // batch_size) * batch_size))
 
-    ov_row_device = device if device in ('auto', 'cpu', 'gpu', 'npu') else 'cpu'   # CUDA is not OpenVINO's
+    from mrcnn_cli.backends.openvino import DEVICES as OPENVINO_DEVICES
+    ov_row_device = device if device in OPENVINO_DEVICES else 'cpu'   # CUDA is not OpenVINO's
 
     def make(row_backend, row_precision):
         return load_model(model_name, weights, onnx_path, row_backend, style,

@@ -5,6 +5,12 @@ PNG, JPEG, WebP, GIF, BMP and TIFF; None for other formats or a header that cann
 (the decoder then finds out for itself)."""
 import struct
 
+# Pixel limits, here (beside the header sizes they are checked against) so that the command line
+# can show them without importing OpenCV.  200 megapixels (600 MB decoded) by default; OpenCV
+# itself refuses more than 2**30.
+MAX_PIXELS = 200_000_000
+OPENCV_MAX_PIXELS = 1 << 30
+
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 MAX_JPEG_SEGMENTS = 4096     # a header that never reaches a frame marker is not worth scanning on

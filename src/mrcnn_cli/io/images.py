@@ -4,11 +4,7 @@ import cv2
 import numpy as np
 
 from mrcnn_cli.errors import MrcnnError, first_line
-from mrcnn_cli.io.image_header import PNG_SIGNATURE, declared_size, png_damage
-
-# 200 megapixels (600 MB decoded) by default; OpenCV itself refuses more than 2**30.
-MAX_PIXELS = 200_000_000
-OPENCV_MAX_PIXELS = 1 << 30
+from mrcnn_cli.io.image_header import MAX_PIXELS, OPENCV_MAX_PIXELS, PNG_SIGNATURE, declared_size, png_damage
 
 
 def check_max_pixels(max_pixels):
@@ -18,9 +14,10 @@ def check_max_pixels(max_pixels):
     return int(max_pixels)
 
 
-def too_large(name, width, height, max_pixels):
-    return MrcnnError(f'{name}: {width}x{height} is {width * height / 1e6:.1f} megapixels, more than the limit of '
-                      f'{max_pixels / 1e6:g} (--max-pixels)')
+def too_large(name, width, height, max_pixels, what='is'):
+    """The one message for an image (or, with what='frames are', a video) over the pixel limit."""
+    return MrcnnError(f'{name}: {width}x{height} {what} {width * height / 1e6:.1f} megapixels, more than the limit '
+                      f'of {max_pixels / 1e6:g} (--max-pixels)')
 
 
 def read_image(path, max_pixels=MAX_PIXELS):

@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 
 from mrcnn_cli.errors import MrcnnError, MrcnnWarning, first_line
+from mrcnn_cli.io.images import too_large
 
 # Consecutive failed reads after which a file is taken to have ended (truncated) rather
 # than to have one bad frame in the middle.
@@ -52,8 +53,7 @@ def open_capture(src, name=None, max_pixels=None):
         raise MrcnnError(f'{name}: no video stream')
     if max_pixels and w * h > max_pixels:
         _release(cap)
-        raise MrcnnError(f'{name}: {w}x{h} frames are {w * h / 1e6:.1f} megapixels, more than the limit of '
-                         f'{max_pixels / 1e6:g} (--max-pixels)')
+        raise too_large(name, w, h, max_pixels, 'frames are')
     frames = int(frames) if 0 < frames < 2 ** 40 else 0    # NaN, negative or absurd: unknown
     return cap, VideoInfo(w, h, fps if 0 < fps < 1000 else 30.0, frames)
 
