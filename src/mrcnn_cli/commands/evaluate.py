@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from mrcnn_cli.engine.distributed import init_distributed, partition
+from mrcnn_cli.engine.distributed import partition, process_group
 from mrcnn_cli.errors import MrcnnError, first_line
 from mrcnn_cli.io.coco import category_ids
 from mrcnn_cli.io.coco_checks import check_annotations
@@ -267,15 +267,15 @@ def eval_with_model(predictor, ann, images_dir, out_dir, max_images=None, shard=
     out_dir = Path(out_dir)
     part = partition(shard)
     rank, world = part.rank, part.world
-    dist = init_distributed(predictor.device.type == 'cuda') if part.launcher else None
-    all_ids, my_ids = select_images(gt, max_images, part)
-    run = run_inference(predictor, gt, images_dir, out_dir / f'results{part.tag}.partial.jsonl', my_ids, resume,
-                        progress and rank == 0, warn, max_pixels)
-    outcome = EvalOutcome(total=len(all_ids), rank=rank, seconds=run.seconds)
-    if dist:
-        run = gather_to_rank0(dist, run)
-        if run is None:
-            return outcome
+    with process_group(part, predictor.device.type == 'cuda') as dist:   # the last collective: the gather
+        all_ids, my_ids = select_images(gt, max_images, part)
+        run = run_inference(predictor, gt, images_dir, out_dir / f'results{part.tag}.partial.jsonl', my_ids,
+                            resume, progress and rank == 0, warn, max_pixels)
+        outcome = EvalOutcome(total=len(all_ids), rank=rank, seconds=run.seconds)
+        if dist:
+            run = gather_to_rank0(dist, run)
+    if dist and run is None:
+        return outcome
     run.results.sort(key=lambda r: (r['image_id'], -r['score']))
     outcome.missing = run.missing
     if world > 1 and not dist:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import cv2
 
-from mrcnn_cli.engine.distributed import init_distributed, partition
+from mrcnn_cli.engine.distributed import partition, process_group
 from mrcnn_cli.errors import MrcnnError
 from mrcnn_cli.io.files import write_image, write_text
 from mrcnn_cli.io.images import MAX_PIXELS
@@ -205,37 +205,37 @@ def predict_sources(predictor, sources, opts=None, warn=print, missing=()):
         opts.out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise MrcnnError(f'cannot write to {opts.out_dir}: {e.strerror or e}') from None
-    dist = init_distributed(predictor.device.type == 'cuda') if part.launcher else None
-    log = ResultsLog(opts.out_dir / f'predictions{part.tag}.jsonl', run_header(predictor, opts, found, part),
-                     resume=opts.resume)
-    for index in log.restarted:
-        warn(f'warning: {found[index].name} was not finished by the last run; it starts again')
-    todo = [i for i in part.take(range(len(found))) if i not in log.done]
-    writer = _Writer(predictor, opts, names, todo, log, warn)
-    writer.summary.failed += list(missing) + missed
-    writer.summary.skipped = len(part.take(range(len(found)))) - len(todo)
-    start = time.perf_counter()
-    completed = False
-    try:
-        _run(predictor, [found[i] for i in todo], writer, opts, show_progress=opts.progress and part.rank == 0)
-        completed = True
-    except KeyboardInterrupt:
-        if dist is None:
-            raise
-        # torchrun stops every rank when one fails (or on Ctrl-C); this rank's log stays resumable
-        raise MrcnnError(f'stopped before this rank was done; its results so far are in {log.path.name}: '
-                         'run the same command with --resume to finish') from None
-    finally:
-        writer.finish(completed)
-        summary = writer.summary
-        logs = [opts.out_dir / f'predictions.rank{r}.jsonl' for r in range(part.world)] if dist else [log.path]
-        if dist is not None and completed:
-            wait_for_ranks(dist, logs)
-        if part.world == 1 or (dist is not None and part.rank == 0 and completed):
-            write_document(logs, summary.json_path, predictor.classes)
-        else:
-            summary.json_path = None if dist is not None else log.path
-        summary.seconds = time.perf_counter() - start
+    with process_group(part, predictor.device.type == 'cuda') as dist:   # the last collective: wait_for_ranks
+        log = ResultsLog(opts.out_dir / f'predictions{part.tag}.jsonl', run_header(predictor, opts, found, part),
+                         resume=opts.resume)
+        for index in log.restarted:
+            warn(f'warning: {found[index].name} was not finished by the last run; it starts again')
+        todo = [i for i in part.take(range(len(found))) if i not in log.done]
+        writer = _Writer(predictor, opts, names, todo, log, warn)
+        writer.summary.failed += list(missing) + missed
+        writer.summary.skipped = len(part.take(range(len(found)))) - len(todo)
+        start = time.perf_counter()
+        completed = False
+        try:
+            _run(predictor, [found[i] for i in todo], writer, opts, show_progress=opts.progress and part.rank == 0)
+            completed = True
+        except KeyboardInterrupt:
+            if dist is None:
+                raise
+            # torchrun stops every rank when one fails (or on Ctrl-C); this rank's log stays resumable
+            raise MrcnnError(f'stopped before this rank was done; its results so far are in {log.path.name}: '
+                             'run the same command with --resume to finish') from None
+        finally:
+            writer.finish(completed)
+            summary = writer.summary
+            logs = [opts.out_dir / f'predictions.rank{r}.jsonl' for r in range(part.world)] if dist else [log.path]
+            if dist is not None and completed:
+                wait_for_ranks(dist, logs)
+            if part.world == 1 or (dist is not None and part.rank == 0 and completed):
+                write_document(logs, summary.json_path, predictor.classes)
+            else:
+                summary.json_path = None if dist is not None else log.path
+            summary.seconds = time.perf_counter() - start
     return summary
 
 

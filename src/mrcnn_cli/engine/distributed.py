@@ -1,6 +1,7 @@
 """Splitting a run over processes: `--shard K/N` for independent jobs (Slurm arrays, indexed
 Kubernetes jobs), or the ranks of a `torchrun` launch.  predict and eval share it."""
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from mrcnn_cli.errors import MrcnnError
@@ -33,11 +34,23 @@ def torchrun_device(device):
     return device
 
 
-def init_distributed(use_cuda):
+@contextmanager
+def process_group(part, use_cuda):
+    """torch.distributed for the ranks of a torchrun launch (None for any other partition), its
+    process group destroyed when the block ends if it was made here: gloo's threads must not
+    outlive the interpreter, where they abort the process at exit (pytorch/pytorch#190489)."""
+    if not part.launcher:
+        yield None
+        return
     import torch.distributed as dist
-    if not dist.is_initialized():
+    made = not dist.is_initialized()
+    if made:
         dist.init_process_group('nccl' if use_cuda else 'gloo')
-    return dist
+    try:
+        yield dist
+    finally:
+        if made:
+            dist.destroy_process_group()
 
 
 @dataclass(frozen=True)
