@@ -92,13 +92,24 @@ def test_per_instance_pngs_decode_to_the_rle_masks(run):
     names = {c['id']: c['name'] for c in run['doc']['categories']}
     for im, anns, masks in per_image(run['doc']):
         folder = run['out'] / 'masks' / stem_of(im)
-        files = sorted(folder.iterdir(), key=lambda p: int(p.name.split('_')[0]))
+        files = sorted(folder.iterdir())    # numbered so that they sort by name
         assert len(files) == len(anns)
         for k, (path, ann, m) in enumerate(zip(files, anns, masks), 1):
-            assert path.name == f'{k}_{names[ann["category_id"]].replace(" ", "_")}.png'
+            assert path.name == f'{k:03d}_{names[ann["category_id"]].replace(" ", "_")}.png'
             img = read_png(path)
             assert img.dtype == np.uint8 and set(np.unique(img)) <= {0, 255}
             assert np.array_equal(img == 255, m)
+
+
+def test_the_colour_preview_shows_each_instance_in_its_own_colour(run):
+    from mrcnn_cli.visualize import distinct_colors
+    for im, _, _ in per_image(run['doc']):
+        inst = read_png(run['out'] / 'masks' / f'{stem_of(im)}.png')
+        preview = read_png(run['out'] / 'masks' / f'{stem_of(im)}_color.png')
+        assert preview.shape == (*inst.shape, 3) and preview.dtype == np.uint8
+        assert (preview[inst == 0] == 0).all()
+        for k in np.unique(inst[inst > 0]):
+            assert (preview[inst == k] == distinct_colors()[k - 1][::-1]).all()
 
 
 def rasterise(points, width, height):
@@ -119,7 +130,7 @@ def test_yolo_labels_rasterise_to_the_masks(run):
     checked = 0
     for im, anns, masks in per_image(run['doc']):
         lines = (run['out'] / 'labels' / f'{stem_of(im)}.txt').read_text().splitlines()
-        assert 0 < len(lines) <= len(anns)
+        assert len(lines) == sum(m.any() for m in masks)   # every instance with a mask
         unmatched = list(range(len(anns)))
         for line in lines:
             values = line.split()
@@ -145,7 +156,7 @@ def test_crops_are_the_box_region_with_the_mask_as_alpha(run):
             image = cv2.imread(str(JPEG if im['file_name'] == str(JPEG) else run['png']))
         stem = stem_of(im).replace('/', '_')
         for k, (ann, m) in enumerate(zip(anns, masks), 1):
-            crop = read_png(run['out'] / 'crops' / names[ann['category_id']] / f'{stem}_{k}.png')
+            crop = read_png(run['out'] / 'crops' / names[ann['category_id']] / f'{stem}_{k:03d}.png')
             x, y, w, h = ann['bbox']
             x0, y0 = max(int(np.floor(x)), 0), max(int(np.floor(y)), 0)
             x1, y1 = min(int(np.ceil(x + w)), im['width']), min(int(np.ceil(y + h)), im['height'])

@@ -1,26 +1,99 @@
 """Drawing instance masks, boxes and labels on a BGR image with OpenCV."""
-import colorsys
+from __future__ import annotations
+
+import functools
+import numbers
+from collections.abc import Sequence
+from typing import Protocol
 
 import cv2
 import numpy as np
 
+from mrcnn_cli.errors import MrcnnError
+from mrcnn_cli.ops.paste import MaskWindow
 
-def class_color(label, palette=None):
+
+class Drawable(Protocol):
+    """What drawing reads of a Detections (which lives a layer above)."""
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    classes: tuple[str, ...]
+    palette: Sequence[tuple[int, int, int]] | None
+
+    def __len__(self) -> int: ...
+
+    def mask_windows(self) -> list[MaskWindow]: ...
+
+SEED_RGB = (255, 56, 56)   # the first class's colour; the others are chosen to differ from all before them
+
+
+def _srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+    """CIE L*a*b* (D65) of sRGB values in [0, 1]: the space where distance is seen difference."""
+    linear = np.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+    xyz = linear @ np.array([[0.4124, 0.2126, 0.0193], [0.3576, 0.7152, 0.1192], [0.1805, 0.0722, 0.9505]])
+    xyz /= (0.95047, 1.0, 1.08883)
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], axis=1)
+
+
+@functools.lru_cache(maxsize=1)
+def distinct_colors(count: int = 256) -> tuple[tuple[int, int, int], ...]:
+    """`count` RGB colours, each as far (in L*a*b*) from every colour before it as the sRGB cube
+    allows (greedy farthest-point choice), among colours that tint a mask visibly and carry black
+    or white label text: mid lightness, clearly chromatic.  The first k are the same for any count,
+    so a class keeps its colour."""
+    levels = np.linspace(0, 255, 18)
+    rgb = np.stack(np.meshgrid(levels, levels, levels, indexing='ij'), -1).reshape(-1, 3)
+    lab = _srgb_to_lab(rgb / 255)
+    usable = (lab[:, 0] >= 40) & (lab[:, 0] <= 88) & (np.hypot(lab[:, 1], lab[:, 2]) >= 25)
+    rgb, lab = rgb[usable], lab[usable]
+    first = int(np.argmin(np.abs(rgb - SEED_RGB).sum(axis=1)))
+    chosen, nearest = [first], np.linalg.norm(lab - lab[first], axis=1)
+    for _ in range(count - 1):
+        i = int(np.argmax(nearest))
+        chosen.append(i)
+        nearest = np.minimum(nearest, np.linalg.norm(lab - lab[i], axis=1))
+    return tuple((int(rgb[i, 0]), int(rgb[i, 1]), int(rgb[i, 2])) for i in chosen)
+
+
+def class_color(label: int, palette: Sequence[Sequence[int]] | None = None) -> tuple[int, int, int]:
     """BGR colour of a class: the checkpoint's palette (RGB, as mmdetection stores it) when it has
-    one, else distinct saturated colours in golden-ratio steps around the hue circle.  A class
-    keeps its colour across images, frames and runs."""
+    one, else `distinct_colors`.  A class keeps its colour across images, frames and runs."""
     if palette is not None and label < len(palette):
         r, g, b = palette[label]
-        return int(b), int(g), int(r)
-    r, g, b = colorsys.hsv_to_rgb((0.13 + label * 0.618034) % 1.0, 0.85, 0.95)
-    return int(b * 255), int(g * 255), int(r * 255)
+    else:
+        colors = distinct_colors()
+        r, g, b = colors[label % len(colors)]
+    return int(b), int(g), int(r)
 
 
-def draw_detections(img, det, *, line_width=None, mask_alpha=0.5, labels=True, conf=True, boxes=True, masks=True):
+def color_instance_map(instance_map: np.ndarray) -> np.ndarray:
+    """A BGR picture of a uint16 instance map: instance k in the k-th distinct colour, background black."""
+    colors = distinct_colors()
+    lut = np.zeros((int(instance_map.max(initial=0)) + 1, 3), np.uint8)
+    for k in range(1, len(lut)):
+        lut[k] = colors[(k - 1) % len(colors)][::-1]
+    return lut[instance_map]
+
+
+def check_draw_options(line_width: object, mask_alpha: object) -> None:
+    """One MrcnnError for a drawing value that cannot be drawn."""
+    if line_width is not None and (isinstance(line_width, bool) or not isinstance(line_width, numbers.Integral)
+                                   or line_width < 1):
+        raise MrcnnError(f'line_width must be a whole number of pixels >= 1 (or None), not {line_width!r}')
+    if isinstance(mask_alpha, bool) or not isinstance(mask_alpha, numbers.Real) or not 0 <= float(mask_alpha) <= 1:
+        raise MrcnnError(f'mask_alpha must be between 0 (masks invisible) and 1 (opaque), not {mask_alpha!r}')
+
+
+def draw_detections(img: np.ndarray, det: Drawable, *, line_width: int | None = None, mask_alpha: float = 0.5,
+                    labels: bool = True, conf: bool = True, boxes: bool = True, masks: bool = True) -> np.ndarray:
     """A copy of `img` with each instance of `det` (a Detections) drawn in its class's colour:
     the mask blended in with `mask_alpha` and outlined, the box, and a 'class score' label; each
     part can be switched off (`labels=False` hides the whole label, `conf=False` only its score).
+    Labels go where they cover no other label (see `place_labels`), on top of everything else.
     `line_width` defaults to about 1 px per 400 px of the image's shorter side."""
+    check_draw_options(line_width, mask_alpha)
     out = img.copy()
     h, w = out.shape[:2]
     thickness = int(line_width) if line_width else max(1, round(min(h, w) / 400))
@@ -37,21 +110,72 @@ def draw_detections(img, det, *, line_width=None, mask_alpha=0.5, labels=True, c
             region[m] = (region[m] * (1 - mask_alpha) + color * mask_alpha).astype(np.uint8)
             contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
             cv2.drawContours(region, contours, -1, colors[i], thickness)
-    for i in order:
-        x1, y1, x2, y2 = (int(round(v)) for v in det.boxes[i])
-        if boxes:
+    corners = [tuple(int(round(v)) for v in det.boxes[i]) for i in range(len(det))]
+    if boxes:
+        for i in order:
+            x1, y1, x2, y2 = corners[i]
             cv2.rectangle(out, (x1, y1), (x2, y2), colors[i], thickness)
-        if labels:   # hide_labels hides the whole label; hide_conf only its score (as Ultralytics)
-            text = det.classes[det.labels[i]] + (f' {det.scores[i]:.2f}' if conf else '')
-            _label(out, text, x1, y1, colors[i], font_scale)
+    if labels and len(det):   # hide_labels hides the whole label; hide_conf only its score (as Ultralytics)
+        texts = [det.classes[det.labels[i]] + (f' {det.scores[i]:.2f}' if conf else '') for i in range(len(det))]
+        sizes = [_label_size(text, font_scale) for text in texts]
+        spots = place_labels(det.boxes, [s[:2] for s in sizes], w, h)
+        for i in order:
+            _label(out, texts[i], spots[i], sizes[i], colors[i], font_scale)
     return out
 
 
-def _label(out, text, x1, y1, color, font_scale):
-    h = out.shape[0]
+def _label_size(text: str, font_scale: float) -> tuple[int, int, int]:
+    """(width, height, baseline) of a label's filled box."""
     (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
-    ty = y1 - 2 if y1 - th - base - 2 >= 0 else min(y1 + th + 2, h - base)
-    cv2.rectangle(out, (x1, ty - th - 2), (x1 + tw + 2, ty + base), color, -1)
+    return tw + 2, th + base + 2, base
+
+
+def _label_places() -> np.ndarray:
+    """Where a label may go, as rows (ax, bx, ay, by): x = x1 + ax * box width + bx * label width,
+    y = y1 + ay * box height + by * label height, in order of preference."""
+    corners = [(ax, bx, ay, by) for ax, bx in ((0, 0), (1, -1)) for ay, by in ((0, -1), (0, 0), (1, 0), (1, -1))]
+    stacked = [(0, dx, ay, by) for step in range(1, 7) for dx in (0, -0.5, 0.5)
+               for ay, by in ((0, -1 - step), (1, step))]
+    return np.array(corners + stacked, np.float64)
+
+
+_PLACES = _label_places()
+
+
+def place_labels(boxes: np.ndarray, sizes: Sequence[tuple[int, int]], width: int, height: int,
+                 ) -> list[tuple[int, int]]:
+    """The top-left corner of each label (width, height in `sizes`) of each box, in box order
+    (highest score first, so the best places go to the surest detections).  Each label takes the
+    first of these places that stays in the image and covers no label placed before it: above the
+    box's top-left corner (where readers look first), inside it, below the box, at the right-hand
+    corners, then further up or down in label-height steps (also half a label to either side);
+    when every place is taken, the one overlapping the least.  As in detectron2's Visualizer, labels
+    never leave the picture."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    lw, lh = (np.asarray([size[i] for size in sizes], np.float64).reshape(-1, 1) for i in (0, 1))
+    xs = np.clip(np.round(boxes[:, :1] + _PLACES[:, 0] * (boxes[:, 2:3] - boxes[:, :1]) + _PLACES[:, 1] * lw),
+                 0, np.maximum(width - lw, 0))   # (labels, places), every label's places at once
+    ys = np.clip(np.round(boxes[:, 1:2] + _PLACES[:, 2] * (boxes[:, 3:4] - boxes[:, 1:2]) + _PLACES[:, 3] * lh),
+                 0, np.maximum(height - lh, 0))
+    placed = np.zeros((len(boxes), 4), np.float64)
+    spots = []
+    for k in range(len(boxes)):
+        best = 0
+        if k:
+            before = placed[:k]
+            ix = np.minimum(xs[k, :, None] + lw[k], before[:, 2]) - np.maximum(xs[k, :, None], before[:, 0])
+            iy = np.minimum(ys[k, :, None] + lh[k], before[:, 3]) - np.maximum(ys[k, :, None], before[:, 1])
+            best = int(np.argmin((np.clip(ix, 0, None) * np.clip(iy, 0, None)).sum(axis=1)))   # first of the least
+        x, y = xs[k, best], ys[k, best]
+        placed[k] = x, y, x + lw[k, 0], y + lh[k, 0]
+        spots.append((int(x), int(y)))
+    return spots
+
+
+def _label(out: np.ndarray, text: str, spot: tuple[int, int], size: tuple[int, int, int], color: tuple[int, int, int],
+           font_scale: float) -> None:
+    (x, y), (lw, lh, base) = spot, size
+    cv2.rectangle(out, (x, y), (x + lw - 1, y + lh - 1), color, -1)
     luminance = 0.114 * color[0] + 0.587 * color[1] + 0.299 * color[2]
     ink = (0, 0, 0) if luminance > 140 else (255, 255, 255)
-    cv2.putText(out, text, (x1 + 1, ty), cv2.FONT_HERSHEY_SIMPLEX, font_scale, ink, 1, cv2.LINE_AA)
+    cv2.putText(out, text, (x + 1, y + lh - base - 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale, ink, 1, cv2.LINE_AA)

@@ -66,3 +66,16 @@ def encode_rle(windows, height, width):
         rle['counts'] = rle['counts'].decode('ascii')
         out.append((rle, int(c[1::2].sum())))
     return out
+
+
+def decode_rle(rle):
+    """(H, W) bool mask of a COCO RLE dict (`size` and `counts`, compressed str or bytes, or an
+    uncompressed list of runs)."""
+    import pycocotools.mask as mask_util
+    h, w = (int(v) for v in rle['size'])
+    counts = rle['counts']
+    if isinstance(counts, list):
+        rle = mask_util.frPyObjects({'size': [h, w], 'counts': counts}, h, w)
+    else:
+        rle = {'size': [h, w], 'counts': counts.encode('ascii') if isinstance(counts, str) else counts}
+    return mask_util.decode(rle).astype(bool)

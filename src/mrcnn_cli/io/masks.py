@@ -50,23 +50,28 @@ def mask_polygons(win):
 
 
 def outer_contour(win):
-    """The largest external contour of a MaskWindow as (K, 2) pixel coordinates (through pixel
-    centres, as Ultralytics' masks2segments writes YOLO labels), or None for an empty mask."""
+    """The largest external contour of a MaskWindow as (K, 2) pixel coordinates, K >= 3 with a
+    non-zero area, or None for an empty mask.  Through pixel centres, as Ultralytics'
+    masks2segments writes YOLO labels; a mask one pixel thin, whose centre line encloses nothing,
+    gets the polygon along its pixels' outer edges instead (`mask_polygons`)."""
     if not win.mask.any():
         return None
     contours, _ = cv2.findContours(win.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    c = max(contours, key=len)
-    return c.reshape(-1, 2).astype(np.float64) + (win.x0, win.y0)
+    c = max(contours, key=len).reshape(-1, 2)
+    if len(c) >= 3 and cv2.contourArea(c) > 0:
+        return c.astype(np.float64) + (win.x0, win.y0)
+    edges = [np.asarray(p, np.float64).reshape(-1, 2) for p in mask_polygons(win)]
+    return max(edges, key=lambda p: cv2.contourArea(p.astype(np.float32)))
 
 
 def yolo_lines(windows, labels, scores, height, width, conf=False):
     """Ultralytics' segmentation label lines: `class x1 y1 x2 y2 ...` (0-based class, the outer
-    contour's points normalised to [0, 1]), with the score last when `conf`.  Masks with fewer
-    than three contour points are left out."""
+    contour's points normalised to [0, 1]), with the score last when `conf`: one line for every
+    non-empty mask (an empty one has no outline to write)."""
     lines = []
     for win, label, score in zip(windows, labels, scores):
         pts = outer_contour(win)
-        if pts is None or len(pts) < 3:
+        if pts is None:
             continue
         pts = np.clip(pts / (width, height), 0.0, 1.0)
         line = f'{int(label)} ' + ' '.join(f'{v:.6f}' for v in pts.reshape(-1))
