@@ -13,10 +13,12 @@ $(BIN)/mrcnn: pyproject.toml
 
 setup: $(BIN)/mrcnn
 
-# ruff, and import-linter's contract that imports only go down the layers (pyproject.toml)
+# ruff, import-linter's contract that imports only go down the layers, and mypy on the typed public
+# surface (all three configured in pyproject.toml)
 lint: setup
 	$(BIN)/ruff check src tests tools
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -54,8 +54,8 @@ def test_path_array_and_list_give_the_same_detections(model):
     assert same(a, by_path) and len(b) > 0
     with pytest.raises(MrcnnError, match='missing.jpg'):
         model.predict([STREET, COCO_IMAGES / 'missing.jpg'])
-    with pytest.raises(MrcnnError, match='use stream'):
-        model.predict([COCO_IMAGES])
+    with pytest.raises(MrcnnError, match=r'is a video: predict gives one Detections per image; use stream\(\)'):
+        model.predict([STREET, CLIP])
 
 
 def test_detections_index_filter_serialise_and_draw(model):

@@ -10,6 +10,7 @@ import torch
 
 from mrcnn_cli import MrcnnError, MrcnnWarning
 from mrcnn_cli.backends.pytorch import model_from_checkpoint
+from mrcnn_cli.errors import command_line_voice
 from mrcnn_cli.io.checkpoint import Placeholder, load_checkpoint, resolve_spec
 from mrcnn_cli.io.coco import COCO_CLASSES
 from mrcnn_cli.io.zoo import get_entry
@@ -123,9 +124,11 @@ def test_explicit_options_win_over_the_config_with_one_warning(plain):
     spec, said = spec_and_warnings(caffe, style='pytorch')
     assert (spec.style, spec.norm) == ('pytorch', PYTORCH_NORM)
     assert said == ["f.pth: its training config (meta.config) says style='caffe'; using pytorch style as "
-                    '--style asks']
+                    "style='pytorch' asks"]
+    with command_line_voice():   # the command line names its flags
+        assert spec_and_warnings(caffe, style='pytorch')[1][0].endswith('using pytorch style as --style pytorch asks')
     spec, said = spec_and_warnings(caffe, spec=get_entry('mask-rcnn_r50_fpn_1x_coco').spec)
-    assert spec.style == 'pytorch' and len(said) == 1 and 'as --model asks' in said[0]
+    assert spec.style == 'pytorch' and len(said) == 1 and 'as the zoo entry asks' in said[0]
     spec, said = spec_and_warnings(caffe, spec=get_entry('mask-rcnn_r50-caffe_fpn_1x_coco').spec)
     assert (spec.style, spec.norm, said) == ('caffe', CAFFE_NORM, [])
     spec, said = spec_and_warnings(caffe, style='caffe')
@@ -134,7 +137,7 @@ def test_explicit_options_win_over_the_config_with_one_warning(plain):
     bare = Checkpoint(plain['caffe'].state_dict)
     spec, said = spec_and_warnings(bare)
     assert spec.style == 'pytorch' and len(said) == 1 and 'assuming pytorch style' in said[0]
-    assert '--style caffe' in said[0]
+    assert "pass style='caffe'" in said[0]
     assert spec_and_warnings(bare, style='caffe')[1] == []
 
 

@@ -120,3 +120,53 @@ def test_caffe_training_checkpoint_needs_no_options(tmp_path, checkpoint):
     ref = json.loads((SHARED / 'data' / 'reference' / 'r50_caffe_fpn__000000397133.json').read_text())
     anns = json.loads((out / 'predictions.json').read_text())['annotations']
     assert_matches_reference(from_reference(ref['detections']), from_annotations(anns, ref['height'], ref['width']))
+
+
+def test_an_onnx_file_implies_its_backend_and_a_file_of_the_wrong_kind_is_named(tmp_path, checkpoint, exported):
+    graph = exported('r50')
+    proc = mrcnn_here('predict', DEMO, '--onnx', graph, '--device', 'cpu', *FAST, '--no-vis', '--out', tmp_path / 'o')
+    assert proc.returncode == 0, proc.stderr
+    assert 'onnx backend on onnxruntime CPUExecutionProvider' in proc.stderr
+    assert_one_error_line(mrcnn_here('predict', DEMO, '--weights', graph),
+                          f'{graph} is an ONNX file, not a PyTorch checkpoint: pass it as --onnx {graph}')
+    assert_one_error_line(mrcnn_here('predict', DEMO, '--onnx', checkpoint('r50')),
+                          'is a PyTorch checkpoint, not an ONNX file: pass it as --weights')
+    assert_one_error_line(mrcnn_here('predict', DEMO, '--weights', checkpoint('r50'), '--device', 'cpu', '--fp16'),
+                          '--fp16 needs a CUDA GPU; on the CPU use --bf16')   # the CLI names its flags
+    assert not (tmp_path / 'runs').exists()
+
+
+def test_class_typos_are_caught_before_any_download(tmp_path):
+    empty = tmp_path / 'weights'
+    empty.mkdir()
+    proc = mrcnn_here('predict', DEMO, '--model', 'mask-rcnn_r50_fpn_1x_coco', '--weights-dir', empty,
+                      '--classes', 'person,bycicle')
+    assert_one_error_line(proc, "unknown class 'bycicle'; did you mean 'bicycle'? (--classes)")
+    assert list(empty.iterdir()) == [] and 'cannot download' not in proc.stderr
+
+
+def test_run_folders_never_mix_two_runs(tmp_path, checkpoint, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    image = COCO_IMAGES / '000000397133.jpg'
+    args = ('predict', image, '--weights', checkpoint('r50'), '--style', 'pytorch', '--device', 'cpu', *FAST)
+    first = mrcnn_here(*args)
+    assert first.returncode == 0 and 'runs/predict/predictions.json' in first.stdout, first.stderr
+    second = mrcnn_here(*args, '--score-thr', '0.5')   # the default folder: a new one, as Ultralytics does
+    assert second.returncode == 0 and 'runs/predict2/predictions.json' in second.stdout, second.stderr
+    assert sorted(p.name for p in (tmp_path / 'runs').iterdir()) == ['predict', 'predict2']
+    before = (tmp_path / 'runs' / 'predict' / 'predictions.json').read_bytes()
+    named = mrcnn_here(*args, '--score-thr', '0.5', '--out', 'runs/predict')   # a folder the user names: refused
+    assert_one_error_line(named, 'runs/predict holds the results of another run (predictions.json')
+    assert '--resume' in named.stderr and '--exist-ok' in named.stderr
+    assert (tmp_path / 'runs' / 'predict' / 'predictions.json').read_bytes() == before
+    again = mrcnn_here(*args, '--out', 'runs/predict', '--resume')   # the same run, continued: nothing to redo
+    assert again.returncode == 0 and '(1 inputs done by the earlier run)' in again.stdout, again.stderr
+    replaced = mrcnn_here(*args, '--score-thr', '0.5', '--out', 'runs/predict', '--exist-ok')
+    assert replaced.returncode == 0, replaced.stderr
+    doc = json.loads((tmp_path / 'runs' / 'predict' / 'predictions.json').read_text())
+    assert doc['annotations'] and min(a['score'] for a in doc['annotations']) >= 0.5
+    # the parts of one sharded run share their folder
+    for k in (0, 1):
+        part = mrcnn_here(*args, DEMO, '--out', 'runs/sharded', '--shard', f'{k}/2')
+        assert part.returncode == 0 and 'runs/sharded/predictions.shard' in part.stdout, part.stderr
+    assert mrcnn_here('merge', 'runs/sharded').returncode == 0

@@ -82,9 +82,12 @@ def test_checkpoint_and_file_faults(tmp_path, checkpoint):
     cut.write_bytes(data[:len(data) // 3])
     assert_one_error_line(mrcnn_here('predict', DEMO, '--weights', cut, '--out', tmp_path / 'o'), 'not a valid')
     onnx_bad = tmp_path / 'bad.onnx'
-    onnx_bad.write_bytes(data[:5000])
+    onnx_bad.write_bytes(bytes(range(256)) * 20)
     assert_one_error_line(mrcnn_here('predict', DEMO, '--backend', 'onnx', '--onnx', onnx_bad, '--out', tmp_path / 'o'),
                           'cannot load the ONNX model')
+    onnx_bad.write_bytes(data[:5000])   # the start of a checkpoint under an .onnx name: said what it is
+    assert_one_error_line(mrcnn_here('predict', DEMO, '--onnx', onnx_bad, '--out', tmp_path / 'o'),
+                          'is a PyTorch checkpoint, not an ONNX file: pass it as --weights')
     mp4 = tmp_path / 'cut.mp4'   # an mp4 whose index (moov atom, at the end) was cut off
     mp4.write_bytes((SHARED / 'data' / 'video' / 'mmdet_demo.mp4').read_bytes()[:150_000])
     proc = mrcnn_here('predict', mp4, '--weights', checkpoint('r50'), '--out', tmp_path / 'o', *FAST)
@@ -104,8 +107,9 @@ def test_outputs_never_feed_back_or_overwrite_inputs(tmp_path, checkpoint):
     src.mkdir()
     (src / 'demo.jpg').write_bytes(DEMO.read_bytes())
     out = src / 'results'
-    for _ in range(2):   # the second run must not take the first run's picture as an input
-        proc = mrcnn_here('predict', src, '--weights', checkpoint('r50'), '--device', 'cpu', '--out', out, *FAST)
+    for again in ([], ['--exist-ok']):   # the second run must not take the first run's picture as an input
+        proc = mrcnn_here('predict', src, '--weights', checkpoint('r50'), '--device', 'cpu', '--out', out, *FAST,
+                          *again)
         assert proc.returncode == 0, proc.stderr
         doc = json.loads((out / 'predictions.json').read_text())
         assert [im['file_name'] for im in doc['images']] == [str(src / 'demo.jpg')]

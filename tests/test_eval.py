@@ -8,10 +8,11 @@ import sys
 import pytest
 
 from conftest import COCO_IMAGES, SHARED
-from helpers import FAST, assert_one_error_line, mrcnn, mrcnn_here
+from helpers import FAST, FAST_SCALE, assert_one_error_line, mrcnn, mrcnn_here
 
 VAL2014 = SHARED / 'data' / 'val2014_100'
 TINY8 = SHARED / 'data' / 'coco_mini_val2017' / 'annotations' / 'instances_val2017_tiny8.json'
+MINI = SHARED / 'data' / 'coco_mini_val2017' / 'annotations' / 'instances_val2017.json'
 
 
 def official_numbers(kind):
@@ -31,6 +32,7 @@ def test_reproduces_pycocotools_official_example(kind, results, tmp_path):
     proc = mrcnn_here('eval', 'coco', '--ann', VAL2014 / 'instances_val2014_100.json', '--results', VAL2014 / results,
                       '--out', tmp_path, '--model', 'mask-rcnn_r50_fpn_1x_coco', '--classwise')
     assert proc.returncode == 0, proc.stderr
+    assert 'the results name 99 of the 100 images' in proc.stderr   # scored on all 100, as the example is
     expected = official_numbers(kind)
     assert len(expected) == 12 and expected[0] == {'bbox': 0.505, 'segm': 0.320}[kind]
     assert printed_numbers(proc.stdout, kind) == expected
@@ -115,6 +117,9 @@ def test_full_loop_on_both_backends(tmp_path, checkpoint, exported):
     assert all(r['score'] > 0.05 for r in results)
     m_torch, m_onnx = _metrics(outs['torch']), _metrics(outs['onnx'])
     assert m_torch['images_evaluated'] == 5
+    # what produced the numbers
+    assert (m_torch['backend'], m_torch['precision'], m_torch['scale']) == ('torch', 'fp32', list(FAST_SCALE))
+    assert (m_onnx['backend'], m_onnx['scale']) == ('onnx', list(FAST_SCALE)) and len(m_torch['weights_sha256']) == 64
     for kind in ('bbox', 'segm'):
         for name, value in m_torch[kind].items():
             assert value == pytest.approx(m_onnx[kind][name], abs=0.005), (kind, name)
@@ -138,14 +143,22 @@ def test_missing_images_resume_and_shards(tmp_path, checkpoint):
     # resume: nothing left to predict for the two readable images, same numbers
     proc = mrcnn_here(*base, '--resume')
     assert proc.returncode == 1 and _metrics(out)['bbox'] == first['bbox']
-    assert len((out / 'results.partial.jsonl').read_text().splitlines()) == 2
+    records = [json.loads(line) for line in (out / 'results.partial.jsonl').read_text().splitlines()]
+    assert records[0]['format'].startswith('mrcnn predictions log') and records[0]['scale'] == list(FAST_SCALE)
+    assert sum('annotations' in r for r in records) == 2 and sum('failed' in r for r in records) == 1
+    # resuming with other options would mix two runs' results: refused, naming what differs
+    proc = mrcnn_here(*base, '--scale', '800,480', '--resume')   # the last --scale counts
+    assert proc.returncode == 1 and 'written by another run (scale [640, 384], now [800, 480])' in proc.stderr
     # two shards written separately and evaluated together give the same metrics
     for k in (0, 1):
         proc = mrcnn_here(*base[:-1], tmp_path / 'shards', '--shard', f'{k}/2')
         assert proc.returncode == 0, proc.stderr
-    proc = mrcnn_here('eval', 'coco', '--ann', TINY8, '--results', str(tmp_path / 'shards' / 'results.shard-*.json'))
+    proc = mrcnn_here('eval', 'coco', '--ann', TINY8, '--results', str(tmp_path / 'shards' / 'results.shard-*.json'),
+                      '--covered-only', '--out', tmp_path / 'merged')
     assert proc.returncode == 0, proc.stderr
-    # the shard evaluation runs over every annotated image, so compare the detections instead
+    # the shards' results name the two readable images, which the one run evaluated: the same numbers
+    assert _metrics(tmp_path / 'merged')['bbox'] == first['bbox'] and _metrics(tmp_path / 'merged')['segm'] == \
+        first['segm']
     merged = sorted((r['image_id'], r['score']) for k in (0, 1)
                     for r in json.loads((tmp_path / 'shards' / f'results.shard-{k}-of-2.json').read_text()))
     single = sorted((r['image_id'], r['score']) for r in json.loads((out / 'results.json').read_text()))
@@ -166,3 +179,30 @@ def test_torchrun_two_processes_equal_one(tmp_path, checkpoint):
     assert (multi / 'results.rank0.partial.jsonl').exists() and (multi / 'results.rank1.partial.jsonl').exists()
     assert json.loads((multi / 'results.json').read_text()) == json.loads((single / 'results.json').read_text())
     assert _metrics(multi)['bbox'] == _metrics(single)['bbox'] and _metrics(multi)['segm'] == _metrics(single)['segm']
+
+
+def test_results_that_name_part_of_the_images_are_said_and_scorable_alone(tmp_path):
+    """Perfect results for 5 of the 79 images: scored as COCO does (the other 74 found nothing) with
+    one warning line naming the coverage, recorded in metrics.json; --covered-only gives AP 1 on the 5."""
+    from pycocotools.coco import COCO
+    gt = COCO(str(MINI))
+    chosen = sorted(gt.getImgIds())[:5]
+    perfect = [{'image_id': a['image_id'], 'category_id': a['category_id'], 'bbox': a['bbox'], 'score': 1.0,
+                'segmentation': gt.annToRLE(a)} for a in gt.loadAnns(gt.getAnnIds(imgIds=chosen, iscrowd=False))]
+    for r in perfect:
+        r['segmentation']['counts'] = r['segmentation']['counts'].decode('ascii')
+    results = tmp_path / 'perfect.json'
+    results.write_text(json.dumps(perfect))
+    proc = mrcnn_here('eval', 'coco', '--ann', MINI, '--results', results, '--out', tmp_path / 'all')
+    assert proc.returncode == 0, proc.stderr
+    notes = [line for line in proc.stderr.splitlines() if line.startswith('warning:')]
+    assert len(notes) == 1 and 'the results name 5 of the 79 images' in notes[0] and '--covered-only' in notes[0]
+    every = _metrics(tmp_path / 'all')
+    assert (every['images_evaluated'], every['images_total'], every['images_with_results']) == (79, 79, 5)
+    assert every['bbox']['AP'] < 0.2 and '79 of 79 images evaluated' in proc.stdout
+    proc = mrcnn_here('eval', 'coco', '--ann', MINI, '--results', results, '--covered-only', '--out',
+                      tmp_path / 'covered')
+    assert proc.returncode == 0 and 'warning' not in proc.stderr, proc.stderr
+    covered = _metrics(tmp_path / 'covered')
+    assert covered['bbox']['AP'] == pytest.approx(1.0) and covered['segm']['AP'] == pytest.approx(1.0)
+    assert covered['images_evaluated'] == 5 and covered['images_scored'] == 'those the results name'

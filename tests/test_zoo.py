@@ -1,5 +1,6 @@
 import csv
 import hashlib
+from pathlib import Path
 
 import pytest
 
@@ -50,11 +51,31 @@ def test_download_checks_sha256_and_writes_atomically(tmp_path):
 
 
 def test_offline_download_says_how_to_use_a_local_file(tmp_path):
+    from mrcnn_cli.errors import command_line_voice
     base = zoo.get_entry('mask-rcnn_r50_fpn_1x_coco')
     entry = zoo.ZooEntry(**{**base.__dict__, 'url': 'http://127.0.0.1:9/x.pth'})
-    with pytest.raises(MrcnnError, match=r'--model mask-rcnn_r50_fpn_1x_coco --weights'):
-        zoo.download(entry, tmp_path, progress=False, timeout=5)
+    with pytest.raises(MrcnnError, match=r"load\('mask-rcnn_r50_fpn_1x_coco', weights='PATH/"):
+        zoo.download(entry, tmp_path, progress=False, timeout=5)     # to a program: Python
+    with command_line_voice(), pytest.raises(MrcnnError, match=r'--model mask-rcnn_r50_fpn_1x_coco --weights'):
+        zoo.download(entry, tmp_path, progress=False, timeout=5)     # at the command line: flags
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_default_weights_folder_is_the_checkouts_and_else_the_cache(monkeypatch, tmp_path):
+    monkeypatch.delenv('MRCNN_WEIGHTS_DIR', raising=False)
+    root = Path(__file__).resolve().parents[1]
+    assert zoo.checkout_root(zoo.__file__) == root          # this checkout (an editable install)
+    assert zoo.default_weights_dir() == root / 'weights'
+    installed = tmp_path / 'lib' / 'site-packages' / 'mrcnn_cli' / 'io' / 'zoo.py'   # as pip installs it
+    installed.parent.mkdir(parents=True)
+    (tmp_path / 'lib' / 'pyproject.toml').write_text('[project]\nname = "mrcnn-cli"\n')
+    assert zoo.checkout_root(installed) is None
+    other = tmp_path / 'other' / 'src' / 'mrcnn_cli' / 'io' / 'zoo.py'                  # another project's src/
+    other.parent.mkdir(parents=True)
+    (tmp_path / 'other' / 'pyproject.toml').write_text('[project]\nname = "something-else"\n')
+    assert zoo.checkout_root(other) is None
+    monkeypatch.setattr(zoo, 'checkout_root', lambda _: None)
+    assert zoo.default_weights_dir() == Path.home() / '.cache' / 'mrcnn' / 'weights'
 
 
 def test_weights_dir_override(monkeypatch, tmp_path):

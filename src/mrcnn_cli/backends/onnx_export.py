@@ -8,7 +8,7 @@ from torch import nn
 
 from mrcnn_cli.backends.onnx_graph import INPUT_NAMES, OUTPUT_NAMES
 from mrcnn_cli.backends.onnx_metadata import model_metadata
-from mrcnn_cli.errors import MrcnnError
+from mrcnn_cli.errors import MrcnnError, option
 from mrcnn_cli.io.files import atomic_path, file_sha256
 
 DEMO_IMAGE = Path(__file__).resolve().parents[1] / 'data' / 'demo.jpg'
@@ -35,9 +35,10 @@ def export_onnx(predictor, out_path, opset=DEFAULT_OPSET, fp16=False, sample_ima
     """Trace the predictor's model into `out_path` (atomically) with metadata; returns seconds taken."""
     import onnx
     if opset < 16:
-        raise MrcnnError('--opset must be >= 16 (RoiAlign with aligned=True semantics needs opset 16)')
+        raise MrcnnError(f'{option("opset")} must be >= 16 (RoiAlign with aligned=True semantics needs opset 16)')
     if predictor.precision != 'fp32':
-        raise MrcnnError('export from an FP32 predictor (--fp16 makes the FP16 graph from FP32 weights)')
+        raise MrcnnError(f'export from an FP32 predictor ({option("fp16", True)} makes the FP16 graph from FP32 '
+                         'weights)')
     import torchvision.ops  # noqa: F401 - registers the ONNX forms of torchvision::nms and ::roi_align
     model = predictor.model.cpu().eval()
     sample = _sample_input(predictor, sample_image)

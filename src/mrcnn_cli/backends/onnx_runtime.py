@@ -71,6 +71,5 @@ class OnnxPredictor(GraphPredictor):
     def run_graph(self, inputs):
         return self.session.run(None, inputs)
 
-    def describe(self):
-        return (f'{self.spec.backbone_name} {self.spec.style}, {self.name} backend on onnxruntime '
-                f'{self.providers[0]} ({self.precision}{self._scale_note()}), from {self.source}')
+    def runs_on(self) -> str:
+        return f'{self.name} backend on onnxruntime {self.providers[0]}'

@@ -9,7 +9,7 @@ import torch
 from mrcnn_cli.backends.onnx_graph import GraphPredictor
 from mrcnn_cli.backends.onnx_metadata import parse_metadata
 from mrcnn_cli.engine.preprocess import TEST_SCALE
-from mrcnn_cli.errors import MrcnnError, first_line
+from mrcnn_cli.errors import MrcnnError, first_line, option
 
 DEVICES = {'auto': 'AUTO', 'cpu': 'CPU', 'gpu': 'GPU', 'npu': 'NPU'}
 HINTS = {'fp32': 'f32', 'bf16': 'bf16', 'fp16': 'f16'}
@@ -35,7 +35,7 @@ def ov_device(device):
         return DEVICES[name.lower()]
     if name.split('.')[0] in DEVICES.values():
         return name
-    raise MrcnnError(f'--device {name} is not an OpenVINO device (use cpu, gpu, npu or auto)')
+    raise MrcnnError(f'{option("device", name)} is not an OpenVINO device (use cpu, gpu, npu or auto)')
 
 
 def compile_config(target, precision='fp32', threads=None):
@@ -56,7 +56,7 @@ def check_precision(core, target, precision):
     except Exception:  # noqa: BLE001 - a device OpenVINO does not have: compile_model says so
         return
     if precision.upper() not in caps:
-        raise MrcnnError(f'--{precision} needs {precision.upper()} support on OpenVINO {target} '
+        raise MrcnnError(f'{option("precision", precision)} needs {precision.upper()} support on OpenVINO {target} '
                          f'(it has {", ".join(caps)})')
 
 
@@ -103,6 +103,5 @@ class OpenVinoPredictor(GraphPredictor):
         outs = self.request.infer(inputs)
         return [np.array(outs[o]) for o in self.compiled_model.outputs]   # copies: the request reuses its buffers
 
-    def describe(self):
-        return (f'{self.spec.backbone_name} {self.spec.style}, OpenVINO on {self.ov_device} '
-                f'({self.precision}{self._scale_note()}), from {self.source}')
+    def runs_on(self) -> str:
+        return f'OpenVINO on {self.ov_device}'

@@ -2,14 +2,13 @@
 import importlib.util
 import os
 import shutil
-import warnings
 
 import torch
 
 from mrcnn_cli.engine.predictor import Predictor, resolve_device
 from mrcnn_cli.engine.preprocess import TEST_SCALE
 from mrcnn_cli.engine.timing import no_stage
-from mrcnn_cli.errors import MrcnnError, MrcnnWarning
+from mrcnn_cli.errors import MrcnnError, option, speaking_to_command_line, warn
 from mrcnn_cli.io.checkpoint import class_names, foreign_model_reason, load_checkpoint, resolve_spec
 from mrcnn_cli.model.mask_rcnn import build_model
 from mrcnn_cli.model.optimize import optimized_for_inference
@@ -38,9 +37,8 @@ class TorchPredictor(Predictor):
     def run_network(self, batch, img_shapes, stage=no_stage):
         return self.model(batch.to(self.device), img_shapes, self.amp_dtype, stage)
 
-    def describe(self):
-        text = super().describe()
-        return text.replace(f'({self.precision}', f'({self.precision}, compiled', 1) if self.compiled else text
+    def precision_note(self) -> str:
+        return f'{self.precision}, compiled' if self.compiled else self.precision
 
 
 def cpu_has_native_bf16():
@@ -56,12 +54,12 @@ def check_precision(precision, device):
         raise MrcnnError(f'unknown precision {precision!r} (use one of {", ".join(PRECISIONS)})')
     if precision == 'fp16':
         if device.type != 'cuda':
-            raise MrcnnError('--fp16 needs a CUDA GPU; on the CPU use --bf16')
+            raise MrcnnError(f'{option("precision", "fp16")} needs a CUDA GPU; on the CPU use '
+                             f'{option("precision", "bf16")}')
         return torch.float16
     if precision == 'bf16':
         if device.type == 'cpu' and not cpu_has_native_bf16():
-            warnings.warn('this CPU has no native BF16 support (AVX512-BF16/AMX): --bf16 will be slow',
-                          MrcnnWarning, stacklevel=3)
+            warn(f'this CPU has no native BF16 support (AVX512-BF16/AMX): {option("precision", "bf16")} will be slow')
         return torch.bfloat16
     return None
 
@@ -70,9 +68,9 @@ def check_compiler(device):
     """torch.compile's inductor generates C++ on the CPU and Triton kernels on CUDA."""
     if device.type == 'cuda':
         if importlib.util.find_spec('triton') is None:
-            raise MrcnnError('--compile on a GPU needs the triton package (pip install triton)')
+            raise MrcnnError(f'{option("compile", True)} on a GPU needs the triton package (pip install triton)')
     elif not shutil.which(os.environ.get('CXX', 'g++')):
-        raise MrcnnError('--compile on the CPU needs a C++ compiler (g++, or set CXX)')
+        raise MrcnnError(f'{option("compile", True)} on the CPU needs a C++ compiler (g++, or set CXX)')
 
 
 def check_state_dict(model, state_dict, source):
@@ -111,7 +109,9 @@ def load_torch_model(model_name=None, weights=None, style=None, weights_dir=None
     checksum-verified) and/or a local checkpoint."""
     from mrcnn_cli.io import zoo
     if model_name is None and weights is None:
-        raise MrcnnError('no model given: pass --model NAME (see `mrcnn zoo list`) or --weights PATH')
+        zoo_name = '--model NAME' if speaking_to_command_line() else "a zoo name (load('NAME'))"
+        raise MrcnnError(f'no model given: pass {zoo_name} (see `mrcnn zoo list`), '
+                         f'{option("weights", meta="PATH")} or {option("onnx", meta="FILE")}')
     spec = None
     if model_name is not None:
         entry = zoo.get_entry(model_name)

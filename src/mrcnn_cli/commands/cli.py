@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from mrcnn_cli.errors import MrcnnError
+from mrcnn_cli.errors import MrcnnError, command_line_voice
 from mrcnn_cli.version import __version__
 
 STYLE = click.Choice(['pytorch', 'caffe'])
@@ -99,8 +99,9 @@ def backend_options(f):
                      help='onnxruntime provider (default: CUDA with a GPU, else CPU).')(f)
     f = click.option('--onnx', 'onnx_path', type=click.Path(dir_okay=False), default=None,
                      help='An ONNX file from `mrcnn export` (for --backend onnx or openvino).')(f)
-    f = click.option('--backend', type=click.Choice(['torch', 'onnx', 'openvino']), default='torch', show_default=True,
-                     help='torch (the checkpoint), onnx (onnxruntime) or openvino, both on an --onnx file.')(f)
+    f = click.option('--backend', type=click.Choice(['torch', 'onnx', 'openvino']), default=None,
+                     help='torch (the checkpoint), onnx (onnxruntime) or openvino, both on an --onnx file '
+                          '[default: onnx with --onnx, else torch].')(f)
     return f
 
 
@@ -120,14 +121,27 @@ def precision_of(fp16, bf16):
 
 
 def parse_class_filter(text, classes):
-    """--classes person,car -> ['person', 'car'], each checked against the model's classes."""
+    """--classes person,car (or 0-based indexes, 0,2) -> ['person', 'car'], each checked against the
+    model's classes (an unknown name gets the closest known one)."""
     if not text:
         return None
-    names = [c.strip() for c in text.split(',') if c.strip()]
-    unknown = [c for c in names if c not in classes]
-    if unknown:
-        raise MrcnnError(f"unknown class {unknown[0]!r} in --classes (known: {', '.join(classes[:5])}, ...)")
-    return names
+    from mrcnn_cli.engine.detections import select_classes
+    items = [int(c) if c.isdigit() else c for c in (c.strip() for c in text.split(',')) if c != '']
+    try:
+        return [classes[i] for i in select_classes(items, classes)]
+    except MrcnnError as e:
+        raise MrcnnError(f'{e} (--classes)') from None
+
+
+def classes_known_before_loading(model_name, weights, onnx_path):
+    """The model's class names when they are known without reading a model file: a zoo entry's
+    (every zoo model is COCO's); None otherwise."""
+    if model_name and not weights and not onnx_path:
+        from mrcnn_cli.io import zoo
+        from mrcnn_cli.io.coco import COCO_CLASSES
+        zoo.get_entry(model_name)   # an unknown name is its own error
+        return COCO_CLASSES
+    return None
 
 
 def load_model(model_name, weights, onnx_path, backend, style, device, weights_dir, fp16=False, bf16=False,
@@ -188,28 +202,36 @@ def load_model(model_name, weights, onnx_path, backend, style, device, weights_d
 @click.option('--codec', type=click.Choice(['h264', 'vp9', 'mp4v']), default='h264', show_default=True,
               help='Annotated videos: H.264 MP4 or VP9 WebM (browsers play both), or OpenCV mp4v.')
 @click.option('--resume', is_flag=True, help='Skip the inputs OUT/predictions.jsonl already has (after a crash).')
+@click.option('--exist-ok', is_flag=True,
+              help="Write into an --out that holds another run's results (files of the same names are replaced); "
+                   'without it such a folder is refused (the default folder becomes runs/predict2, ...).')
 @click.option('--shard', default=None, help='K/N: this process takes every Nth input from the Kth; '
                                             '`mrcnn merge OUT` joins the parts.')
 @max_pixels_option
 def predict(sources, model_name, weights, style, device, weights_dir, backend, onnx_path, ort_provider, fp16, bf16,
             compile_model, score_thr, out_dir, no_vis, class_names, batch_size, vid_stride, max_frames, show, scale,
             save_masks, save_txt, save_conf, save_crop, mask_format, line_width, mask_alpha, hide_labels, hide_conf,
-            hide_boxes, hide_masks, codec, resume, shard, max_pixels):
-    """Segment SOURCES: image files, directories, glob patterns, videos, camera indexes (0) or
-    rtsp/http stream URLs."""
+            hide_boxes, hide_masks, codec, resume, exist_ok, shard, max_pixels):
+    """Segment SOURCES: image files, directories, glob patterns, videos, camera indexes (0), image
+    URLs (http/https, fetched) or rtsp/http stream URLs."""
     from mrcnn_cli.commands.predict import PredictOptions, predict_sources
     from mrcnn_cli.io.sources import collect_sources
     found, missing = collect_sources(sources, exclude_dir=out_dir, warn=warn)   # before any model download
     from mrcnn_cli.engine.distributed import distributed_context, parse_shard, torchrun_device
     if shard:
         parse_shard(shard)   # a bad --shard is an error before any model loads
+    early_classes = classes_known_before_loading(model_name, weights, onnx_path)
+    if early_classes is not None:
+        parse_class_filter(class_names, early_classes)   # a typo is an error before any download
     rank = (distributed_context() or (0,))[0]
     predictor = load_model(model_name, weights, onnx_path, backend, style, torchrun_device(device), weights_dir,
                            fp16, bf16, compile_model, ort_provider, announce=rank == 0, scale=scale)
     if batch_size > 1 and predictor.name != 'torch':
         warn(f'warning: the ONNX graph takes one image per call: --batch-size {batch_size} changes nothing '
-             f'with --backend {backend}')
+             f'with --backend {predictor.name}')
     ctx = click.get_current_context()
+    from click.core import ParameterSource
+    default_out = ctx.get_parameter_source('out_dir') == ParameterSource.DEFAULT
     if not save_txt:
         warn_unused(ctx, ('save_conf',), 'without --save-txt')
     if no_vis:
@@ -220,7 +242,8 @@ def predict(sources, model_name, weights, style, device, weights_dir, backend, o
     opts = PredictOptions(out_dir, score_thr, not no_vis, parse_class_filter(class_names, predictor.classes),
                           batch_size, vid_stride, max_frames, show, save_masks=save_masks, save_txt=save_txt,
                           save_conf=save_conf, save_crop=save_crop, mask_format=mask_format, draw=draw, codec=codec,
-                          resume=resume, shard=shard, max_pixels=max_pixels, progress=not quiet())
+                          resume=resume, shard=shard, max_pixels=max_pixels, progress=not quiet(),
+                          exist_ok=exist_ok, next_free_out=default_out)
     s = predict_sources(predictor, found, opts, warn=warn, missing=missing)
     done = ', '.join(part for part in (f'{s.images} images' if s.images else '',
                                        f'{s.frames} video frames' if s.frames else '') if part) or 'nothing'
@@ -229,9 +252,9 @@ def predict(sources, model_name, weights, style, device, weights_dir, backend, o
         pass
     elif s.json_path == s.log_path:   # one shard of several
         click.echo(f'{done}{earlier} in {s.seconds:.1f} s -> {s.log_path}; when every part is done: '
-                   f'mrcnn merge {opts.out_dir}')
+                   f'mrcnn merge {s.out_dir}')
     else:
-        pictures = '' if no_vis else f' and {len(s.outputs)} pictures/videos in {opts.out_dir}/'
+        pictures = '' if no_vis else f' and {len(s.outputs)} pictures/videos in {s.out_dir}/'
         click.echo(f'{done}, {s.instances} instances (score >= {score_thr}){earlier} in {s.seconds:.1f} s '
                    f'-> {s.json_path}{pictures}')
     if s.failed:
@@ -298,22 +321,26 @@ def eval_group():
 @click.option('--resume', is_flag=True, help='Skip images already done by an interrupted run with the same --out.')
 @click.option('--shard', default=None, help='K/N: this process takes every Nth image from the Kth.')
 @click.option('--classwise', is_flag=True, help='Also print box and mask AP per category (always in metrics.json).')
+@click.option('--covered-only', is_flag=True,
+              help='With --results: score only the images the results name (by default every image of --ann is '
+                   'scored, as COCO does; one warning says when the results name fewer).')
 @scale_option
 @max_pixels_option
 def eval_coco(ann, images_dir, results_files, model_name, weights, style, device, weights_dir, backend,
               onnx_path, ort_provider, fp16, bf16, compile_model, max_images, out_dir, resume, shard, classwise,
-              scale, max_pixels):
+              covered_only, scale, max_pixels):
     """COCO box AP and mask AP through pycocotools (mmdetection's test thresholds: 0.05, 100 per image)."""
     from mrcnn_cli.commands import evaluate as ev
+    ctx = click.get_current_context()
     if results_files:
-        warn_unused(click.get_current_context(),
-                    ('images_dir', 'weights', 'style', 'device', 'weights_dir', 'backend', 'onnx_path', 'ort_provider',
-                     'fp16', 'bf16', 'compile_model', 'max_images', 'resume', 'shard', 'scale', 'max_pixels'),
-                    'with --results (the files are evaluated as they are)')
-        evaluation, metrics_path = ev.eval_results_files(ann, results_files, out_dir, model_name)
-        _print_evaluation(evaluation, ev.published(model_name), classwise)
-        click.echo(f'metrics -> {metrics_path}')
+        warn_unused(ctx, ('images_dir', 'weights', 'style', 'device', 'weights_dir', 'backend', 'onnx_path',
+                          'ort_provider', 'fp16', 'bf16', 'compile_model', 'max_images', 'resume', 'shard', 'scale',
+                          'max_pixels'), 'with --results (the files are evaluated as they are)')
+        done = ev.eval_results_files(ann, results_files, out_dir, model_name, covered_only=covered_only, warn=warn)
+        _print_evaluation(done.evaluation, ev.published(model_name), classwise)
+        click.echo(f'{done.images_evaluated} of {done.images_total} images evaluated; metrics -> {done.metrics_path}')
         return
+    warn_unused(ctx, ('covered_only',), 'when a model runs (the images it reads are evaluated)')
     if not images_dir:
         raise click.UsageError('--images DIR is needed to run a model (or pass --results FILE)')
     from mrcnn_cli.engine.distributed import distributed_context, torchrun_device
@@ -354,8 +381,9 @@ def _print_evaluation(evaluation, published, classwise=False):
 @cli.command()
 @click.option('--fps', is_flag=True, help='Throughput and latency: what bench always measures (kept for scripts).')
 @model_options
-@click.option('--backend', type=click.Choice(['torch', 'onnx', 'openvino', 'all']), default='torch', show_default=True,
-              help='all: torch, onnxruntime and (when installed) OpenVINO FP32 and BF16 rows, on --onnx FILE.')
+@click.option('--backend', type=click.Choice(['torch', 'onnx', 'openvino', 'all']), default=None,
+              help='all: torch, onnxruntime and (when installed) OpenVINO FP32 and BF16 rows, on --onnx FILE '
+                   '[default: onnx with --onnx, else torch].')
 @click.option('--onnx', 'onnx_path', type=click.Path(dir_okay=False), default=None,
               help='An ONNX file from `mrcnn export`, for the onnx and openvino rows.')
 @click.option('--ort-provider', type=click.Choice(['cuda', 'tensorrt', 'cpu']), default=None,
@@ -383,6 +411,7 @@ def bench(fps, model_name, weights, style, device, weights_dir, backend, onnx_pa
     from mrcnn_cli.engine.predictor import resolve_device
     from mrcnn_cli.io.files import write_json
     precision = precision_of(fp16, bf16)
+    backend = backend or ('onnx' if onnx_path else 'torch')
     rows = bench_lib.bench_rows(backend, precision, compile_model, ort_provider, batch_size, warn=warn)
     dev = str(resolve_device(device)) if any(b != 'openvino' for b, _ in rows) else 'cpu'
     # only the images the timed batches use (they cycle from the first)
@@ -476,7 +505,8 @@ def main(argv=None):
         os.environ.setdefault('OPENCV_LOG_LEVEL', 'SILENT')
         os.environ.setdefault('OPENCV_FFMPEG_LOGLEVEL', '-8')   # AV_LOG_QUIET
     try:
-        cli.main(args=argv, prog_name='mrcnn', standalone_mode=False)
+        with command_line_voice():   # library messages name flags (--style caffe), not keywords
+            cli.main(args=argv, prog_name='mrcnn', standalone_mode=False)
     except MrcnnError as e:
         if debug:
             raise

@@ -1,9 +1,8 @@
 """`mrcnn eval coco`: COCO box and mask AP with pycocotools, resumable and sharded inference."""
 import contextlib
 import glob
+import hashlib
 import io
-import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from mrcnn_cli.io.coco_checks import check_annotations
 from mrcnn_cli.io.coco_checks import check_results as check_result_entries
 from mrcnn_cli.io.files import read_json, write_json
 from mrcnn_cli.io.images import MAX_PIXELS
-from mrcnn_cli.io.results_log import read_lines
+from mrcnn_cli.io.results_log import ResultsLog, result_records
 from mrcnn_cli.io.sources import IMAGE, Source
 
 METRICS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'AR1', 'AR10', 'AR100', 'ARs', 'ARm', 'ARl')
@@ -49,50 +48,58 @@ class InferenceRun:
     seconds: float = 0.0
 
 
-def select_images(gt, max_images, part):
+def select_images(gt, max_images):
+    """The annotation file's image ids in order, the first `max_images` of them when given."""
     ids = sorted(gt.getImgIds())
-    if max_images:
-        ids = ids[:max_images]
-    return ids, part.take(ids)
+    return ids[:max_images] if max_images else ids
 
 
-def run_inference(predictor, gt, images_dir, partial_path, image_ids, resume=False, progress=True, warn=print,
+def eval_header(predictor, gt, image_ids, part):
+    """What an evaluation's results log records of its run (see commands.predict.run_header): the
+    model and every image it covers, so that --resume never mixes two models' or two sets' results."""
+    listed = '\n'.join(f'{i} {gt.imgs[i]["file_name"]}' for i in image_ids)
+    return {**predictor.identity(), 'inputs': {'count': len(image_ids), 'sha256': hashlib.sha256(
+        listed.encode()).hexdigest()}, 'partition': [part.rank, part.world]}
+
+
+def run_inference(predictor, gt, images_dir, log_path, all_ids, part, resume=False, progress=True, warn=print,
                   max_pixels=MAX_PIXELS):
-    """Predict every image id, appending each image's results to `partial_path` (JSON lines) as
-    it is done, so that `resume` can skip finished images after an interruption."""
+    """Predict this part's images, appending each image's results to the results log at
+    `log_path` as it is done (the predictions log format, image k of `all_ids` as input k), so
+    that `resume` skips finished images after an interruption, and refuses another run's log."""
     cat_ids = category_ids(predictor.classes)
     known = set(gt.getCatIds())
     if not set(cat_ids) <= known:
         warn(f"warning: the model's category ids are not all in the annotation file "
              f'(e.g. {sorted(set(cat_ids) - known)[0]}); their detections cannot match')
     run = InferenceRun()
-    partial_path = Path(partial_path)
-    partial_path.parent.mkdir(parents=True, exist_ok=True)
-    if resume and partial_path.exists():
-        records, good = read_lines(partial_path)   # a line cut short by the interruption is dropped
-        for rec in records:
-            run.done.append(rec['image_id'])
-            run.results += rec['results']
-        os.truncate(partial_path, good)
-    done = set(run.done)
-    todo = [i for i in image_ids if i not in done]
-    sources = [Source(IMAGE, Path(images_dir) / gt.imgs[i]['file_name'], gt.imgs[i]['file_name']) for i in todo]
-    start = time.perf_counter()
-    with open(partial_path, 'a' if resume else 'w') as sink, \
-            tqdm(total=len(todo), desc='eval', unit='img', disable=None if progress else True) as bar:
-        for item in (predictor.stream(sources, errors='yield', max_pixels=max_pixels) if sources else []):
-            image_id = todo[item.source_index]
-            bar.update(1)
-            if not item.ok:
-                warn(f'warning: image {image_id} missing or unreadable: {item.error}')
-                run.missing.append((image_id, item.source, item.error))
-                continue
-            results = item.detections.to_coco(image_id)   # every detection: mmdet's thresholds
-            sink.write(json.dumps({'image_id': image_id, 'results': results}) + '\n')
-            sink.flush()
+    log = ResultsLog(log_path, eval_header(predictor, gt, all_ids, part), resume=resume)
+    try:
+        for record in result_records(log.path) if log.done else ():   # what an interrupted run finished
+            image_id = all_ids[record['source_index']]
             run.done.append(image_id)
-            run.results += results
-    run.seconds = time.perf_counter() - start
+            run.results += [{'image_id': image_id, **entry} for entry in record['annotations']]
+        todo = [k for k in part.take(range(len(all_ids))) if k not in log.done]
+        sources = [Source(IMAGE, Path(images_dir) / gt.imgs[all_ids[k]]['file_name'],
+                          gt.imgs[all_ids[k]]['file_name']) for k in todo]
+        start = time.perf_counter()
+        with tqdm(total=len(todo), desc='eval', unit='img', disable=None if progress else True) as bar:
+            for item in (predictor.stream(sources, errors='yield', max_pixels=max_pixels) if sources else []):
+                k = todo[item.source_index]
+                image_id = all_ids[k]
+                bar.update(1)
+                if not item.ok:
+                    warn(f'warning: image {image_id} missing or unreadable: {item.error}')
+                    run.missing.append((image_id, item.source, item.error))
+                    log.failed(k, item.error)
+                    continue
+                results = item.detections.to_coco(image_id)   # every detection: mmdet's thresholds
+                log.add(k, item.source, item.detections.width, item.detections.height, results)
+                run.done.append(image_id)
+                run.results += results
+        run.seconds = time.perf_counter() - start
+    finally:
+        log.close()
     return run
 
 
@@ -238,14 +245,38 @@ def summarise_missing(missing, total):
     return f'{len(missing)} of {total} images missing or unreadable, not evaluated: {names}'
 
 
-def eval_results_files(ann, patterns, out_dir, model_name=None):
-    """COCOeval of existing results files; metrics.json written to `out_dir`.  (evaluation, path)"""
+@dataclass
+class FilesEvaluation:
+    """`eval coco --results`: the metrics, where they were written, and which images they cover."""
+    evaluation: dict
+    metrics_path: Path
+    images_evaluated: int
+    images_total: int
+
+
+def eval_results_files(ann, patterns, out_dir, model_name=None, covered_only=False, warn=print):
+    """COCOeval of existing results files, metrics.json written to `out_dir`.
+
+    As COCO (and pycocotools' official example) does, every image of the annotation file is
+    scored: one the results do not name is an image where nothing was detected.  When the results
+    name fewer images than that (a shard, a run over part of the set), one warning line says so;
+    `covered_only` then scores only the images the results name."""
     gt = load_ground_truth(ann)
-    evaluation = evaluate(gt, load_results(patterns, gt))
+    by_type = load_results(patterns, gt)
+    total = len(gt.getImgIds())
+    covered = sorted({e['image_id'] for entries in by_type.values() for e in entries})
+    if len(covered) < total and not covered_only:
+        warn(f'warning: the results name {len(covered)} of the {total} images in {ann}; the other '
+             f'{total - len(covered)} are scored as images where nothing was detected (--covered-only scores the '
+             f'{len(covered)} alone)')
+    evaluation = evaluate(gt, by_type, image_ids=covered if covered_only else None)
+    evaluated = len(covered) if covered_only else total
     path = Path(out_dir) / 'metrics.json'
-    write_json(path, metrics_record(evaluation, {'results_files': [str(p) for p in patterns], 'model': model_name,
-                                                 'published': published(model_name)}))
-    return evaluation, path
+    write_json(path, metrics_record(evaluation, {
+        'results_files': [str(p) for p in patterns], 'model': model_name, 'published': published(model_name),
+        'images_evaluated': evaluated, 'images_total': total, 'images_with_results': len(covered),
+        'images_scored': 'those the results name' if covered_only else 'all of the annotation file'}))
+    return FilesEvaluation(evaluation, path, evaluated, total)
 
 
 @dataclass
@@ -268,8 +299,8 @@ def eval_with_model(predictor, ann, images_dir, out_dir, max_images=None, shard=
     part = partition(shard)
     rank, world = part.rank, part.world
     with process_group(part, predictor.device.type == 'cuda') as dist:   # the last collective: the gather
-        all_ids, my_ids = select_images(gt, max_images, part)
-        run = run_inference(predictor, gt, images_dir, out_dir / f'results{part.tag}.partial.jsonl', my_ids,
+        all_ids = select_images(gt, max_images)
+        run = run_inference(predictor, gt, images_dir, out_dir / f'results{part.tag}.partial.jsonl', all_ids, part,
                             resume, progress and rank == 0, warn, max_pixels)
         outcome = EvalOutcome(total=len(all_ids), rank=rank, seconds=run.seconds)
         if dist:
@@ -293,6 +324,6 @@ def eval_with_model(predictor, ann, images_dir, out_dir, max_images=None, shard=
     outcome.metrics_path = out_dir / 'metrics.json'
     write_json(outcome.metrics_path, metrics_record(outcome.evaluation, {
         'images_evaluated': outcome.evaluated, 'images_total': outcome.total,
-        'images_missing': [m[1] for m in run.missing], 'model': model_name, 'backend': predictor.name,
-        'source': predictor.source, 'published': published(model_name)}))
+        'images_missing': [m[1] for m in run.missing], 'model': model_name, 'source': predictor.source,
+        **{k: v for k, v in predictor.identity().items() if k != 'classes'}, 'published': published(model_name)}))
     return outcome

@@ -5,8 +5,9 @@ One consumer of `Predictor.stream`: the stream decodes and infers in its threads
 encodes and writes in the caller's.  Results go to predictions.jsonl as each image is done (what
 --resume reads), and predictions.json is assembled from it at the end."""
 import hashlib
+import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -15,7 +16,7 @@ from mrcnn_cli.engine.distributed import partition, process_group
 from mrcnn_cli.errors import MrcnnError
 from mrcnn_cli.io.files import write_image, write_text
 from mrcnn_cli.io.images import MAX_PIXELS
-from mrcnn_cli.io.results_log import ResultsLog, unfinished_parts, write_document
+from mrcnn_cli.io.results_log import ResultsLog, read_header, unfinished_parts, write_document
 from mrcnn_cli.io.sources import IMAGE, collect_sources, output_names
 from mrcnn_cli.io.video import VideoSink, display_available, video_suffix
 
@@ -43,6 +44,8 @@ class PredictOptions:
     resume: bool = False          # skip the inputs predictions.jsonl already has
     shard: object = None          # 'K/N' or (K, N): every Nth input from the Kth (torchrun: the rank)
     max_pixels: int = MAX_PIXELS  # larger images and videos are skipped before they are decoded
+    exist_ok: bool = False        # write into an out_dir that holds another run's results
+    next_free_out: bool = False   # ... or, when it does, use out_dir2, out_dir3, ... (the default folder)
 
 
 @dataclass
@@ -56,6 +59,7 @@ class PredictSummary:
     log_path: Path = None
     skipped: int = 0              # inputs done by an earlier run (--resume)
     seconds: float = 0.0
+    out_dir: Path = None          # where the run wrote (the default folder may have become runs/predict2)
 
 
 def picture_suffix(source, codec):
@@ -76,12 +80,45 @@ def run_header(predictor, opts, sources, part):
     """What a predictions log records of its run: everything that changes its results, so that a
     resume or a merge never mixes two runs."""
     names = hashlib.sha256('\n'.join(s.name for s in sources).encode()).hexdigest()
-    return {'model': f'{predictor.spec.backbone_name} {predictor.spec.style}',
-            'weights_sha256': predictor.weights_sha256 or str(predictor.source),
-            'backend': predictor.name, 'precision': predictor.precision, 'scale': list(predictor.scale),
-            'classes': list(predictor.classes), 'score_thr': opts.score_thr, 'class_filter': opts.classes,
+    return {**predictor.identity(), 'score_thr': opts.score_thr, 'class_filter': opts.classes,
             'mask_format': opts.mask_format, 'vid_stride': opts.vid_stride, 'max_frames': opts.max_frames,
             'inputs': {'count': len(sources), 'sha256': names}, 'partition': [part.rank, part.world]}
+
+
+def run_folder(out_dir, header, log_name, opts):
+    """Where this run writes: `out_dir`, unless it holds another run's results.  Then, without
+    --resume or --exist-ok, the next free out_dir2, out_dir3, ... for the default folder (as
+    Ultralytics does), and one MrcnnError for a folder the user named: two runs never mix."""
+    if opts.resume or opts.exist_ok:
+        return out_dir
+    candidate, k = out_dir, 1
+    while True:
+        other = other_run(candidate, header, log_name)
+        if other is None:
+            return candidate
+        if not opts.next_free_out:
+            raise MrcnnError(f'{out_dir} holds the results of another run ({other}); choose another --out, add '
+                             '--resume to finish that run, or --exist-ok to write over it')
+        k += 1
+        candidate = out_dir.with_name(f'{out_dir.name}{k}')
+
+
+def other_run(folder, header, log_name):
+    """The log in `folder` of a run other than this one, or None.  The parts of this same run (its
+    other shards or torchrun ranks: the same header but for the partition) are not another run;
+    this part's own log from before is (it would be replaced)."""
+    mine = {k: v for k, v in json.loads(json.dumps(header)).items() if k != 'partition'}
+    logs = sorted(folder.glob('predictions*.jsonl')) + sorted(folder.glob('predictions.json'))
+    for path in logs:
+        if path.suffix == '.json' or path.name == log_name:
+            return path.name
+        try:
+            theirs = {k: v for k, v in read_header(path).items() if k not in ('partition', 'format')}
+        except MrcnnError:
+            return path.name
+        if theirs != mine:
+            return path.name
+    return None
 
 
 class _Writer:
@@ -90,7 +127,8 @@ class _Writer:
     def __init__(self, predictor, opts, names, todo, log, warn):
         self.predictor, self.opts, self.names, self.warn = predictor, opts, names, warn
         self.todo, self.log = todo, log      # global input index of each streamed source
-        self.summary = PredictSummary(json_path=opts.out_dir / 'predictions.json', log_path=log.path)
+        self.summary = PredictSummary(json_path=opts.out_dir / 'predictions.json', log_path=log.path,
+                                      out_dir=opts.out_dir)
         self.sink, self.sink_source = None, None
         self.video = None                    # the video whose frames are coming
         self.show = opts.show and display_available()
@@ -125,7 +163,7 @@ class _Writer:
             self.summary.instances += len(det)
             self.instance_files(det, item.image, stem)
         if self.opts.vis or self.show:
-            self.picture(item, det.plot(item.image, **self.opts.draw))
+            self.picture(item, det.plot(item.image, score_thr=0, **self.opts.draw))   # det is filtered already
 
     def instance_files(self, det, image, stem):
         out = self.opts.out_dir
@@ -194,20 +232,20 @@ def predict_sources(predictor, sources, opts=None, warn=print, missing=()):
     a video being written is closed as a complete, playable file.  With `opts.resume` the inputs
     the log already has are skipped; with `opts.shard` (or under torchrun) this process takes every
     Nth input and writes its own log, which `mrcnn merge` (or rank 0) joins."""
-    opts = opts or PredictOptions()
-    opts.out_dir = Path(opts.out_dir)
+    opts = replace(opts or PredictOptions(), out_dir=Path((opts or PredictOptions()).out_dir))
     found, missed = collect_sources(sources, exclude_dir=opts.out_dir, warn=warn)
     names = output_names(found, lambda s: picture_suffix(s, opts.codec))
+    part = partition(opts.shard)
+    header, log_name = run_header(predictor, opts, found, part), f'predictions{part.tag}.jsonl'
+    opts = replace(opts, out_dir=run_folder(opts.out_dir, header, log_name, opts))
     if opts.vis:
         check_no_overwrite(found, names, opts.out_dir)
-    part = partition(opts.shard)
     try:
         opts.out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise MrcnnError(f'cannot write to {opts.out_dir}: {e.strerror or e}') from None
     with process_group(part, predictor.device.type == 'cuda') as dist:   # the last collective: wait_for_ranks
-        log = ResultsLog(opts.out_dir / f'predictions{part.tag}.jsonl', run_header(predictor, opts, found, part),
-                         resume=opts.resume)
+        log = ResultsLog(opts.out_dir / log_name, header, resume=opts.resume)
         for index in log.restarted:
             warn(f'warning: {found[index].name} was not finished by the last run; it starts again')
         todo = [i for i in part.take(range(len(found))) if i not in log.done]

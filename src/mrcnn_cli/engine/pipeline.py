@@ -1,6 +1,7 @@
 """Three stages joined by bounded queues: decoding in a reader thread, the network in a model
 thread, and the caller consuming results in its own thread (drawing, encoding, writing), so that
 no stage waits on another longer than it must and memory stays flat whatever the input length."""
+import contextvars
 import queue
 import threading
 from dataclasses import dataclass
@@ -106,8 +107,11 @@ def pipelined(frames, infer, batch_size=1, queue_size=8, prepare=None):
         except BaseException as e:  # noqa: BLE001 - handed to the caller
             _put(q_out, _Failure(e), stop)
 
-    threads = [threading.Thread(target=reader, daemon=True, name='mrcnn-reader'),
-               threading.Thread(target=model, daemon=True, name='mrcnn-model')]
+    # each thread runs in a copy of the caller's context (how messages name options, see errors.option)
+    threads = [threading.Thread(target=contextvars.copy_context().run, args=(reader,), daemon=True,
+                                name='mrcnn-reader'),
+               threading.Thread(target=contextvars.copy_context().run, args=(model,), daemon=True,
+                                name='mrcnn-model')]
     for t in threads:
         t.start()
     try:

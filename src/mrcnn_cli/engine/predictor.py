@@ -2,28 +2,41 @@
 from __future__ import annotations
 
 import functools
-import warnings
-from collections.abc import Iterable, Iterator, Sequence
+import glob
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Union
+from typing import IO, TYPE_CHECKING, Any, Union, cast, overload
 
 import numpy as np
 import torch
 
-from mrcnn_cli.engine.detections import Detections
+from mrcnn_cli.engine.detections import ClassSelection, Detections
 from mrcnn_cli.engine.postprocess import to_detections
 from mrcnn_cli.engine.preprocess import TEST_SCALE, Prepared, check_scale, pad_batch, prepare
 from mrcnn_cli.engine.stream import StreamItem, stream_sources
 from mrcnn_cli.engine.timing import no_stage
-from mrcnn_cli.errors import MrcnnError, MrcnnWarning
+from mrcnn_cli.errors import MrcnnError, warn
 from mrcnn_cli.io.files import file_sha256
 from mrcnn_cli.io.images import MAX_PIXELS
-from mrcnn_cli.io.sources import ARRAY, IMAGE, Source, collect_sources, is_video_file
+from mrcnn_cli.io.sources import Source, collect_sources
 
-ImageLike = Union[str, Path, np.ndarray]  # noqa: UP007 - a runtime alias, evaluated on Python 3.10 too
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
+
+    from mrcnn_cli.model.roi_heads import NetworkOutput
+    from mrcnn_cli.model.spec import ModelSpec
+
+# One image as a caller has it: a path, an http(s) URL, encoded bytes or a binary file, a BGR (or,
+# with channels='rgb', RGB) uint8 array, a PIL image, or a CHW RGB tensor.
+ImageLike = Union[str, os.PathLike, bytes, IO[bytes], np.ndarray, 'PILImage', torch.Tensor]  # noqa: UP007
+# Several: a list of those, a folder or glob pattern, an NHWC array or an NCHW tensor.
+ImagesLike = Union[ImageLike, Sequence[ImageLike]]  # noqa: UP007
+Stage = Callable[[str], AbstractContextManager[Any]]
 
 
-def resolve_device(device='auto'):
+def resolve_device(device: str | torch.device | None = 'auto') -> torch.device:
     """'auto' picks the first CUDA GPU when there is one, else the CPU."""
     if device in (None, 'auto'):
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
@@ -45,17 +58,24 @@ class Predictor:
     >>> dets = model.predict(['a.jpg', 'b.png'], batch_size=2)  # doctest: +SKIP
     >>> for item in model.stream('road.mp4', vid_stride=2):      # doctest: +SKIP
     ...     print(item.frame_index, len(item.detections))
+
+    Images may be given as paths, http(s) URLs, encoded bytes, binary file objects, numpy arrays
+    (BGR uint8 as cv2.imread gives them; RGB with `channels='rgb'`), PIL images or torch tensors
+    (CHW RGB, uint8 or float in [0, 1], as torchvision reads images).
     """
 
     name = 'base'
 
-    def __init__(self, spec, classes, device, source, precision='fp32', palette=None, scale=TEST_SCALE):
+    def __init__(self, spec: ModelSpec, classes: Sequence[str], device: torch.device, source: str,
+                 precision: str = 'fp32', palette: Sequence[tuple[int, int, int]] | None = None,
+                 scale: tuple[int, int] = TEST_SCALE) -> None:
         self.spec, self.device, self.source, self.precision = spec, device, source, precision
-        self.classes: tuple = tuple(classes)
+        self.classes: tuple[str, ...] = tuple(classes)
         self.palette = palette
         self.scale = check_scale(scale)
 
-    def run_network(self, batch, img_shapes, stage=no_stage):
+    def run_network(self, batch: torch.Tensor, img_shapes: Sequence[tuple[int, int]],
+                    stage: Stage = no_stage) -> list[NetworkOutput]:
         """(B, 3, H, W) padded batch -> one NetworkOutput per image."""
         raise NotImplementedError
 
@@ -65,51 +85,77 @@ class Predictor:
         path = Path(str(self.source))
         return file_sha256(path) if path.is_file() else None
 
+    def identity(self) -> dict[str, Any]:
+        """What about this predictor changes its results, as plain JSON types: what a results log
+        records so that a resume or a merge never mixes two models."""
+        return {'model': f'{self.spec.backbone_name} {self.spec.style}',
+                'weights_sha256': self.weights_sha256 or str(self.source),
+                'backend': self.name, 'precision': self.precision, 'scale': list(self.scale),
+                'classes': list(self.classes)}
+
     def describe(self) -> str:
-        return (f'{self.spec.backbone_name} {self.spec.style}, {self.name} backend on {self.device} '
-                f'({self.precision}{self._scale_note()}), from {self.source}')
+        """One line: architecture, backend, device, precision and where the weights came from."""
+        scale = '' if self.scale == TEST_SCALE else f', scale {self.scale[0]}x{self.scale[1]}'
+        return (f'{self.spec.backbone_name} {self.spec.style}, {self.runs_on()} ({self.precision_note()}{scale}), '
+                f'from {self.source}')
 
-    def _scale_note(self):
-        return '' if self.scale == TEST_SCALE else f', scale {self.scale[0]}x{self.scale[1]}'
+    def runs_on(self) -> str:
+        """What runs the network, for `describe` (backends name their engine and its device)."""
+        return f'{self.name} backend on {self.device}'
 
+    def precision_note(self) -> str:
+        return self.precision
 
-    def __call__(self, image: ImageLike) -> Detections:
-        """Detections for one image: a path or a BGR uint8 array (as cv2.imread gives)."""
-        return self.predict([image])[0]
+    def __repr__(self) -> str:
+        return f'<{type(self).__name__}: {self.describe()}>'
 
-    def predict(self, images: Sequence[ImageLike], *, batch_size: int = 1,
-                max_pixels: int = MAX_PIXELS) -> list[Detections]:
-        """Detections for each image (paths or BGR arrays), in order; an unreadable image, or one
-        of more than `max_pixels`, raises MrcnnError.  Decoding overlaps the network (the same
-        pipeline as `stream`)."""
-        if isinstance(images, (str, Path, np.ndarray)):
-            raise TypeError('predict takes a list of images; call the model itself for one image')
-        sources = [Source(ARRAY, img, f'array{i}') if isinstance(img, np.ndarray)
-                   else Source(IMAGE, Path(img), str(img)) for i, img in enumerate(images)]
-        if any(s.kind == IMAGE and (s.location.is_dir() or is_video_file(s.location)) for s in sources):
-            raise MrcnnError('predict takes image files and arrays, one Detections each; '
-                             'use stream() for folders, patterns and videos')
-        return [item.detections for item in stream_sources(self, sources, batch_size=batch_size, errors='raise',
-                                                            max_pixels=max_pixels)]
+    @overload
+    def __call__(self, source: ImageLike, *,  # type: ignore[overload-overlap] # a str may name a folder score_thr: float | None = None, classes: ClassSelection = None,
+                 channels: str = 'bgr', batch_size: int = 1, max_pixels: int = MAX_PIXELS) -> Detections: ...
 
-    def stream(self, source, *, vid_stride: int = 1, max_frames: int | None = None, batch_size: int = 1,
-               errors: str = 'warn', max_pixels: int = MAX_PIXELS) -> Iterator[StreamItem]:
+    @overload
+    def __call__(self, source: Sequence[ImageLike], *, score_thr: float | None = None,
+                 classes: ClassSelection = None, channels: str = 'bgr', batch_size: int = 1,
+                 max_pixels: int = MAX_PIXELS) -> list[Detections]: ...
+
+    def __call__(self, source: ImagesLike, *, score_thr: float | None = None, classes: ClassSelection = None,
+                 channels: str = 'bgr', batch_size: int = 1,
+                 max_pixels: int = MAX_PIXELS) -> Detections | list[Detections]:
+        """Detections for one image; a list of them for a list, a folder, a glob pattern or a
+        batch (NHWC array, NCHW tensor).  See `predict` for the options."""
+        dets = self.predict(source, score_thr=score_thr, classes=classes, channels=channels, batch_size=batch_size,
+                            max_pixels=max_pixels)
+        return dets[0] if _is_one_image(source) else dets
+
+    def predict(self, images: ImagesLike, *, score_thr: float | None = None, classes: ClassSelection = None,
+                channels: str = 'bgr', batch_size: int = 1, max_pixels: int = MAX_PIXELS) -> list[Detections]:
+        """One Detections per image, in order: images as the class docstring lists, a list of them,
+        a folder or a glob pattern (its images, sorted).  `score_thr` keeps detections scoring at
+        least that (the model itself keeps mmdetection's > 0.05, 100 per image); `classes` keeps
+        these classes, by name or 0-based index (`'cat'`, `15`, `['person', 2]`); `channels='rgb'`
+        says numpy arrays are RGB.  An unreadable image, or one of more than `max_pixels`, raises
+        MrcnnError.  Decoding overlaps the network (the same pipeline as `stream`)."""
+        sources, _ = collect_sources(images, warn=_raise, images_only=True, unique=False, channels=channels)
+        items = stream_sources(self, sources, batch_size=batch_size, errors='raise', max_pixels=max_pixels,
+                               score_thr=score_thr, classes=classes)
+        return [cast(Detections, item.detections) for item in items]   # errors='raise': never None
+
+    def stream(self, source: ImagesLike | Sequence[Source], *, vid_stride: int = 1, max_frames: int | None = None,
+               batch_size: int = 1, errors: str = 'warn', max_pixels: int = MAX_PIXELS, score_thr: float | None = None,
+               classes: ClassSelection = None, channels: str = 'bgr') -> Iterator[StreamItem]:
         """One StreamItem per image or frame read, in order, from any source `mrcnn predict`
-        takes: image files, folders, glob patterns, videos, camera indexes, stream URLs, arrays
-        (or a list of them).  Decoding, the network and the caller's own work overlap (three
-        threads, bounded queues).  `vid_stride` runs the model on every Nth video frame,
-        `max_frames` stops each video early.  Unreadable inputs: `errors='warn'` (a warning, then
-        skipped), 'raise' (MrcnnError) or 'yield' (an item with `error` set); images and videos of
-        more than `max_pixels` pixels are such inputs, refused before they are decoded."""
-        items = source if isinstance(source, (list, tuple)) else [source]
-        if items and all(isinstance(s, Source) for s in items):   # already resolved (the commands)
-            sources = list(items)
-        else:
-            sources, _ = collect_sources(items, warn=_warn_missing)
-        return stream_sources(self, sources, vid_stride=vid_stride, max_frames=max_frames,
-                              batch_size=batch_size, errors=errors, max_pixels=max_pixels)
+        takes: image files, folders, glob patterns, videos, camera indexes, stream and image URLs,
+        and what `predict` takes in memory (or a list of them).  Decoding, the network and the
+        caller's own work overlap (three threads, bounded queues).  `vid_stride` runs the model on
+        every Nth video frame, `max_frames` stops each video early.  Unreadable inputs:
+        `errors='warn'` (a warning, then skipped), 'raise' (MrcnnError) or 'yield' (an item with
+        `error` set); images and videos of more than `max_pixels` pixels are such inputs, refused
+        before they are decoded.  `score_thr`, `classes` and `channels` as in `predict`."""
+        sources, _ = collect_sources(source, warn=_warn_missing, channels=channels)
+        return stream_sources(self, sources, vid_stride=vid_stride, max_frames=max_frames, batch_size=batch_size,
+                              errors=errors, max_pixels=max_pixels, score_thr=score_thr, classes=classes)
 
-    def predict_batch(self, images: Iterable[np.ndarray], stage=no_stage) -> list[Detections]:
+    def predict_batch(self, images: Iterable[np.ndarray], stage: Stage = no_stage) -> list[Detections]:
         """Detections for several BGR arrays; identical to predicting them one by one.
         `stage(name)` makes a timing context per stage (see engine.timing.StageTimer)."""
         with stage('preprocess'):
@@ -121,14 +167,14 @@ class Predictor:
         prepares the next images while the network runs)."""
         return prepare(image, self.spec.norm, self.device, self.scale)
 
-    def predict_prepared(self, prepared: Sequence[Prepared], stage=no_stage) -> list[Detections]:
+    def predict_prepared(self, prepared: Sequence[Prepared], stage: Stage = no_stage) -> list[Detections]:
         """Detections for images made ready by `prepare`.  Only images whose padded sizes are equal
         share a network batch (video frames always do): extra padding would change the features
         near the border and so the detections."""
-        groups = {}
+        groups: dict[tuple[int, ...], list[int]] = {}
         for i, p in enumerate(prepared):
             groups.setdefault(tuple(p.tensor.shape[1:]), []).append(i)
-        results = [None] * len(prepared)
+        results: list[Detections | None] = [None] * len(prepared)
         for members in groups.values():
             with stage('preprocess'):
                 batch = pad_batch([prepared[i].tensor for i in members])
@@ -137,9 +183,25 @@ class Predictor:
                 for i, out in zip(members, outs):
                     results[i] = to_detections(out, prepared[i].scale_factor, prepared[i].ori_shape, self.classes,
                                                self.palette)
-        return results
+        return cast(list[Detections], results)   # every image is in one group
 
 
-def _warn_missing(message):
-    warnings.warn(message.removeprefix('warning: '), MrcnnWarning, stacklevel=4)
+def _warn_missing(message: str) -> None:
+    warn(message.removeprefix('warning: '))
 
+
+def _raise(message: str) -> None:
+    raise MrcnnError(message.removeprefix('warning: '))
+
+
+def _is_one_image(source: object) -> bool:
+    """False for what stands for several images: a list, a folder, a glob pattern, a batch."""
+    if isinstance(source, (list, tuple)):
+        return False
+    if isinstance(source, (np.ndarray, torch.Tensor)):
+        return source.ndim != 4
+    if isinstance(source, (str, os.PathLike)):
+        text = os.fspath(source)
+        if isinstance(text, str) and not text.lower().startswith(('http://', 'https://')):
+            return not (Path(text).is_dir() or (not Path(text).exists() and glob.has_magic(text)))
+    return True

@@ -1,28 +1,35 @@
 """`Predictor.stream`: every image and video frame of any source through the pipeline, in order."""
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
-from mrcnn_cli.engine.detections import Detections
+from mrcnn_cli.engine.detections import ClassSelection, Detections, check_score_thr, select_classes
 from mrcnn_cli.engine.pipeline import Frame, pipelined
-from mrcnn_cli.errors import MrcnnError, MrcnnWarning
-from mrcnn_cli.io.images import MAX_PIXELS, check_max_pixels, read_image
-from mrcnn_cli.io.sources import ARRAY, IMAGE, Source
+from mrcnn_cli.errors import MrcnnError, warn
+from mrcnn_cli.io.fetch import fetch_url
+from mrcnn_cli.io.images import MAX_PIXELS, as_bgr, check_max_pixels, decode_image, read_image, too_large
+from mrcnn_cli.io.sources import ARRAY, ENCODED, IMAGE, URL, Source
 from mrcnn_cli.io.video import ReadStats, open_capture, read_frames
 
+if TYPE_CHECKING:
+    from mrcnn_cli.engine.predictor import Predictor
+    from mrcnn_cli.engine.preprocess import Prepared
+
 ERROR_MODES = ('warn', 'raise', 'yield')
+Infer = Callable[[Sequence['Prepared']], list[Detections]]
 
 
 @dataclass
 class StreamItem:
     """One image or video frame with its detections, as `Predictor.stream` yields them.
 
-    `source` names the input (its path, URL or camera index as given; `array<i>` for arrays) and
-    `kind` says what it is (image, video, camera, stream, array).  Between `vid_stride` steps
+    `source` names the input (its path, URL or camera index as given; `array<i>`, `tensor<i>`,
+    `pil<i>`, `bytes<i>` for in-memory inputs, i their position in the list) and `kind` says what
+    it is (image, video, camera, stream, array, bytes, url).  Between `vid_stride` steps
     `inferred` is False and `detections` are the last inferred frame's, as `mrcnn predict` draws
     them.  With `errors='yield'` a problem is an item too: `error` (the input could not be read)
     or `warning` (a video read only in part), with `image` and `detections` None."""
@@ -42,29 +49,35 @@ class StreamItem:
         return self.error is None and self.warning is None
 
 
-def source_frames(sources, vid_stride=1, max_frames=None, max_pixels=MAX_PIXELS):
+def source_frames(sources: Sequence[Source], vid_stride: int = 1, max_frames: int | None = None,
+                  max_pixels: int = MAX_PIXELS) -> Iterator[Frame]:
     """Frames of every Source in order: images decoded, videos read frame by frame; anything
     larger than `max_pixels` is refused before it is decoded."""
     for si, src in enumerate(sources):
-        if src.kind == IMAGE:
+        if src.kind in (IMAGE, ARRAY, ENCODED, URL):
             try:
-                yield Frame(si, image=read_image(src.location, max_pixels))
+                yield Frame(si, image=read_source_image(src, max_pixels))
             except MrcnnError as e:
                 yield Frame(si, error=str(e))
-        elif src.kind == ARRAY:
-            yield _array_frame(si, src)
         else:
             yield from _video_frames(si, src, vid_stride, max_frames, max_pixels)
 
 
-def _array_frame(si, src):
-    img = src.location
-    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3 or 0 in img.shape:
-        return Frame(si, error=f'{src.name}: need a BGR uint8 HxWx3 array, got {img.dtype} {img.shape}')
-    return Frame(si, image=img)
+def read_source_image(src: Source, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """The BGR uint8 image of a still-image Source: a file read, bytes decoded, a URL fetched and
+    decoded, an array taken as it is (or converted from grey, BGRA or RGB)."""
+    if src.kind == IMAGE:
+        return read_image(src.location, max_pixels)
+    if src.kind == ARRAY:
+        img = as_bgr(cast(np.ndarray, src.location), src.name, src.channels)
+        if img.shape[0] * img.shape[1] > max_pixels:
+            raise too_large(src.name, img.shape[1], img.shape[0], max_pixels)
+        return img
+    data = fetch_url(str(src.location), src.name) if src.kind == URL else src.location
+    return decode_image(data, src.name, max_pixels)
 
 
-def _video_frames(si, src, vid_stride, max_frames, max_pixels):
+def _video_frames(si: int, src: Source, vid_stride: int, max_frames: int | None, max_pixels: int) -> Iterator[Frame]:
     try:
         cap, info = open_capture(src.location, src.name, max_pixels)
     except MrcnnError as e:
@@ -82,13 +95,31 @@ def _video_frames(si, src, vid_stride, max_frames, max_pixels):
         yield Frame(si, warning=f'{src.name}: {stats.skipped} unreadable frames skipped')
 
 
-def stream_sources(predictor, sources: list[Source], *, vid_stride: int = 1, max_frames: int | None = None,
-                   batch_size: int = 1, errors: str = 'warn', max_pixels: int = MAX_PIXELS) -> Iterator[StreamItem]:
+def stream_sources(predictor: Predictor, sources: Sequence[Source], *, vid_stride: int = 1,
+                   max_frames: int | None = None, batch_size: int = 1, errors: str = 'warn',
+                   max_pixels: int = MAX_PIXELS, score_thr: float | None = None,
+                   classes: ClassSelection = None) -> Iterator[StreamItem]:
     """StreamItems for `sources` (see `Predictor.stream`)."""
     if errors not in ERROR_MODES:
-        raise ValueError(f'errors must be one of {ERROR_MODES}, not {errors!r}')
+        raise MrcnnError(f'errors must be one of {", ".join(map(repr, ERROR_MODES))}, not {errors!r}')
     max_pixels = check_max_pixels(max_pixels)
-    for frame, det in pipelined(source_frames(sources, vid_stride, max_frames, max_pixels), predictor.predict_prepared,
+    infer = _filtered(predictor.predict_prepared, score_thr, classes, predictor.classes)
+    return _items(predictor, sources, infer, vid_stride, max_frames, batch_size, errors, max_pixels)
+
+
+def _filtered(infer: Infer, score_thr: float | None, classes: ClassSelection, names: Sequence[str]) -> Infer:
+    """`infer` with the per-call score threshold and class filter applied once per inferred image (frames
+    between `vid_stride` steps share the result).  Checked here, before anything is read."""
+    if score_thr is None and classes is None:
+        return infer
+    score_thr = check_score_thr(0.0 if score_thr is None else score_thr)
+    keep = select_classes(classes, names)
+    return lambda prepared: [det.filter(score_thr=score_thr, classes=keep) for det in infer(prepared)]
+
+
+def _items(predictor: Predictor, sources: Sequence[Source], infer: Infer, vid_stride: int, max_frames: int | None,
+           batch_size: int, errors: str, max_pixels: int) -> Iterator[StreamItem]:
+    for frame, det in pipelined(source_frames(sources, vid_stride, max_frames, max_pixels), infer,
                                 batch_size, prepare=predictor.prepare):
         src = sources[frame.source_index]
         item = StreamItem(src.name, src.kind, frame.index, frame.image, det, frame.infer, frame.source_index,
@@ -98,4 +129,4 @@ def stream_sources(predictor, sources: list[Source], *, vid_stride: int = 1, max
         elif errors == 'raise' and item.error:
             raise MrcnnError(item.error)
         else:
-            warnings.warn(item.error or item.warning, MrcnnWarning, stacklevel=2)
+            warn(item.error or item.warning or '')

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from mrcnn_cli.errors import MrcnnError, MrcnnWarning, first_line
+from mrcnn_cli.errors import MrcnnError, first_line, option, speaking_to_command_line, warn
 from mrcnn_cli.io.training_config import TrainingConfig, read_training_config
 from mrcnn_cli.model.spec import ModelSpec, default_norm
 
@@ -254,36 +254,33 @@ def resolve_spec(ckpt, spec=None, style=None, source='checkpoint'):
     `style` (--style), `spec` (a zoo entry, --model), the checkpoint's training config, and last
     the pytorch-style default, which is then announced once.  An explicit choice that disagrees
     with the config wins, with one warning saying what the config said."""
-    import warnings
     cfg = ckpt.config
     if spec is None:
         spec = infer_spec(ckpt.state_dict)
         if style is None and cfg is not None and cfg.style is not None:
             spec = replace(spec, style=cfg.style, norm=cfg.norm or default_norm(replace(spec, style=cfg.style)))
         elif style is None:
-            warnings.warn(f'{source} carries no training config that names its backbone style: assuming '
-                          "pytorch style (ImageNet RGB normalisation); pass --style caffe for a caffe-style "
-                          'checkpoint', MrcnnWarning, stacklevel=3)
+            warn(f'{source} carries no training config that names its backbone style: assuming pytorch style '
+                 f'(ImageNet RGB normalisation); pass {option("style", "caffe")} for a caffe-style checkpoint')
         elif cfg is not None and cfg.norm is not None and cfg.style in (None, style):
             spec = replace(spec, style=style, norm=cfg.norm)
         else:
             spec = replace(spec, style=style, norm=None)
-        chosen_by = '--style'
+        chosen_by = option('style', style)
     else:
-        chosen_by = '--model'
+        chosen_by = '--model' if speaking_to_command_line() else 'the zoo entry'
         if style is not None and style != spec.style:
-            spec, chosen_by = replace(spec, style=style, norm=None), '--style'
+            spec, chosen_by = replace(spec, style=style, norm=None), option('style', style)
         fc_cls = ckpt.state_dict.get('roi_head.bbox_head.fc_cls.weight')
         if isinstance(fc_cls, torch.Tensor) and fc_cls.ndim == 2:
             spec = replace(spec, num_classes=fc_cls.shape[0] - 1)
     if cfg is not None and cfg.style is not None and cfg.style != spec.style:
-        warnings.warn(f"{source}: its training config ({cfg.where}) says style='{cfg.style}'; using "
-                      f"{spec.style} style as {chosen_by} asks", MrcnnWarning, stacklevel=3)
+        warn(f"{source}: its training config ({cfg.where}) says style='{cfg.style}'; using "
+             f"{spec.style} style as {chosen_by} asks")
     elif cfg is not None and cfg.norm is not None and cfg.norm != spec.norm:
-        warnings.warn(f'{source}: its training config ({cfg.where}) normalises with mean {list(cfg.norm.mean)}, '
-                      f'std {list(cfg.norm.std)}, to_rgb {cfg.norm.to_rgb}; using mean {list(spec.norm.mean)}, '
-                      f'std {list(spec.norm.std)}, to_rgb {spec.norm.to_rgb} as {chosen_by} asks',
-                      MrcnnWarning, stacklevel=3)
+        warn(f'{source}: its training config ({cfg.where}) normalises with mean {list(cfg.norm.mean)}, '
+             f'std {list(cfg.norm.std)}, to_rgb {cfg.norm.to_rgb}; using mean {list(spec.norm.mean)}, '
+             f'std {list(spec.norm.std)}, to_rgb {spec.norm.to_rgb} as {chosen_by} asks')
     return spec
 
 

@@ -84,3 +84,23 @@ def file_sha256(path, chunk=1 << 20):
         for block in iter(lambda: f.read(chunk), b''):
             h.update(block)
     return h.hexdigest()
+
+
+# The first field of an ONNX ModelProto as exporters write it: ir_version (field 1, a varint),
+# then another of ModelProto's fields (opset_import, producer_name, graph, ...).
+_ONNX_NEXT_TAGS = {0x12, 0x1a, 0x22, 0x28, 0x32, 0x3a, 0x42, 0x72, 0xa2, 0xaa}
+
+
+def model_file_kind(path):
+    """'onnx' for an ONNX model, 'checkpoint' for a PyTorch checkpoint (torch.save's zip or legacy
+    pickle), told by the file's first bytes; None for anything else or an unreadable file."""
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(4)
+    except OSError:
+        return None
+    if head.startswith(b'PK\x03\x04') or head[:1] == b'\x80':
+        return 'checkpoint'
+    if len(head) >= 3 and head[0] == 0x08 and 1 <= head[1] < 0x80 and head[2] in _ONNX_NEXT_TAGS:
+        return 'onnx'
+    return None

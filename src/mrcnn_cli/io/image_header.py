@@ -3,6 +3,7 @@
 
 PNG, JPEG, WebP, GIF, BMP and TIFF; None for other formats or a header that cannot be parsed
 (the decoder then finds out for itself)."""
+import io
 import struct
 
 # Pixel limits, here (beside the header sizes they are checked against) so that the command line
@@ -16,9 +17,11 @@ JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0x
 MAX_JPEG_SEGMENTS = 4096     # a header that never reaches a frame marker is not worth scanning on
 
 
-def declared_size(path):
-    """(width, height) the file's header declares, or None; OSError if it cannot be read."""
-    with open(path, 'rb') as f:
+def declared_size(path_or_data):
+    """(width, height) the header of a file (or of encoded bytes) declares, or None; OSError if
+    the file cannot be read."""
+    data = path_or_data if isinstance(path_or_data, (bytes, bytearray, memoryview)) else None
+    with (io.BytesIO(data) if data is not None else open(path_or_data, 'rb')) as f:
         head = f.read(32)
         try:
             if head.startswith(b'\xff\xd8'):

@@ -1,27 +1,36 @@
 """Turning what a user names into inputs: image files, videos, directories, globs, cameras,
 stream URLs and in-memory arrays, in the order given."""
 import glob
+import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 
 from mrcnn_cli.errors import MrcnnError
+from mrcnn_cli.io.fetch import is_http_url
 
 IMAGE_SUFFIXES = {'.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.jp2', '.pbm', '.pgm', '.ppm'}
 VIDEO_SUFFIXES = {'.mp4', '.avi', '.mkv', '.mov', '.webm', '.m4v', '.mpg', '.mpeg', '.wmv', '.flv', '.ts'}
 STREAM_PREFIXES = ('rtsp://', 'rtsps://', 'rtmp://', 'http://', 'https://', 'udp://', 'tcp://')
-IMAGE, VIDEO, CAMERA, STREAM, ARRAY = 'image', 'video', 'camera', 'stream', 'array'
+IMAGE, VIDEO, CAMERA, STREAM, ARRAY, ENCODED, URL = 'image', 'video', 'camera', 'stream', 'array', 'bytes', 'url'
+CHANNELS = ('bgr', 'rgb')
+ACCEPTED = ('inputs are paths (str or pathlib.Path: files, folders, glob patterns, videos), http(s) URLs, camera '
+            'indexes, encoded image bytes, binary file objects, numpy arrays (BGR uint8), PIL images, torch tensors '
+            '(CHW RGB) or lists of these')
 
 
 @dataclass(frozen=True, eq=False)
 class Source:
-    """One input: `kind` (image, video, camera, stream, array), `location` (a Path, a URL, a camera
-    index or a BGR array) and `name` (how outputs and JSON refer to it)."""
+    """One input: `kind` (image, video, camera, stream, array, bytes, url), `location` (a Path, a
+    URL, a camera index, an array or encoded bytes), `name` (how outputs and JSON refer to it)
+    and, for arrays, the order of their colour `channels`."""
     kind: str
-    location: object
-    name: str
+    location: object = field(repr=False)
+    name: str = ''
+    channels: str = 'bgr'
 
     @property
     def is_video(self):
@@ -83,12 +92,20 @@ def _file_source(path):
     return Source(VIDEO if is_video_file(path) else IMAGE, path, str(path))
 
 
-def collect_sources(sources, exclude_dir=None, warn=None):
+def collect_sources(sources, exclude_dir=None, warn=None, *, images_only=False, unique=True, channels='bgr'):
     """(sources, missing): one Source per input in the order given (directories recursively and
-    sorted, globs expanded, each file once).  A source that does not exist is reported through
-    `warn` and listed in `missing`; files under `exclude_dir` (the output folder) are never taken
-    from folders or patterns.  Raises MrcnnError when nothing is left."""
-    if isinstance(sources, (str, Path, np.ndarray, int)):
+    sorted, globs expanded, each file once unless `unique` is False).  An input is a path (str or
+    os.PathLike), a folder, a glob pattern, a video, a camera index, a stream or image URL, encoded
+    image bytes or a binary file object, a numpy array (BGR, or RGB with channels='rgb'), a
+    PIL.Image, a torch tensor (CHW RGB, uint8 or float in [0, 1]; NCHW for several), or a list of
+    these.  A source that does not exist is reported through `warn` and listed in `missing`; files
+    under `exclude_dir` (the output folder) are never taken from folders or patterns.
+    `images_only`: every input must give images (what `predict` returns one Detections each for);
+    an http(s) URL is then an image to fetch whatever its name.  Raises MrcnnError when nothing is
+    left, or for an input of a type not listed."""
+    if channels not in CHANNELS:
+        raise MrcnnError(f"channels must be 'bgr' or 'rgb', not {channels!r}")
+    if not isinstance(sources, (list, tuple)):
         sources = [sources]
     exclude = Path(exclude_dir).resolve() if exclude_dir else None
     found, missing = [], []
@@ -102,40 +119,142 @@ def collect_sources(sources, exclude_dir=None, warn=None):
         if isinstance(src, Source):   # already resolved
             found.append(src)
             continue
-        if isinstance(src, np.ndarray):
-            found.append(Source(ARRAY, src, f'array{i}'))
+        in_memory = in_memory_sources(src, i, channels)
+        if in_memory is not None:
+            found += in_memory
             continue
         if isinstance(src, int) and not isinstance(src, bool):
             src = str(src)
-        path = Path(src)
-        if path.is_dir():
-            items = [p for p in _media(path.rglob('*')) if not (exclude and _is_within(p, exclude))]
-            if not items:
-                note(f'warning: no images or videos in directory {src}', src)
-            found += [_file_source(p) for p in items]
-        elif path.is_file():   # a file named on the command line is taken as given
-            found.append(_file_source(path))
-        elif is_stream(src):
-            found.append(Source(CAMERA if str(src).isdigit() else STREAM, str(src), redact_url(src)))
-        elif glob.has_magic(str(src)):
-            items = [p for p in _media(Path(p) for p in glob.glob(str(src), recursive=True))
-                     if not (exclude and _is_within(p, exclude))]
-            if not items:
-                note(f'warning: nothing matches {src}', src)
-            found += [_file_source(p) for p in items]
-        else:
-            note(f'warning: no such file or directory: {src}', src)
+        if not isinstance(src, (str, os.PathLike)):
+            raise MrcnnError(f'cannot read a {type_name(src)} as an image: {ACCEPTED}')
+        found += _named_sources(src, exclude, note, images_only)
+    if images_only:
+        _check_images_only(found)
+    if unique:
+        found = _unique(found)
+    if not found:
+        raise MrcnnError('no input images or videos found in ' + ', '.join(
+            str(s) if isinstance(s, (str, os.PathLike, int)) else f'<{type(s).__name__}>' for s in sources))
+    return found, missing
+
+
+def _named_sources(src, exclude, note, images_only):
+    """The Sources a name stands for: a folder's or a pattern's media files, a file, a URL, a camera."""
+    text = os.fspath(src)
+    if is_http_url(text) and (images_only or _looks_like_image(text)):
+        return [Source(URL, text, redact_url(text))]
+    path = Path(text)
+    if path.is_dir():
+        items = [p for p in _media(path.rglob('*')) if not (exclude and _is_within(p, exclude))]
+        if not items:
+            note(f'warning: no images or videos in directory {src}', src)
+        return [_file_source(p) for p in items]
+    if path.is_file():   # a file named on the command line is taken as given
+        return [_file_source(path)]
+    if is_stream(text):
+        return [Source(CAMERA if text.isdigit() else STREAM, text, redact_url(text))]
+    if glob.has_magic(text):
+        items = [p for p in _media(Path(p) for p in glob.glob(text, recursive=True))
+                 if not (exclude and _is_within(p, exclude))]
+        if not items:
+            note(f'warning: nothing matches {src}', src)
+        return [_file_source(p) for p in items]
+    note(f'warning: no such file or directory: {src}', src)
+    return []
+
+
+def type_name(obj):
+    """'float', 'pandas.DataFrame': a type as a user would write it."""
+    module = type(obj).__module__
+    return type(obj).__qualname__ if module == 'builtins' else f'{module.split(".")[0]}.{type(obj).__qualname__}'
+
+
+def _check_images_only(found):
+    videos = [s for s in found if s.is_video]
+    if videos:
+        raise MrcnnError(f'{videos[0].name} is a {"video" if videos[0].kind == VIDEO else videos[0].kind}: predict '
+                         'gives one Detections per image; use stream() for videos, cameras and streams')
+
+
+def _unique(found):
     seen, unique = set(), []
     for s in found:
-        key = s.location.resolve() if isinstance(s.location, Path) else id(s.location) if s.kind == ARRAY \
-            else s.location
+        key = s.location.resolve() if isinstance(s.location, Path) else id(s.location) \
+            if s.kind in (ARRAY, ENCODED) else s.location
         if key not in seen:
             seen.add(key)
             unique.append(s)
-    if not unique:
-        raise MrcnnError('no input images or videos found in ' + ', '.join(
-            '<array>' if isinstance(s, np.ndarray) else str(s) for s in sources))
-    return unique, missing
+    return unique
+
+
+def _looks_like_image(url):
+    return Path(urlsplit(url).path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def in_memory_sources(src, index=0, channels='bgr'):
+    """Sources for an input held in memory (arrays, tensors, PIL images, bytes, file objects), named
+    by their kind and position in the input list (`array3`, `tensor0[1]`), or None for anything
+    else.  Tensors and PIL images are converted here, in the caller's thread."""
+    if isinstance(src, np.ndarray):
+        if src.ndim == 4:   # N x H x W x C: one image each
+            return [Source(ARRAY, img, f'array{index}[{j}]', channels) for j, img in enumerate(src)]
+        return [Source(ARRAY, src, f'array{index}', channels)]
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        return [Source(ENCODED, bytes(src), f'bytes{index}')]
+    if _is_torch_tensor(src):
+        images = tensor_images(src, f'tensor{index}')
+        return [Source(ARRAY, img, f'tensor{index}[{j}]' if src.dim() == 4 else f'tensor{index}')
+                for j, img in enumerate(images)]
+    if _is_pil_image(src):
+        return [Source(ARRAY, pil_image_bgr(src), f'pil{index}')]
+    if callable(getattr(src, 'read', None)):   # a binary file object: read now, in the caller's thread
+        data = src.read()
+        if not isinstance(data, (bytes, bytearray)):
+            raise MrcnnError(f'file{index}: a file object opened in text mode; open it with "rb"')
+        label = getattr(src, 'name', None)
+        return [Source(ENCODED, bytes(data), label if isinstance(label, str) else f'file{index}')]
+    return None
+
+
+def _is_torch_tensor(obj):
+    return type(obj).__module__.split('.')[0] == 'torch' and hasattr(obj, 'dim') and hasattr(obj, 'dtype')
+
+
+def _is_pil_image(obj):
+    return type(obj).__module__.split('.')[0] == 'PIL' and hasattr(obj, 'convert') and hasattr(obj, 'mode')
+
+
+def tensor_images(tensor, name):
+    """BGR uint8 HxWx3 arrays from a torch tensor as torchvision reads images: CHW (or NCHW) RGB,
+    uint8, or float in [0, 1] (scaled as torchvision's `to_dtype(..., scale=True)`); 1 channel is grey."""
+    import torch
+    t = tensor.detach()
+    if t.dim() not in (3, 4) or t.shape[-3] not in (1, 3) or 0 in t.shape:
+        raise MrcnnError(f'{name}: need a CHW tensor (or NCHW), 1 or 3 channels, RGB as torchvision reads '
+                         f'images, not shape {tuple(t.shape)}')
+    if t.dtype == torch.uint8:
+        pass
+    elif t.is_floating_point():
+        lo, hi = (float(v) for v in t.float().aminmax()) if t.numel() else (0.0, 0.0)
+        if lo != lo or hi != hi or lo < 0.0 or hi > 1.0:
+            raise MrcnnError(f'{name}: a float image tensor must hold values in [0, 1], not [{lo:g}, {hi:g}]')
+        # torchvision's float -> uint8: 256 equal bins over [0, 1], so that uint8 / 255 comes back exactly
+        t = (t.float() * (256 - 1e-3)).floor_().to(torch.uint8)
+    else:
+        raise MrcnnError(f'{name}: need a uint8 or float image tensor, not {t.dtype}')
+    t = t.cpu()
+    if t.dim() == 3:
+        t = t[None]
+    if t.shape[1] == 1:
+        t = t.expand(-1, 3, -1, -1)
+    return [np.ascontiguousarray(img.flip(0).permute(1, 2, 0).numpy()) for img in t]
+
+
+def pil_image_bgr(img):
+    """A PIL image of any mode as BGR uint8 (converted through PIL's own RGB conversion, pixels as
+    they are: PIL does not apply the EXIF orientation)."""
+    rgb = img if img.mode == 'RGB' else img.convert('RGB')
+    return np.ascontiguousarray(np.asarray(rgb)[:, :, ::-1])
 
 
 def output_names(sources, suffix_of, used=None):

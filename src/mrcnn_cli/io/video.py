@@ -1,13 +1,12 @@
 """Video, camera and stream I/O with OpenCV (FFmpeg backend)."""
 import os
-import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import cv2
 
-from mrcnn_cli.errors import MrcnnError, MrcnnWarning, first_line
+from mrcnn_cli.errors import MrcnnError, first_line, warn
 from mrcnn_cli.io.images import too_large
 
 # Consecutive failed reads after which a file is taken to have ended (truncated) rather
@@ -128,8 +127,8 @@ class VideoSink:
         self.size, self.frames = tuple(size), 0
         self.codec = codec if codec == 'mp4v' or pyav_available() else 'mp4v'
         if self.codec != codec:
-            warnings.warn(f'PyAV is not installed, so {self.path.name} is written as mp4v, which browsers do not '
-                          "play; pip install av for H.264", MrcnnWarning, stacklevel=2)
+            warn(f'PyAV is not installed, so {self.path.name} is written as mp4v, which browsers do not '
+                 'play; pip install av for H.264')
         try:
             if self.codec == 'mp4v':
                 self._open_opencv(fps)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from mrcnn_cli.errors import MrcnnError
+from mrcnn_cli.errors import MrcnnError, speaking_to_command_line
 from mrcnn_cli.io.files import file_sha256
 from mrcnn_cli.model.spec import ModelSpec
 
@@ -61,10 +61,25 @@ def default_weights_dir():
     """MRCNN_WEIGHTS_DIR, else `weights/` of the source checkout, else ~/.cache/mrcnn/weights."""
     if os.environ.get('MRCNN_WEIGHTS_DIR'):
         return Path(os.environ['MRCNN_WEIGHTS_DIR'])
-    checkout = Path(__file__).resolve().parents[2]
-    if (checkout / 'pyproject.toml').exists() and (checkout / 'weights').is_dir():
+    checkout = checkout_root(Path(__file__))
+    if checkout is not None and (checkout / 'weights').is_dir():
         return checkout / 'weights'
     return Path.home() / '.cache' / 'mrcnn' / 'weights'
+
+
+def checkout_root(module_file):
+    """The source checkout a module file lies in (src/mrcnn_cli/... under a folder whose
+    pyproject.toml is mrcnn's), or None for an installed package."""
+    package = Path(module_file).resolve().parent
+    while package.name != 'mrcnn_cli' and package != package.parent:
+        package = package.parent
+    root = package.parent.parent
+    if package.parent.name != 'src' or not (root / 'pyproject.toml').is_file():
+        return None
+    try:
+        return root if 'name = "mrcnn-cli"' in (root / 'pyproject.toml').read_text() else None
+    except OSError:
+        return None
 
 
 def local_path(entry, weights_dir=None):
@@ -88,8 +103,10 @@ def download(entry, weights_dir=None, progress=True, timeout=30):
     except (urllib.error.URLError, OSError, TimeoutError) as e:
         tmp.unlink(missing_ok=True)
         reason = getattr(e, 'reason', None) or e
-        raise MrcnnError(f"cannot download {entry.name} ({reason}); offline? pass a local file instead: "
-                         f"--model {entry.name} --weights PATH/{entry.filename}") from None
+        local = (f'--model {entry.name} --weights PATH/{entry.filename}' if speaking_to_command_line()
+                 else f"load('{entry.name}', weights='PATH/{entry.filename}')")
+        raise MrcnnError(f'cannot download {entry.name} ({reason}); offline? pass a local file instead: '
+                         f'{local}') from None
     digest = file_sha256(tmp)
     if not digest.startswith(entry.sha256_prefix):
         tmp.unlink(missing_ok=True)
