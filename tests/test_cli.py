@@ -154,6 +154,9 @@ def test_run_folders_never_mix_two_runs(tmp_path, checkpoint, monkeypatch):
     second = mrcnn_here(*args, '--score-thr', '0.5')   # the default folder: a new one, as Ultralytics does
     assert second.returncode == 0 and 'runs/predict2/predictions.json' in second.stdout, second.stderr
     assert sorted(p.name for p in (tmp_path / 'runs').iterdir()) == ['predict', 'predict2']
+    resumed = mrcnn_here(*args, '--score-thr', '0.5', '--resume')   # the default folder: where this run is
+    assert resumed.returncode == 0 and 'runs/predict2/predictions.json' in resumed.stdout, resumed.stderr
+    assert '(1 inputs done by the earlier run)' in resumed.stdout
     before = (tmp_path / 'runs' / 'predict' / 'predictions.json').read_bytes()
     named = mrcnn_here(*args, '--score-thr', '0.5', '--out', 'runs/predict')   # a folder the user names: refused
     assert_one_error_line(named, 'runs/predict holds the results of another run (predictions.json')

@@ -5,6 +5,7 @@ One consumer of `Predictor.stream`: the stream decodes and infers in its threads
 encodes and writes in the caller's.  Results go to predictions.jsonl as each image is done (what
 --resume reads), and predictions.json is assembled from it at the end."""
 import hashlib
+import itertools
 import json
 import time
 from dataclasses import dataclass, field, replace
@@ -88,19 +89,39 @@ def run_header(predictor, opts, sources, part):
 def run_folder(out_dir, header, log_name, opts):
     """Where this run writes: `out_dir`, unless it holds another run's results.  Then, without
     --resume or --exist-ok, the next free out_dir2, out_dir3, ... for the default folder (as
-    Ultralytics does), and one MrcnnError for a folder the user named: two runs never mix."""
+    Ultralytics does), and one MrcnnError for a folder the user named: two runs never mix.  A
+    resume in the default folder goes on in whichever of them holds this same run."""
+    if opts.resume and opts.next_free_out:
+        return _folder_of_this_run(out_dir, header, log_name) or out_dir
     if opts.resume or opts.exist_ok:
         return out_dir
-    candidate, k = out_dir, 1
-    while True:
+    for candidate in _numbered(out_dir):
         other = other_run(candidate, header, log_name)
         if other is None:
             return candidate
         if not opts.next_free_out:
             raise MrcnnError(f'{out_dir} holds the results of another run ({other}); choose another --out, add '
                              '--resume to finish that run, or --exist-ok to write over it')
-        k += 1
-        candidate = out_dir.with_name(f'{out_dir.name}{k}')
+
+
+def _numbered(out_dir):
+    """out_dir, out_dir2, out_dir3, ..."""
+    yield out_dir
+    for number in itertools.count(2):
+        yield out_dir.with_name(f'{out_dir.name}{number}')
+
+
+def _folder_of_this_run(out_dir, header, log_name):
+    """The first of out_dir, out_dir2, ... whose log `log_name` this run wrote, or None."""
+    mine = json.loads(json.dumps(header))
+    for candidate in _numbered(out_dir):
+        if not candidate.is_dir():
+            return None
+        try:
+            if {key: v for key, v in read_header(candidate / log_name).items() if key != 'format'} == mine:
+                return candidate
+        except MrcnnError:
+            pass
 
 
 def other_run(folder, header, log_name):
