@@ -113,7 +113,7 @@ def plain_predictor(checkpoint):
 
     def get(variant, style):
         if (variant, style) not in cache:
-            model, classes, source, _ = load_torch_model(weights=checkpoint(variant), style=style)
-            cache[variant, style] = PlainPredictor(model, classes, source)
+            loaded = load_torch_model(weights=checkpoint(variant), style=style)
+            cache[variant, style] = PlainPredictor(loaded.model, loaded.classes, loaded.source)
         return cache[variant, style]
     return get

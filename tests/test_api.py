@@ -30,8 +30,9 @@ def same(a, b):
 
 
 def test_public_names():
-    assert sorted(mrcnn_cli.__all__) == sorted(['Detections', 'MrcnnError', 'MrcnnWarning', 'Predictor',
-                                                'StreamItem', 'load', 'tune_cpu_allocator', '__version__'])
+    assert sorted(mrcnn_cli.__all__) == sorted(['Detections', 'ModelChoice', 'MrcnnError', 'MrcnnWarning', 'Precision',
+                                                'Predictor', 'StreamItem', 'load', 'tune_cpu_allocator',
+                                                '__version__'])
     for name in mrcnn_cli.__all__:
         assert getattr(mrcnn_cli, name) is not None
 
@@ -125,10 +126,11 @@ def test_stream_a_real_clip_with_stride(model):
 
 def test_two_predictors_from_one_model_and_the_model_is_unchanged(checkpoint):
     from mrcnn_cli.backends.pytorch import TorchPredictor, load_torch_model
-    loaded, classes, source, _ = load_torch_model(weights=checkpoint('r50'), style='pytorch')
+    got = load_torch_model(weights=checkpoint('r50'), style='pytorch')
+    loaded = got.model
     before = {k: v.clone() for k, v in loaded.state_dict().items()}
-    first = TorchPredictor(loaded, classes, 'cpu', source)
-    second = TorchPredictor(loaded, classes, 'cpu', source)
+    first = TorchPredictor(got, 'cpu')
+    second = TorchPredictor(got, 'cpu')
     img = cv2.imread(str(STREET))
     assert same(first(img), second(img)) and len(first(img)) > 0
     after = loaded.state_dict()
@@ -153,3 +155,24 @@ print(before == after, before, after)
 '''
     out = subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True, check=True).stdout
     assert out.startswith('True'), out
+
+
+def test_load_takes_keywords_or_one_model_choice_and_they_are_the_same_options(checkpoint):
+    """`load`'s keyword options are ModelChoice's fields (typed by LoadOptions), and a ModelChoice
+    loads the same predictor its keywords would."""
+    import dataclasses
+    import typing
+
+    from mrcnn_cli.api import LoadOptions
+    assert set(typing.get_type_hints(LoadOptions)) | {'name'} == {f.name for f in dataclasses.fields(
+        mrcnn_cli.ModelChoice)}
+    choice = mrcnn_cli.ModelChoice(weights=checkpoint('r50'), style='pytorch', device='cpu', scale=FAST_SCALE)
+    by_choice = mrcnn_cli.load(choice)
+    by_keywords = mrcnn_cli.load(weights=checkpoint('r50'), style='pytorch', device='cpu', scale=FAST_SCALE)
+    assert by_choice.describe() == by_keywords.describe() and by_choice.precision == 'fp32'
+    with pytest.raises(TypeError):
+        mrcnn_cli.load(weights=checkpoint('r50'), colour='red')
+    with pytest.raises(MrcnnError, match='pass a ModelChoice alone'):
+        mrcnn_cli.load(choice, device='cpu')
+    with pytest.raises(MrcnnError, match="unknown precision 'fp8'"):
+        mrcnn_cli.load(weights=checkpoint('r50'), precision='fp8')

@@ -1,5 +1,6 @@
 """`mrcnn bench`: the report's fields and that the stages account for the measured time."""
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -97,18 +98,28 @@ def test_replayed_network_gives_the_recorded_detections(torch_predictor):
 
 
 def test_bench_rows_apply_each_option_or_say_why_not():
+    from mrcnn_cli import ModelChoice
     from mrcnn_cli.backends.openvino import openvino_available
     from mrcnn_cli.commands.bench import bench_rows
+    from mrcnn_cli.errors import command_line_voice
     said = []
-    rows = bench_rows('all', 'bf16', compile_model=True, batch_size=4, warn=said.append)
-    assert rows[:2] == [('torch', 'bf16'), ('onnx', 'fp32')]
-    assert rows[2:] == ([('openvino', 'fp32'), ('openvino', 'bf16')] if openvino_available() else [])
+    base = ModelChoice(weights='w.pth', onnx='m.onnx', device='cuda')
+
+    def rows_of(batch_size=1, **changes):
+        with command_line_voice():
+            return [(r.backend, r.precision, r.device, r.compile, r.onnx)
+                    for r in bench_rows(replace(base, **changes), batch_size, warn=said.append)]
+    rows = rows_of(4, backend='all', precision='bf16', compile=True)
+    assert rows[:2] == [('torch', 'bf16', 'cuda', True, None), ('onnx', 'fp32', 'cuda', False, 'm.onnx')]
+    assert rows[2:] == ([('openvino', 'fp32', 'cpu', False, 'm.onnx'), ('openvino', 'bf16', 'cpu', False, 'm.onnx')]
+                        if openvino_available() else [])   # CUDA is not OpenVINO's: its rows run on the CPU
     assert '--bf16 and --compile apply to the torch row only' in said[-2] and '--batch-size' in said[-1]
     assert all(line.startswith('warning: ') for line in said)
-    assert bench_rows('onnx', ort_provider='cuda', warn=said.append) == [('onnx', 'fp32')]
-    assert bench_rows('openvino', 'bf16', warn=said.append) == [('openvino', 'bf16')]
-    for kwargs, message in (({'backend': 'onnx', 'precision': 'bf16'}, '--bf16 does not apply to onnxruntime'),
-                            ({'backend': 'openvino', 'compile_model': True}, '--compile applies to the torch'),
-                            ({'backend': 'torch', 'ort_provider': 'cuda'}, '--ort-provider applies to --backend onnx')):
+    assert rows_of(backend='onnx', ort_provider='cuda', weights=None)[0][:2] == ('onnx', 'fp32')
+    assert rows_of(backend='openvino', precision='bf16', weights=None)[0][:2] == ('openvino', 'bf16')
+    for changes, message in (({'backend': 'onnx', 'precision': 'bf16'}, '--bf16 does not apply to the onnx backend'),
+                             ({'backend': 'openvino', 'compile': True}, '--compile applies to the torch backend'),
+                             ({'backend': 'torch', 'onnx': None, 'ort_provider': 'cuda'},
+                              '--ort-provider applies to the onnx backend')):
         with pytest.raises(MrcnnError, match=message):
-            bench_rows(**kwargs)
+            rows_of(**changes)

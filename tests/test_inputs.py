@@ -238,7 +238,7 @@ def test_load_tells_a_checkpoint_from_an_onnx_file_by_content(checkpoint, export
 def test_the_library_speaks_python_and_points_warnings_at_the_callers_line(checkpoint):
     with pytest.raises(MrcnnError, match=r"precision='fp16' needs a CUDA GPU; on the CPU use precision='bf16'"):
         mrcnn_cli.load(weights=checkpoint('r50'), style='pytorch', device='cpu', precision='fp16')
-    with pytest.raises(MrcnnError, match=r"backend='onnxruntime' needs onnx=FILE"):
+    with pytest.raises(MrcnnError, match=r"backend='onnx' needs onnx=FILE"):
         mrcnn_cli.load(weights=checkpoint('r50'), backend='onnx')
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')

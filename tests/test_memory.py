@@ -18,7 +18,8 @@ elif mode in ('library', 'cli'):   # load a model and predict, as a program impo
     import cv2, mrcnn_cli
     if mode == 'cli':
         from mrcnn_cli.commands.cli import load_model
-        model = load_model(None, sys.argv[2], None, None, 'pytorch', 'cpu', None, announce=False, scale=(64, 64))
+        choice = mrcnn_cli.ModelChoice(weights=sys.argv[2], style='pytorch', device='cpu', scale=(64, 64))
+        model = load_model(choice, announce=False)
     else:
         model = mrcnn_cli.load(weights=sys.argv[2], style='pytorch', device='cpu', scale=(64, 64))
     model(cv2.resize(cv2.imread(sys.argv[3]), (64, 48)))

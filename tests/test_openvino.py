@@ -55,7 +55,7 @@ def test_openvino_from_the_cli_and_its_refusals(exported, tmp_path):
     assert 'OpenVINO on CPU (fp32, scale 640x384)' in proc.stderr and (tmp_path / 'out' / 'predictions.json').exists()
     for args, message in ((('--device', 'cuda'), 'is not an OpenVINO device'),
                           (('--compile',), '--compile applies to the torch backend'),
-                          (('--ort-provider', 'cpu'), '--ort-provider applies to ONNX Runtime')):
+                          (('--ort-provider', 'cpu'), '--ort-provider applies to the onnx backend')):
         proc = mrcnn_here('predict', img, '--backend', 'openvino', '--onnx', path, *args, '--out', tmp_path / 'o2')
         assert_one_error_line(proc, message)
     with pytest.raises(MrcnnError, match="backend='openvino' needs onnx=FILE"):   # Python's words

@@ -9,6 +9,7 @@ import time
 import cv2
 import pytest
 
+from mrcnn_cli.commands.options import VideoOptions
 from mrcnn_cli.commands.predict import PredictOptions, predict_sources
 
 from conftest import DEMO, SHARED
@@ -48,7 +49,7 @@ def test_batch_4_equals_batch_1(tmp_path, checkpoint):
     docs = []
     for bs in (1, 4):
         opts = PredictOptions(out_dir=tmp_path / f'b{bs}', vis=False, score_thr=0.05, batch_size=bs,
-                              max_frames=4, progress=False)
+                              video=VideoOptions(max_frames=4), progress=False)
         summary = predict_sources(small, [str(CLIP)], opts)
         assert summary.frames == 4
         docs.append(json.loads(summary.json_path.read_text()))

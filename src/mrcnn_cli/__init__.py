@@ -11,12 +11,14 @@ imported on first use.
 from mrcnn_cli.errors import MrcnnError, MrcnnWarning
 from mrcnn_cli.version import __version__
 
-__all__ = ['Detections', 'MrcnnError', 'MrcnnWarning', 'Predictor', 'StreamItem', 'load', 'tune_cpu_allocator',
-           '__version__']
+__all__ = ['Detections', 'ModelChoice', 'MrcnnError', 'MrcnnWarning', 'Precision', 'Predictor', 'StreamItem', 'load',
+           'tune_cpu_allocator', '__version__']
 
 _LAZY = {
     'load': 'mrcnn_cli.api',
     'Detections': 'mrcnn_cli.engine.detections',
+    'ModelChoice': 'mrcnn_cli.engine.choice',
+    'Precision': 'mrcnn_cli.engine.choice',
     'Predictor': 'mrcnn_cli.engine.predictor',
     'StreamItem': 'mrcnn_cli.engine.stream',
     'tune_cpu_allocator': 'mrcnn_cli.engine.memory',

@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import numbers
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import cv2
@@ -77,23 +78,33 @@ def color_instance_map(instance_map: np.ndarray) -> np.ndarray:
     return lut[instance_map]
 
 
-def check_draw_options(line_width: object, mask_alpha: object) -> None:
-    """One MrcnnError for a drawing value that cannot be drawn."""
-    if line_width is not None and (isinstance(line_width, bool) or not isinstance(line_width, numbers.Integral)
-                                   or line_width < 1):
-        raise MrcnnError(f'line_width must be a whole number of pixels >= 1 (or None), not {line_width!r}')
-    if isinstance(mask_alpha, bool) or not isinstance(mask_alpha, numbers.Real) or not 0 <= float(mask_alpha) <= 1:
-        raise MrcnnError(f'mask_alpha must be between 0 (masks invisible) and 1 (opaque), not {mask_alpha!r}')
+@dataclass(frozen=True)
+class DrawOptions:
+    """How detections are drawn: `line_width` of boxes and outlines (default: about 1 px per 400 px
+    of the image's shorter side), `mask_alpha` (0 invisible .. 1 opaque), and which parts are
+    drawn (`labels=False` hides the whole label, `conf=False` only its score).  A value that
+    cannot be drawn is one MrcnnError."""
+    line_width: int | None = None
+    mask_alpha: float = 0.5
+    labels: bool = True
+    conf: bool = True
+    boxes: bool = True
+    masks: bool = True
+
+    def __post_init__(self) -> None:
+        width, alpha = self.line_width, self.mask_alpha
+        if width is not None and (isinstance(width, bool) or not isinstance(width, numbers.Integral) or width < 1):
+            raise MrcnnError(f'line_width must be a whole number of pixels >= 1 (or None), not {width!r}')
+        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 <= float(alpha) <= 1:
+            raise MrcnnError(f'mask_alpha must be between 0 (masks invisible) and 1 (opaque), not {alpha!r}')
 
 
-def draw_detections(img: np.ndarray, det: Drawable, *, line_width: int | None = None, mask_alpha: float = 0.5,
-                    labels: bool = True, conf: bool = True, boxes: bool = True, masks: bool = True) -> np.ndarray:
-    """A copy of `img` with each instance of `det` (a Detections) drawn in its class's colour:
-    the mask blended in with `mask_alpha` and outlined, the box, and a 'class score' label; each
-    part can be switched off (`labels=False` hides the whole label, `conf=False` only its score).
-    Labels go where they cover no other label (see `place_labels`), on top of everything else.
-    `line_width` defaults to about 1 px per 400 px of the image's shorter side."""
-    check_draw_options(line_width, mask_alpha)
+def draw_detections(img: np.ndarray, det: Drawable, options: DrawOptions = DrawOptions()) -> np.ndarray:
+    """A copy of `img` with each instance of `det` (a Detections) drawn in its class's colour as
+    `options` say: the mask blended in and outlined, the box, and a 'class score' label.  Labels
+    go where they cover no other label (see `place_labels`), on top of everything else."""
+    line_width, mask_alpha = options.line_width, options.mask_alpha
+    labels, conf, boxes, masks = options.labels, options.conf, options.boxes, options.masks
     out = img.copy()
     h, w = out.shape[:2]
     thickness = int(line_width) if line_width else max(1, round(min(h, w) / 400))

@@ -40,7 +40,7 @@ def export_onnx(predictor, out_path, opset=DEFAULT_OPSET, fp16=False, sample_ima
         raise MrcnnError(f'export from an FP32 predictor ({option("fp16", True)} makes the FP16 graph from FP32 '
                          'weights)')
     import torchvision.ops  # noqa: F401 - registers the ONNX forms of torchvision::nms and ::roi_align
-    model = predictor.model.cpu().eval()
+    model = predictor.torch_model().cpu().eval()
     sample = _sample_input(predictor, sample_image)
     start = time.perf_counter()
     # export restores the wrapper's mode on everything inside
@@ -62,7 +62,7 @@ def export_onnx(predictor, out_path, opset=DEFAULT_OPSET, fp16=False, sample_ima
             entry.key, entry.value = key, value
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))
-    predictor.model.to(predictor.device)
+    predictor.torch_model().to(predictor.device)
     return time.perf_counter() - start
 
 

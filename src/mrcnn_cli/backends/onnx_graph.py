@@ -14,6 +14,9 @@ OUTPUT_NAMES = ['boxes', 'scores', 'labels', 'mask_probs']
 class GraphPredictor(Predictor):
     """A backend of the exported graph (onnxruntime, OpenVINO): it implements `run_graph`."""
 
+    batches = False      # the graph takes one image per call
+    runs_graph = True
+
     def run_graph(self, inputs):
         """{'image': 1x3xHxW float32, 'img_shape': (2,) int64} -> the four outputs as numpy arrays
         the caller may keep."""

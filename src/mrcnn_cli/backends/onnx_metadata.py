@@ -1,5 +1,8 @@
 """What an exported ONNX file says about itself (`metadata_props`): one format, written and read here."""
+from __future__ import annotations
+
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from mrcnn_cli.errors import MrcnnError, first_line
@@ -27,8 +30,16 @@ def model_metadata(spec, classes, source, source_sha256=None, precision='fp32', 
     return meta
 
 
-def parse_metadata(meta, path):
-    """(ModelSpec, classes, palette) from a file's metadata_props, or one MrcnnError line."""
+@dataclass(frozen=True)
+class GraphInfo:
+    """What an exported file says of the model in it."""
+    spec: ModelSpec
+    classes: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...] | None
+
+
+def parse_metadata(meta: dict[str, str], path) -> GraphInfo:
+    """The GraphInfo of a file's metadata_props, or one MrcnnError line."""
     try:
         norm = Normalization(tuple(json.loads(meta['mean'])), tuple(json.loads(meta['std'])),
                              meta['to_rgb'] == 'true')
@@ -36,6 +47,6 @@ def parse_metadata(meta, path):
                          width_per_group=int(meta['width_per_group']), style=meta['style'],
                          num_classes=int(meta['num_classes']), norm=norm)
         palette = tuple(tuple(int(c) for c in p) for p in json.loads(meta['palette'])) if 'palette' in meta else None
-        return spec, tuple(json.loads(meta['classes'])), palette
+        return GraphInfo(spec, tuple(json.loads(meta['classes'])), palette)
     except (KeyError, ValueError, TypeError, RecursionError) as e:
         raise MrcnnError(f'{path}: not an mrcnn ONNX export (metadata {first_line(e)} missing or invalid)') from None

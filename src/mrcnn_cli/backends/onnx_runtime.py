@@ -1,8 +1,11 @@
 """ONNX Runtime backend: the exported network behind the same Predictor interface."""
+from __future__ import annotations
+
 import os
 
 from mrcnn_cli.backends.onnx_graph import GraphPredictor
 from mrcnn_cli.backends.onnx_metadata import parse_metadata
+from mrcnn_cli.engine.choice import ModelChoice
 from mrcnn_cli.engine.predictor import resolve_device
 from mrcnn_cli.engine.preprocess import TEST_SCALE
 from mrcnn_cli.errors import MrcnnError, first_line
@@ -19,12 +22,12 @@ def session_options(threads=None, device_type='cpu'):
     opts.inter_op_num_threads = 1
     if device_type == 'cpu':
         # Every image size gets its own planned block under memory patterns, beside the arena's
-        # blocks; without them the arena reuses its blocks across sizes: 260 MB less peak RSS for
-        # R-50, same speed (measured on COCO images).
+        # blocks; without them the arena reuses its blocks across sizes: less peak memory, the same
+        # speed (docs/performance.md).
         opts.enable_mem_pattern = False
         # The predictor runs torch work (preprocessing, the paste; in video, decoding and
-        # encoding threads) beside each run; workers spinning after a run take a core from it
-        # (preprocessing 3-5 ms -> 8-50 ms). Ops here are large, so waking workers costs little.
+        # encoding threads) beside each run; workers spinning after a run take a core from it.
+        # Ops here are large, so waking workers costs little.
         opts.add_session_config_entry('session.intra_op.allow_spinning', '0')
     opts.log_severity_level = 3  # errors only: keep the CLI's output to one line per problem
     return opts
@@ -47,7 +50,16 @@ def choose_providers(device, requested=None):
 
 
 class OnnxPredictor(GraphPredictor):
+    """An `mrcnn export` file run by ONNX Runtime (its CUDA or TensorRT provider on a GPU)."""
+
     name = 'onnx'
+    takes_provider = True
+    describe_template = '{name} backend on onnxruntime {device}'
+    precision_hint = '; the graph runs as exported: `mrcnn export --fp16` makes an FP16 one'
+
+    @classmethod
+    def from_choice(cls, choice: ModelChoice) -> OnnxPredictor:
+        return cls(choice.onnx, choice.device, choice.ort_provider, scale=choice.scale)
 
     def __init__(self, path, device='auto', provider=None, threads=None, scale=TEST_SCALE):
         import onnxruntime as ort
@@ -63,13 +75,14 @@ class OnnxPredictor(GraphPredictor):
             meta = self.session.get_modelmeta().custom_metadata_map
         except Exception as e:  # noqa: BLE001 - e.g. metadata that is not UTF-8
             raise MrcnnError(f'{path}: not an mrcnn ONNX export (unreadable metadata: {first_line(e)})') from None
-        spec, classes, palette = parse_metadata(meta, path)
-        super().__init__(spec, classes, dev, str(path), meta.get('precision', 'fp32'), palette, scale)
+        info = parse_metadata(meta, path)
+        super().__init__(info.spec, info.classes, dev, str(path), meta.get('precision', 'fp32'), info.palette, scale)
         self.metadata = meta
         self.providers = self.session.get_providers()
 
     def run_graph(self, inputs):
         return self.session.run(None, inputs)
 
-    def runs_on(self) -> str:
-        return f'{self.name} backend on onnxruntime {self.providers[0]}'
+    @property
+    def execution_device(self) -> str:
+        return self.providers[0]

@@ -1,5 +1,7 @@
 """OpenVINO backend: the same ONNX file `mrcnn export` writes, compiled by OpenVINO (Intel CPUs,
 GPUs and NPUs; BF16 on CPUs that have it), behind the same Predictor interface."""
+from __future__ import annotations
+
 import os
 from pathlib import Path
 
@@ -8,6 +10,7 @@ import torch
 
 from mrcnn_cli.backends.onnx_graph import GraphPredictor
 from mrcnn_cli.backends.onnx_metadata import parse_metadata
+from mrcnn_cli.engine.choice import ModelChoice, Precision
 from mrcnn_cli.engine.preprocess import TEST_SCALE
 from mrcnn_cli.errors import MrcnnError, first_line, option
 
@@ -61,7 +64,31 @@ def check_precision(core, target, precision):
 
 
 class OpenVinoPredictor(GraphPredictor):
+    """An `mrcnn export` file compiled by OpenVINO (Intel CPUs, GPUs and NPUs), BF16/FP16 as hints."""
+
     name = 'openvino'
+    precisions = (Precision.FP32, Precision.BF16, Precision.FP16)
+    describe_template = 'OpenVINO on {device}'
+
+    @classmethod
+    def from_choice(cls, choice: ModelChoice) -> OpenVinoPredictor:
+        return cls(choice.onnx, choice.device, choice.precision, scale=choice.scale)
+
+    @classmethod
+    def available(cls) -> bool:
+        return openvino_available()
+
+    @classmethod
+    def device_for(cls, device: str) -> str:
+        return device if str(device).lower() in DEVICES else 'cpu'   # CUDA is not OpenVINO's
+
+    @classmethod
+    def bench_precisions(cls, requested: Precision) -> tuple[Precision, ...]:
+        return (Precision.FP32, Precision.BF16)
+
+    @property
+    def execution_device(self) -> str:
+        return self.ov_device
 
     def __init__(self, path, device='cpu', precision='fp32', threads=None, cache_dir=None, scale=TEST_SCALE):
         try:
@@ -78,7 +105,7 @@ class OpenVinoPredictor(GraphPredictor):
             meta = {k: v.astype(str) for k, v in framework.items()}
         except Exception as e:  # noqa: BLE001
             raise MrcnnError(f'{path}: cannot load the ONNX model in OpenVINO ({first_line(e)})') from None
-        spec, classes, palette = parse_metadata(meta, path)
+        info = parse_metadata(meta, path)
         check_precision(core, target, precision)
         config = compile_config(target, precision, threads)
         cache = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -96,12 +123,9 @@ class OpenVinoPredictor(GraphPredictor):
             self.ov_device = ','.join(self.compiled_model.get_property('EXECUTION_DEVICES')) or target
         except Exception:  # noqa: BLE001 - a plugin without the property
             self.ov_device = target
-        super().__init__(spec, classes, torch.device('cpu'), str(path), precision, palette, scale)
+        super().__init__(info.spec, info.classes, torch.device('cpu'), str(path), precision, info.palette, scale)
         self.metadata = meta
 
     def run_graph(self, inputs):
         outs = self.request.infer(inputs)
         return [np.array(outs[o]) for o in self.compiled_model.outputs]   # copies: the request reuses its buffers
-
-    def runs_on(self) -> str:
-        return f'OpenVINO on {self.ov_device}'

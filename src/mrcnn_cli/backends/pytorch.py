@@ -1,19 +1,30 @@
 """The PyTorch backend: mrcnn's own model on the CPU or a CUDA GPU."""
+from __future__ import annotations
+
 import importlib.util
 import os
 import shutil
+from dataclasses import dataclass
 
 import torch
 
+from mrcnn_cli.engine.choice import ModelChoice, Precision
 from mrcnn_cli.engine.predictor import Predictor, resolve_device
 from mrcnn_cli.engine.preprocess import TEST_SCALE
 from mrcnn_cli.engine.timing import no_stage
 from mrcnn_cli.errors import MrcnnError, option, speaking_to_command_line, warn
 from mrcnn_cli.io.checkpoint import class_names, foreign_model_reason, load_checkpoint, resolve_spec
-from mrcnn_cli.model.mask_rcnn import build_model
+from mrcnn_cli.model.mask_rcnn import MaskRCNN, build_model
 from mrcnn_cli.model.optimize import optimized_for_inference
 
-PRECISIONS = ('fp32', 'fp16', 'bf16')
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A checkpoint's model as loaded (not yet optimised for inference) and what it came with."""
+    model: MaskRCNN
+    classes: tuple[str, ...]
+    source: str                                            # the weights file
+    palette: tuple[tuple[int, int, int], ...] | None       # the checkpoint's class colours (RGB)
 
 
 class TorchPredictor(Predictor):
@@ -22,23 +33,36 @@ class TorchPredictor(Predictor):
     the model is its own (as `load` builds it)."""
 
     name = 'torch'
+    precisions = (Precision.FP32, Precision.FP16, Precision.BF16)
+    compiles = True
 
-    def __init__(self, model, classes, device, source, precision='fp32', compile=False, palette=None,
-                 scale=TEST_SCALE, copy_model=True):
+    @classmethod
+    def from_choice(cls, choice: ModelChoice) -> TorchPredictor:
+        device = resolve_device(choice.device)
+        check_precision(choice.precision, device)   # before the checkpoint is read
+        loaded = load_torch_model(choice.name, choice.weights, choice.style, choice.weights_dir)
+        return cls(loaded, device, precision=choice.precision, compile=choice.compile, scale=choice.scale,
+                   copy_model=False)   # the model was built for it alone
+
+    def __init__(self, loaded: LoadedModel, device: str | torch.device, *, precision: str | Precision = 'fp32',
+                 compile: bool = False, scale: tuple[int, int] = TEST_SCALE, copy_model: bool = True) -> None:
         device = resolve_device(device) if not isinstance(device, torch.device) else device
-        super().__init__(model.spec, classes, device, source, precision, palette, scale)
-        self.amp_dtype = check_precision(precision, device)
+        super().__init__(loaded.model.spec, loaded.classes, device, loaded.source, precision, loaded.palette, scale)
+        self.amp_dtype = check_precision(self.precision, device)
         if compile:
             check_compiler(device)
-        self.model = optimized_for_inference(model, device, self.amp_dtype, compile, copy_model)
+        self.model = optimized_for_inference(loaded.model, device, self.amp_dtype, compile, copy_model)
         self.compiled = compile
 
     @torch.inference_mode()
     def run_network(self, batch, img_shapes, stage=no_stage):
         return self.model(batch.to(self.device), img_shapes, self.amp_dtype, stage)
 
+    def torch_model(self) -> MaskRCNN:
+        return self.model
+
     def precision_note(self) -> str:
-        return f'{self.precision}, compiled' if self.compiled else self.precision
+        return f'{self.precision}, compiled' if self.compiled else str(self.precision)
 
 
 def cpu_has_native_bf16():
@@ -49,15 +73,14 @@ def cpu_has_native_bf16():
 
 
 def check_precision(precision, device):
-    """The autocast dtype for a precision name; FP16 needs CUDA (CPU FP16 convs are slow and inexact)."""
-    if precision not in PRECISIONS:
-        raise MrcnnError(f'unknown precision {precision!r} (use one of {", ".join(PRECISIONS)})')
-    if precision == 'fp16':
+    """The autocast dtype for a precision; FP16 needs CUDA (CPU FP16 convs are slow and inexact)."""
+    precision = Precision.of(precision)
+    if precision == Precision.FP16:
         if device.type != 'cuda':
             raise MrcnnError(f'{option("precision", "fp16")} needs a CUDA GPU; on the CPU use '
                              f'{option("precision", "bf16")}')
         return torch.float16
-    if precision == 'bf16':
+    if precision == Precision.BF16:
         if device.type == 'cpu' and not cpu_has_native_bf16():
             warn(f'this CPU has no native BF16 support (AVX512-BF16/AMX): {option("precision", "bf16")} will be slow')
         return torch.bfloat16
@@ -104,9 +127,9 @@ def model_from_checkpoint(ckpt, spec=None, style=None, source='checkpoint'):
     return build_model(spec, sd), class_names(ckpt, spec.num_classes)
 
 
-def load_torch_model(model_name=None, weights=None, style=None, weights_dir=None):
-    """(MaskRCNN as loaded, classes, source, palette) from a zoo name (downloaded on first use,
-    checksum-verified) and/or a local checkpoint."""
+def load_torch_model(model_name=None, weights=None, style=None, weights_dir=None) -> LoadedModel:
+    """The LoadedModel of a zoo name (downloaded on first use, checksum-verified) and/or a local
+    checkpoint."""
     from mrcnn_cli.io import zoo
     if model_name is None and weights is None:
         zoo_name = '--model NAME' if speaking_to_command_line() else "a zoo name (load('NAME'))"
@@ -120,4 +143,4 @@ def load_torch_model(model_name=None, weights=None, style=None, weights_dir=None
             weights = zoo.ensure_downloaded(entry, weights_dir)
     ckpt = load_checkpoint(weights)
     model, classes = model_from_checkpoint(ckpt, spec=spec, style=style, source=str(weights))
-    return model, classes, str(weights), ckpt.palette
+    return LoadedModel(model, tuple(classes), str(weights), ckpt.palette)

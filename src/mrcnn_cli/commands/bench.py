@@ -4,13 +4,16 @@ import os
 import platform
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from mrcnn_cli.backends.pytorch import load_torch_model
+from mrcnn_cli.backends.registry import BACKENDS, backend_for
+from mrcnn_cli.engine.choice import Precision
 from mrcnn_cli.engine.memory import release_freed_memory
 from mrcnn_cli.engine.timing import StageTimer
 from mrcnn_cli.errors import MrcnnError
@@ -91,10 +94,34 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure(name, precision, device, predict_batch, images, n, warmup, batch_size, progress=True,
-            warm_every_batch=False):
-    """Time `predict_batch(images, stage)` over n images after `warmup` untimed batches (and, for
-    a compiled model, after one untimed pass over every batch: each new input size compiles first)."""
+@dataclass(frozen=True)
+class BenchPlan:
+    """What `mrcnn bench` times, and how: `n` images cycled from `images` (decoded beforehand), in
+    batches of `batch_size` after `warmup` untimed batches; `device` is the torch rows' device."""
+    images: list
+    n: int
+    warmup: int = 5
+    batch_size: int = 1
+    device: str = 'cpu'
+    progress: bool = True
+    decode_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class PipelinePlan:
+    """`--pipeline`: the whole predict path over `paths`, with pictures (`vis`) or without,
+    the network run or its outputs replayed (`replay`)."""
+    paths: list
+    vis: bool = True
+    replay: bool = False
+
+
+def measure(name, precision, device, predict_batch, plan, *, batch_size=None, warm_every_batch=False):
+    """Time `predict_batch(images, stage)` over the plan's images after its untimed warm-up batches
+    (and, for a compiled model, after one untimed pass over every batch: each new input size
+    compiles first).  `batch_size` overrides the plan's (the ONNX graph takes one image a call)."""
+    images, n, warmup, progress = plan.images, plan.n, plan.warmup, plan.progress
+    batch_size = batch_size or plan.batch_size
     dev = torch.device(device)
     cuda = dev.type == 'cuda'
     batches = [[images[(b * batch_size + j) % len(images)] for j in range(batch_size)]
@@ -194,10 +221,12 @@ def replay_network(predictor, images):
     return restart
 
 
-def measure_pipeline(name, predictor, paths, n, vis=True, replay=False, progress=True, runs=3):
-    """A whole `mrcnn predict` over n images cycled from `paths` (decode, preprocess, network, paste,
-    RLE, drawing, encoding and writing, in its three threads), every detection the model returns
-    written (mmdetection's test threshold, the most work per image); the median of `runs` runs."""
+def measure_pipeline(name, predictor, pipeline, n, progress=True, runs=3):
+    """A whole `mrcnn predict` over n images cycled from `pipeline.paths` (decode, preprocess,
+    network, paste, RLE, drawing, encoding and writing, in its three threads), every detection the
+    model returns written (mmdetection's test threshold, the most work per image); the median of
+    `runs` runs."""
+    paths, vis, replay = pipeline.paths, pipeline.vis, pipeline.replay
     import shutil
     import tempfile
 
@@ -232,89 +261,86 @@ def report_dict(report):
     return asdict(report)
 
 
-def measure_torchvision_peer(model_args, device, images, n, warmup, batch_size, progress, scale):
-    """torchvision's maskrcnn_resnet50_fpn on the checkpoint's own weights, FP32, in a fresh
-    (spawned) process: the state its users run it in (glibc's default allocator), and neither
-    row's speed or peak RSS carries what the other left behind.  `model_args` are
-    `load_torch_model`'s (model name, weights, style, weights dir)."""
+def measure_torchvision_peer(peer, plan):
+    """torchvision's maskrcnn_resnet50_fpn on the checkpoint's own weights (`peer`, a ModelChoice),
+    FP32, in a fresh (spawned) process: the state its users run it in (glibc's default allocator),
+    and neither row's speed or peak RSS carries what the other left behind."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
     try:   # an executor, not a Pool: a worker that dies (e.g. killed for memory) raises, never hangs
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context('spawn')) as pool:
-            return pool.submit(_torchvision_row, model_args, str(device), images, n, warmup, batch_size,
-                               progress, scale).result()
+            return pool.submit(_torchvision_row, peer, plan).result()
     except BrokenProcessPool:
         raise MrcnnError('the torchvision peer process died (out of memory?)') from None
 
 
-def _torchvision_row(model_args, device, images, n, warmup, batch_size, progress, scale):
-    from mrcnn_cli.backends.pytorch import load_torch_model
+def _torchvision_row(peer, plan):
     from mrcnn_cli.commands.torchvision_peer import TorchvisionPeer
-    peer = TorchvisionPeer(load_torch_model(*model_args)[0], device, scale)   # as loaded: BatchNorms unfolded
-    return measure('torchvision', 'fp32', device, peer.predict_batch, images, n, warmup, batch_size, progress)
+    loaded = load_torch_model(peer.name, peer.weights, peer.style, peer.weights_dir)
+    runner = TorchvisionPeer(loaded.model, plan.device, peer.scale)   # as loaded: BatchNorms unfolded
+    return measure('torchvision', 'fp32', plan.device, runner.predict_batch, plan)
 
 
-def bench_rows(backend, precision='fp32', compile_model=False, ort_provider=None, batch_size=1, warn=print):
-    """The (backend, precision) rows `mrcnn bench --backend` times.  An option that does not apply
-    to a row is refused (one backend) or said in one warning line (--backend all), never ignored."""
-    from mrcnn_cli.backends.openvino import openvino_available
-    if backend != 'all':
-        if precision != 'fp32' and backend == 'onnx':
-            raise MrcnnError(f'--{precision} does not apply to onnxruntime (it runs the file as exported: '
-                             '`mrcnn export --fp16` for FP16); try --backend openvino')
-        if compile_model and backend != 'torch':
-            raise MrcnnError(f'--compile applies to the torch backend, not {backend}')
-        if ort_provider and backend != 'onnx':
-            raise MrcnnError(f'--ort-provider applies to --backend onnx, not {backend}')
-        rows = [(backend, precision)]
+def bench_rows(choice, batch_size=1, warn=print):
+    """The rows `mrcnn bench` times, one ModelChoice each: the backend `choice` names, or with
+    backend='all' every backend that is installed, in the precisions each is timed in.  An option
+    a row's backend does not take is refused (one backend) or said in one warning line ('all'),
+    never ignored."""
+    if choice.backend != 'all':
+        backend_for(choice).check_choice(choice)
+        rows = [choice]
     else:
-        rows = [('torch', precision), ('onnx', 'fp32')]
-        if openvino_available():
-            rows += [('openvino', 'fp32'), ('openvino', 'bf16')]
-        else:
-            warn("warning: no OpenVINO rows: the openvino package is not installed (pip install "
-                 "'mrcnn-cli[openvino]')")
-        if precision != 'fp32' or compile_model:
-            flags = ' and '.join(f for f, on in ((f'--{precision}', precision != 'fp32'),
-                                                 ('--compile', compile_model)) if on)
-            warn(f'warning: {flags} apply to the torch row only; the onnx and openvino rows keep their own precisions')
-    if batch_size > 1 and any(b != 'torch' for b, _ in rows):
-        warn('warning: the ONNX graph takes one image per call: --batch-size applies to the torch row only')
+        rows = []
+        for cls in BACKENDS.values():
+            if not cls.available():
+                warn(f'warning: no {cls.name} rows: what it needs is not installed (pip install '
+                     f"'mrcnn-cli[{cls.name}]')")
+                continue
+            rows += [replace(choice, backend=cls.name, precision=precision, device=cls.device_for(choice.device),
+                             compile=choice.compile and cls.compiles, onnx=choice.onnx if cls.runs_graph else None,
+                             ort_provider=choice.ort_provider if cls.takes_provider else None)
+                     for precision in cls.bench_precisions(choice.precision)]
+        for row in rows:
+            backend_for(row).check_choice(row)
+        kept = [f for f, on in ((f'--{choice.precision}', choice.precision != Precision.FP32),
+                                ('--compile', choice.compile)) if on]
+        if kept:   # the first row is the checkpoint's backend, the one row that takes them
+            warn(f'warning: {" and ".join(kept)} apply to the {rows[0].backend} row only; the other rows keep their '
+                 'own precisions')
+    if batch_size > 1 and not all(backend_for(row).batches for row in rows):
+        warn('warning: the ONNX graph takes one image per call: --batch-size applies to the torch rows only')
     return rows
 
 
-def run_bench(make_predictor, backends, images, decode_ms, n, warmup, batch_size, device, compare=None,
-              progress=True, peer_model_args=None, scale=(1333, 800), pipeline=None):
-    """Benchmark each (backend, precision) row (`make_predictor(backend, precision)`) in this
-    process on the same images (and first, with `peer_model_args` for its weights, the
-    torchvision peer in a process of its own)."""
-    report = BenchReport(METHOD, machine_info(device), decode_ms,
-                         sorted({tuple(int(v) for v in img.shape[:2]) for img in images}))
+def run_bench(make_predictor, rows, plan, *, compare=None, pipeline=None):
+    """Benchmark each row (a ModelChoice, built by `make_predictor`) in this process on the plan's
+    images (and first, with `compare='torchvision'`, the torchvision peer on the first row's weights
+    in a process of its own); with `pipeline` (a PipelinePlan) also the whole predict path."""
+    report = BenchReport(METHOD, machine_info(plan.device), plan.decode_ms,
+                         sorted({tuple(int(v) for v in img.shape[:2]) for img in plan.images}))
     peer_row = None
     if compare == 'torchvision':
-        from mrcnn_cli.backends.pytorch import load_torch_model
         from mrcnn_cli.commands.torchvision_peer import check_peer_spec
-        check_peer_spec(load_torch_model(*peer_model_args)[0].spec)   # before a process is spawned for it
-        release_freed_memory()
-        peer_row = measure_torchvision_peer(peer_model_args, device, images, n, warmup, batch_size, progress,
-                                            scale)
-    for backend, precision in backends:
+        peer = rows[0]
+        check_peer_spec(load_torch_model(peer.name, peer.weights, peer.style, peer.weights_dir).model.spec)
+        release_freed_memory()   # before a process is spawned for it
+        peer_row = measure_torchvision_peer(peer, plan)
+    for row_choice in rows:
         start = time.perf_counter()
-        predictor = make_predictor(backend, precision)
+        predictor = make_predictor(row_choice)
         load_s = time.perf_counter() - start
-        compiled = getattr(predictor, 'compiled', False)
-        row = measure(backend, predictor.precision, predictor.device, predictor.predict_batch, images, n,
-                      warmup, batch_size if backend == 'torch' else 1, progress, warm_every_batch=compiled)
-        row.device = getattr(predictor, 'providers', [getattr(predictor, 'ov_device', row.device)])[0]
+        compiled = predictor.compiled
+        row = measure(predictor.name, predictor.precision, predictor.device, predictor.predict_batch, plan,
+                      batch_size=None if predictor.batches else 1, warm_every_batch=compiled)
+        row.device = predictor.execution_device
         row.load_s = load_s
         row.first_result_s = load_s + row.first_result_s if row.first_result_s is not None else None
         if compiled:
             row.precision += '+compile'
         report.rows.append(row)
-        if pipeline:   # {'paths', 'vis', 'replay'}: the whole predict path on the same backend
-            report.rows.append(measure_pipeline(backend, predictor, pipeline['paths'], n, pipeline['vis'],
-                                                pipeline['replay'], progress))
+        if pipeline:   # the whole predict path on the same backend
+            report.rows.append(measure_pipeline(predictor.name, predictor, pipeline, plan.n, plan.progress))
         del predictor
         release_freed_memory()   # the next backend's peak RSS must be its own
     if peer_row is not None:

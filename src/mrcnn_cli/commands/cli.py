@@ -8,62 +8,25 @@ from pathlib import Path
 
 import click
 
+from mrcnn_cli.commands.options import (
+    DRAW_OPTION_NAMES,
+    complete_zoo_names,
+    draw_options,
+    max_pixels_option,
+    model_choice,
+    run_options,
+    save_options,
+    video_options,
+    weights_dir_option,
+)
 from mrcnn_cli.errors import MrcnnError, command_line_voice
 from mrcnn_cli.version import __version__
-
-STYLE = click.Choice(['pytorch', 'caffe'])
 
 
 def warn(message):
     """One line on stderr that never lands inside a progress bar's line."""
     from tqdm import tqdm
     tqdm.write(message, file=sys.stderr)
-
-
-def weights_dir_option(f):
-    return click.option('--weights-dir', type=click.Path(file_okay=False), default=None,
-                        help='Where zoo checkpoints are cached (default: $MRCNN_WEIGHTS_DIR if set, else weights/ '
-                             'in a checkout, else ~/.cache/mrcnn/weights).')(f)
-
-
-def _complete_zoo_names(ctx, param, incomplete):
-    from mrcnn_cli.io import zoo as zoo_lib
-    return [e.name for e in zoo_lib.entries() if e.name.startswith(incomplete)]
-
-
-def model_options(f):
-    f = weights_dir_option(f)
-    f = click.option('--device', default='auto', show_default=True, help='auto, cpu, cuda or cuda:N.')(f)
-    f = click.option('--style', type=STYLE, default=None,
-                     help="Backbone style (default: the checkpoint's training config, or the zoo "
-                          "entry's; else pytorch).")(f)
-    f = click.option('--weights', type=click.Path(dir_okay=False), default=None,
-                     help='A local checkpoint (mmdetection 3.x/2.x file or bare state_dict).')(f)
-    f = click.option('--model', 'model_name', default=None, shell_complete=_complete_zoo_names,
-                     help='A zoo name, see `mrcnn zoo list`.')(f)
-    return f
-
-
-def _parse_scale(ctx, param, value):
-    try:
-        long, short = (int(v) for v in value.replace('x', ',').split(','))
-    except ValueError:
-        raise click.BadParameter(f'need LONG,SHORT such as 1333,800, not {value!r}') from None
-    return long, short
-
-
-def scale_option(f):
-    return click.option('--scale', default='1333,800', show_default=True, callback=_parse_scale,
-                        help="Test-time resize bound LONG,SHORT (keep-ratio); mmdetection's 1333,800 gives "
-                             'its numbers, smaller is faster.')(f)
-
-
-def max_pixels_option(f):
-    from mrcnn_cli.io.image_header import MAX_PIXELS, OPENCV_MAX_PIXELS
-    return click.option('--max-pixels', type=click.IntRange(1, OPENCV_MAX_PIXELS), default=MAX_PIXELS,
-                        show_default=True,
-                        help='Skip images (and videos) larger than this many pixels, read from the file header '
-                             'before decoding: decompression bombs and damaged headers.')(f)
 
 
 @click.group(context_settings={'help_option_names': ['-h', '--help']})
@@ -94,32 +57,6 @@ def quiet():
     return bool(ctx and (ctx.find_root().obj or {}).get('quiet'))
 
 
-def backend_options(f):
-    f = click.option('--ort-provider', type=click.Choice(['cuda', 'tensorrt', 'cpu']), default=None,
-                     help='onnxruntime provider (default: CUDA with a GPU, else CPU).')(f)
-    f = click.option('--onnx', 'onnx_path', type=click.Path(dir_okay=False), default=None,
-                     help='An ONNX file from `mrcnn export` (for --backend onnx or openvino).')(f)
-    f = click.option('--backend', type=click.Choice(['torch', 'onnx', 'openvino']), default=None,
-                     help='torch (the checkpoint), onnx (onnxruntime) or openvino, both on an --onnx file '
-                          '[default: onnx with --onnx, else torch].')(f)
-    return f
-
-
-def precision_options(f):
-    f = click.option('--compile', 'compile_model', is_flag=True,
-                     help='torch.compile backbone+FPN+RPN (CUDA graphs on a GPU); each new input size '
-                          'compiles once, so best for video and fixed sizes.')(f)
-    f = click.option('--bf16', is_flag=True, help='BF16 autocast (CPUs with BF16 support, or GPUs).')(f)
-    f = click.option('--fp16', is_flag=True, help='FP16 autocast on a CUDA GPU (NMS, decoding, paste stay FP32).')(f)
-    return f
-
-
-def precision_of(fp16, bf16):
-    if fp16 and bf16:
-        raise click.UsageError('choose one of --fp16 and --bf16')
-    return 'fp16' if fp16 else 'bf16' if bf16 else 'fp32'
-
-
 def parse_class_filter(text, classes):
     """--classes person,car (or 0-based indexes, 0,2) -> ['person', 'car'], each checked against the
     model's classes (an unknown name gets the closest known one)."""
@@ -133,32 +70,29 @@ def parse_class_filter(text, classes):
         raise MrcnnError(f'{e} (--classes)') from None
 
 
-def classes_known_before_loading(model_name, weights, onnx_path):
+def classes_known_before_loading(model):
     """The model's class names when they are known without reading a model file: a zoo entry's
     (every zoo model is COCO's); None otherwise."""
-    if model_name and not weights and not onnx_path:
+    if model.name and not model.weights and not model.onnx:
         from mrcnn_cli.io import zoo
         from mrcnn_cli.io.coco import COCO_CLASSES
-        zoo.get_entry(model_name)   # an unknown name is its own error
+        zoo.get_entry(str(model.name))   # an unknown name is its own error
         return COCO_CLASSES
     return None
 
 
-def load_model(model_name, weights, onnx_path, backend, style, device, weights_dir, fp16=False, bf16=False,
-               compile_model=False, ort_provider=None, announce=True, scale=(1333, 800)):
-    """The predictor for a command's options (through the one `load`), with the CLI's own
+def load_model(model, announce=True):
+    """The predictor for a command's ModelChoice (through the one `load`), with the CLI's own
     process settings: the CPU allocator tuned, inductor's toolchain warning silenced."""
     from mrcnn_cli.api import load
     from mrcnn_cli.engine.memory import tune_cpu_allocator
-    if compile_model:   # inductor's C++ toolchain probe warns that a CPU build has no CUDA
+    if model.compile:   # inductor's C++ toolchain probe warns that a CPU build has no CUDA
         import logging
         logging.getLogger('torch.utils.cpp_extension').setLevel(logging.ERROR)
-    predictor = load(model_name, weights=weights, onnx=onnx_path, backend=backend, style=style, device=device,
-                     precision=precision_of(fp16, bf16), compile=compile_model, weights_dir=weights_dir,
-                     ort_provider=ort_provider, scale=scale)
+    predictor = load(model)
     if predictor.device.type == 'cpu':
         tune_cpu_allocator()
-    elif compile_model:   # CUDA graphs replay fixed sizes: let cuDNN pick its fastest kernels once per size
+    elif model.compile:   # CUDA graphs replay fixed sizes: let cuDNN pick its fastest kernels once per size
         import torch
         torch.backends.cudnn.benchmark = True
     if announce and not quiet():
@@ -168,99 +102,69 @@ def load_model(model_name, weights, onnx_path, backend, style, device, weights_d
 
 @cli.command()
 @click.argument('sources', nargs=-1, required=True)
-@model_options
-@backend_options
-@precision_options
+@model_choice()
 @click.option('--score-thr', type=click.FloatRange(0, 1), default=0.3, show_default=True,
               help='Minimum score drawn and written to JSON (the model always applies 0.05).')
 @click.option('--out', 'out_dir', type=click.Path(file_okay=False), default='runs/predict', show_default=True)
 @click.option('--no-vis', is_flag=True, help='Write predictions.json only, no pictures or videos.')
-@click.option('--classes', 'class_names', default=None, help='Keep only these classes, e.g. person,car.')
+@click.option('--classes', 'class_names', default=None,
+              help='Keep only these classes, by name or 0-based index, e.g. person,car or 0,2.')
 @click.option('--batch-size', type=click.IntRange(1), default=1, show_default=True,
               help='Images or frames per network call (results are identical to 1).')
-@click.option('--vid-stride', type=click.IntRange(1), default=1, show_default=True,
-              help='Run the model on every Nth video frame; frames between reuse the last result.')
-@click.option('--max-frames', type=click.IntRange(1), default=None, help='Stop each video after N frames.')
-@click.option('--show', is_flag=True,
-              help='Show results in a window: needs a display and a GUI build of OpenCV, which the default '
-                   'install (opencv-python-headless) is not; see the README.')
-@scale_option
-@click.option('--save-masks', is_flag=True,
-              help='masks/: a 16-bit instance map, a class-id map and one PNG per instance, per image or frame.')
-@click.option('--save-txt', is_flag=True, help='labels/: YOLO segmentation labels (and labels/classes.txt).')
-@click.option('--save-conf', is_flag=True, help='With --save-txt: the score last on each line.')
-@click.option('--save-crop', is_flag=True, help='crops/<class>/: each instance as an RGBA PNG, its mask as alpha.')
-@click.option('--mask-format', type=click.Choice(['rle', 'polygon']), default='rle', show_default=True,
-              help='Segmentation in predictions.json (polygons cannot express holes).')
-@click.option('--line-width', type=click.IntRange(1), default=None, help='Box and contour width in px.')
-@click.option('--mask-alpha', type=click.FloatRange(0, 1), default=0.5, show_default=True,
-              help='Opacity of the drawn masks.')
-@click.option('--hide-labels', is_flag=True, help='Draw no class names.')
-@click.option('--hide-conf', is_flag=True, help='Draw no scores.')
-@click.option('--hide-boxes', is_flag=True, help='Draw no boxes.')
-@click.option('--hide-masks', is_flag=True, help='Draw no masks.')
-@click.option('--codec', type=click.Choice(['h264', 'vp9', 'mp4v']), default='h264', show_default=True,
-              help='Annotated videos: H.264 MP4 or VP9 WebM (browsers play both), or OpenCV mp4v.')
-@click.option('--resume', is_flag=True, help='Skip the inputs OUT/predictions.jsonl already has (after a crash).')
-@click.option('--exist-ok', is_flag=True,
-              help="Write into an --out that holds another run's results (files of the same names are replaced); "
-                   'without it such a folder is refused (the default folder becomes runs/predict2, ...).')
-@click.option('--shard', default=None, help='K/N: this process takes every Nth input from the Kth; '
-                                            '`mrcnn merge OUT` joins the parts.')
+@video_options
+@save_options
+@draw_options
+@run_options(exist_ok=True)
 @max_pixels_option
-def predict(sources, model_name, weights, style, device, weights_dir, backend, onnx_path, ort_provider, fp16, bf16,
-            compile_model, score_thr, out_dir, no_vis, class_names, batch_size, vid_stride, max_frames, show, scale,
-            save_masks, save_txt, save_conf, save_crop, mask_format, line_width, mask_alpha, hide_labels, hide_conf,
-            hide_boxes, hide_masks, codec, resume, exist_ok, shard, max_pixels):
+def predict(sources, model, score_thr, out_dir, no_vis, class_names, batch_size, video, save, draw, run, max_pixels):
     """Segment SOURCES: image files, directories, glob patterns, videos, camera indexes (0), image
     URLs (http/https, fetched) or rtsp/http stream URLs."""
+    from dataclasses import replace
+
+    from click.core import ParameterSource
+
     from mrcnn_cli.commands.predict import PredictOptions, predict_sources
+    from mrcnn_cli.engine.distributed import is_rank_zero, parse_shard, torchrun_device
     from mrcnn_cli.io.sources import collect_sources
     found, missing = collect_sources(sources, exclude_dir=out_dir, warn=warn)   # before any model download
-    from mrcnn_cli.engine.distributed import distributed_context, parse_shard, torchrun_device
-    if shard:
-        parse_shard(shard)   # a bad --shard is an error before any model loads
-    early_classes = classes_known_before_loading(model_name, weights, onnx_path)
+    if run.shard:
+        parse_shard(run.shard)   # a bad --shard is an error before any model loads
+    early_classes = classes_known_before_loading(model)
     if early_classes is not None:
         parse_class_filter(class_names, early_classes)   # a typo is an error before any download
-    rank = (distributed_context() or (0,))[0]
-    predictor = load_model(model_name, weights, onnx_path, backend, style, torchrun_device(device), weights_dir,
-                           fp16, bf16, compile_model, ort_provider, announce=rank == 0, scale=scale)
-    if batch_size > 1 and predictor.name != 'torch':
+    predictor = load_model(replace(model, device=torchrun_device(model.device)), announce=is_rank_zero())
+    if batch_size > 1 and not predictor.batches:
         warn(f'warning: the ONNX graph takes one image per call: --batch-size {batch_size} changes nothing '
              f'with --backend {predictor.name}')
     ctx = click.get_current_context()
-    from click.core import ParameterSource
-    default_out = ctx.get_parameter_source('out_dir') == ParameterSource.DEFAULT
-    if not save_txt:
+    if not save.txt:
         warn_unused(ctx, ('save_conf',), 'without --save-txt')
     if no_vis:
-        warn_unused(ctx, ('line_width', 'mask_alpha', 'hide_labels', 'hide_conf', 'hide_boxes', 'hide_masks', 'codec'),
-                    'with --no-vis (nothing is drawn)')
-    draw = {'line_width': line_width, 'mask_alpha': mask_alpha, 'labels': not hide_labels, 'conf': not hide_conf,
-            'boxes': not hide_boxes, 'masks': not hide_masks}
+        warn_unused(ctx, (*DRAW_OPTION_NAMES, 'codec'), 'with --no-vis (nothing is drawn)')
+    run = replace(run, next_free_out=ctx.get_parameter_source('out_dir') == ParameterSource.DEFAULT)
     opts = PredictOptions(out_dir, score_thr, not no_vis, parse_class_filter(class_names, predictor.classes),
-                          batch_size, vid_stride, max_frames, show, save_masks=save_masks, save_txt=save_txt,
-                          save_conf=save_conf, save_crop=save_crop, mask_format=mask_format, draw=draw, codec=codec,
-                          resume=resume, shard=shard, max_pixels=max_pixels, progress=not quiet(),
-                          exist_ok=exist_ok, next_free_out=default_out)
+                          batch_size, max_pixels, not quiet(), draw, save, video, run)
     s = predict_sources(predictor, found, opts, warn=warn, missing=missing)
+    _print_predict_summary(s, score_thr, no_vis)
+    if s.failed:
+        click.echo(f'{len(s.failed)} inputs failed: ' + ', '.join(s.failed[:5])
+                   + (' ...' if len(s.failed) > 5 else ''), err=True)
+        sys.exit(1)
+
+
+def _print_predict_summary(s, score_thr, no_vis):
     done = ', '.join(part for part in (f'{s.images} images' if s.images else '',
                                        f'{s.frames} video frames' if s.frames else '') if part) or 'nothing'
     earlier = f' ({s.skipped} inputs done by the earlier run)' if s.skipped else ''
     if s.json_path is None:   # a torchrun rank other than 0: rank 0 reports
-        pass
-    elif s.json_path == s.log_path:   # one shard of several
+        return
+    if s.json_path == s.log_path:   # one shard of several
         click.echo(f'{done}{earlier} in {s.seconds:.1f} s -> {s.log_path}; when every part is done: '
                    f'mrcnn merge {s.out_dir}')
     else:
         pictures = '' if no_vis else f' and {len(s.outputs)} pictures/videos in {s.out_dir}/'
         click.echo(f'{done}, {s.instances} instances (score >= {score_thr}){earlier} in {s.seconds:.1f} s '
                    f'-> {s.json_path}{pictures}')
-    if s.failed:
-        click.echo(f'{len(s.failed)} inputs failed: ' + ', '.join(s.failed[:5])
-                   + (' ...' if len(s.failed) > 5 else ''), err=True)
-        sys.exit(1)
 
 
 @cli.command('merge')
@@ -274,29 +178,31 @@ def merge(out_dir):
 
 @cli.command('export')
 @click.option('--onnx', 'onnx_path', type=click.Path(dir_okay=False), required=True, help='Output .onnx file.')
-@model_options
+@model_choice(backends=None, precision=False, scale=False)
 @click.option('--opset', type=click.IntRange(16), default=17, show_default=True)
 @click.option('--fp16', is_flag=True, help='FP16 network; box decoding and NMS stay FP32.')
 @click.option('--check-image', type=click.Path(dir_okay=False, exists=True), default=None,
               help='Image for the onnxruntime-vs-PyTorch check (default: the bundled demo photo).')
-def export(onnx_path, model_name, weights, style, device, weights_dir, opset, fp16, check_image):
+def export(onnx_path, model, opset, fp16, check_image):
     """Export one ONNX file (standard operators, dynamic size) and check it against PyTorch.
 
     The export itself always traces on the CPU; --device picks where onnxruntime runs the
     self-check (auto: its CUDA provider when there is a GPU)."""
+    from dataclasses import replace
+
     from mrcnn_cli.api import load
     from mrcnn_cli.backends.onnx_export import DEMO_IMAGE, export_onnx
     from mrcnn_cli.engine.compare import agreement
     from mrcnn_cli.io.images import read_image
-    predictor = load(model_name, weights=weights, style=style, device='cpu', weights_dir=weights_dir)
+    predictor = load(replace(model, device='cpu'))
     seconds = export_onnx(predictor, onnx_path, opset, fp16)
     size = os.path.getsize(onnx_path) / 2 ** 20
     click.echo(f'exported {onnx_path} ({size:.1f} MiB, opset {opset}, {"fp16" if fp16 else "fp32"}) in {seconds:.1f} s')
     image_path = check_image or DEMO_IMAGE
     img = read_image(image_path)
-    ort_predictor = load(onnx=onnx_path, device=device)
-    result = agreement(predictor(img), ort_predictor(img), max_score_diff=0.05 if fp16 else 0.01)
-    click.echo(f'check on {os.path.basename(str(image_path))}: onnxruntime ({ort_predictor.providers[0]}) vs '
+    graph_predictor = load(onnx=onnx_path, device=model.device)
+    result = agreement(predictor(img), graph_predictor(img), max_score_diff=0.05 if fp16 else 0.01)
+    click.echo(f'check on {os.path.basename(str(image_path))}: onnxruntime ({graph_predictor.execution_device}) vs '
                f'PyTorch: {result}')
     if result.matched < result.total:
         click.echo('warning: onnxruntime and PyTorch disagree on some detections', err=True)
@@ -313,50 +219,43 @@ def eval_group():
               help='Folder with the annotation file\'s images.')
 @click.option('--results', 'results_files', multiple=True,
               help='Evaluate existing COCO results file(s) instead of running a model (globs allowed).')
-@model_options
-@backend_options
-@precision_options
+@model_choice()
 @click.option('--max-images', type=click.IntRange(1), default=None, help='Only the first N images (by id).')
 @click.option('--out', 'out_dir', type=click.Path(file_okay=False), default='runs/eval', show_default=True)
-@click.option('--resume', is_flag=True, help='Skip images already done by an interrupted run with the same --out.')
-@click.option('--shard', default=None, help='K/N: this process takes every Nth image from the Kth.')
+@run_options(exist_ok=False)
 @click.option('--classwise', is_flag=True, help='Also print box and mask AP per category (always in metrics.json).')
 @click.option('--covered-only', is_flag=True,
               help='With --results: score only the images the results name (by default every image of --ann is '
                    'scored, as COCO does; one warning says when the results name fewer).')
-@scale_option
 @max_pixels_option
-def eval_coco(ann, images_dir, results_files, model_name, weights, style, device, weights_dir, backend,
-              onnx_path, ort_provider, fp16, bf16, compile_model, max_images, out_dir, resume, shard, classwise,
-              covered_only, scale, max_pixels):
+def eval_coco(ann, images_dir, results_files, model, max_images, out_dir, run, classwise, covered_only, max_pixels):
     """COCO box AP and mask AP through pycocotools (mmdetection's test thresholds: 0.05, 100 per image)."""
+    from dataclasses import replace
+
     from mrcnn_cli.commands import evaluate as ev
     ctx = click.get_current_context()
     if results_files:
         warn_unused(ctx, ('images_dir', 'weights', 'style', 'device', 'weights_dir', 'backend', 'onnx_path',
                           'ort_provider', 'fp16', 'bf16', 'compile_model', 'max_images', 'resume', 'shard', 'scale',
                           'max_pixels'), 'with --results (the files are evaluated as they are)')
-        done = ev.eval_results_files(ann, results_files, out_dir, model_name, covered_only=covered_only, warn=warn)
-        _print_evaluation(done.evaluation, ev.published(model_name), classwise)
+        done = ev.eval_results_files(ann, results_files, out_dir, model.name, covered_only=covered_only, warn=warn)
+        _print_evaluation(done.evaluation, ev.published(model.name), classwise)
         click.echo(f'{done.images_evaluated} of {done.images_total} images evaluated; metrics -> {done.metrics_path}')
         return
     warn_unused(ctx, ('covered_only',), 'when a model runs (the images it reads are evaluated)')
     if not images_dir:
         raise click.UsageError('--images DIR is needed to run a model (or pass --results FILE)')
-    from mrcnn_cli.engine.distributed import distributed_context, torchrun_device
-    dist_ctx = distributed_context()
-    device = torchrun_device(device)
-    predictor = load_model(model_name, weights, onnx_path, backend, style, device, weights_dir, fp16, bf16,
-                           compile_model, ort_provider, announce=not dist_ctx or dist_ctx[0] == 0, scale=scale)
-    outcome = ev.eval_with_model(predictor, ann, images_dir, out_dir, max_images, shard, resume, model_name,
-                                 warn=warn, max_pixels=max_pixels, progress=not quiet())
-    if outcome.rank != 0 and outcome.evaluation is None and dist_ctx:
+    from mrcnn_cli.engine.distributed import distributed_context, is_rank_zero, torchrun_device
+    predictor = load_model(replace(model, device=torchrun_device(model.device)), announce=is_rank_zero())
+    options = ev.EvalOptions(max_images, run.resume, run.shard, model.name, max_pixels, progress=not quiet())
+    outcome = ev.eval_with_model(predictor, ann, images_dir, out_dir, options, warn=warn)
+    if outcome.rank != 0 and outcome.evaluation is None and distributed_context():
         return
     if outcome.evaluation is None:
         click.echo(f'shard results -> {outcome.results_path}; evaluate all shards with '
                    f"mrcnn eval coco --ann {ann} --results '{Path(out_dir) / 'results.shard-*.json'}'")
         return
-    _print_evaluation(outcome.evaluation, ev.published(model_name), classwise)
+    _print_evaluation(outcome.evaluation, ev.published(model.name), classwise)
     click.echo(f'{outcome.evaluated} of {outcome.total} images evaluated -> {outcome.results_path}, '
                f'{outcome.metrics_path}')
     if outcome.missing:
@@ -368,27 +267,20 @@ def _print_evaluation(evaluation, published, classwise=False):
     from mrcnn_cli.commands.evaluate import classwise_table
     for kind, value in evaluation.items():
         click.echo(f'--- {kind} ---')
-        click.echo(value['summary'])
+        click.echo(value.summary)
     if classwise:
         click.echo('\n'.join(classwise_table(evaluation)))
     if published:
         for kind, name in (('bbox', 'box'), ('segm', 'mask')):
             if kind in evaluation:
-                ap = evaluation[kind]['metrics']['AP']
+                ap = evaluation[kind].metrics['AP']
                 click.echo(f'{name} AP {ap:.3f}, published {published[kind]:.3f} ({ap - published[kind]:+.3f})')
 
 
 @cli.command()
 @click.option('--fps', is_flag=True, help='Throughput and latency: what bench always measures (kept for scripts).')
-@model_options
-@click.option('--backend', type=click.Choice(['torch', 'onnx', 'openvino', 'all']), default=None,
-              help='all: torch, onnxruntime and (when installed) OpenVINO FP32 and BF16 rows, on --onnx FILE '
-                   '[default: onnx with --onnx, else torch].')
-@click.option('--onnx', 'onnx_path', type=click.Path(dir_okay=False), default=None,
-              help='An ONNX file from `mrcnn export`, for the onnx and openvino rows.')
-@click.option('--ort-provider', type=click.Choice(['cuda', 'tensorrt', 'cpu']), default=None,
-              help='onnxruntime provider of the onnx rows (default: CUDA with a GPU, else CPU).')
-@precision_options
+@model_choice(backends=('torch', 'onnx', 'openvino', 'all'),
+              graph_help='all: torch, onnxruntime and (when installed) OpenVINO FP32 and BF16 rows, on --onnx FILE')
 @click.option('--images', 'images_dir', type=click.Path(file_okay=False, exists=True), default=None,
               help='Folder of images to cycle through (default: the bundled demo photo).')
 @click.option('--n', 'count', type=click.IntRange(1), default=200, show_default=True, help='Timed images.')
@@ -403,36 +295,21 @@ def _print_evaluation(evaluation, published, classwise=False):
 @click.option('--replay', is_flag=True,
               help='With --pipeline: the network replays outputs recorded in a first pass (the CPU side alone).')
 @click.option('--no-vis', is_flag=True, help='With --pipeline: no pictures, JSON only.')
-@scale_option
-def bench(fps, model_name, weights, style, device, weights_dir, backend, onnx_path, ort_provider, fp16, bf16,
-          compile_model, images_dir, count, warmup, batch_size, compare, json_path, pipeline, replay, no_vis, scale):
+def bench(fps, model, images_dir, count, warmup, batch_size, compare, json_path, pipeline, replay, no_vis):
     """Speed: fps, latency percentiles, peak memory and a per-stage breakdown, per backend."""
     from mrcnn_cli.commands import bench as bench_lib
     from mrcnn_cli.engine.predictor import resolve_device
     from mrcnn_cli.io.files import write_json
-    precision = precision_of(fp16, bf16)
-    backend = backend or ('onnx' if onnx_path else 'torch')
-    rows = bench_lib.bench_rows(backend, precision, compile_model, ort_provider, batch_size, warn=warn)
-    dev = str(resolve_device(device)) if any(b != 'openvino' for b, _ in rows) else 'cpu'
-    # only the images the timed batches use (they cycle from the first)
-    images, decode_ms = bench_lib.load_images(images_dir, limit=min(64, -(-count // batch_size) * batch_size))
-
-    from mrcnn_cli.backends.openvino import DEVICES as OPENVINO_DEVICES
-    ov_row_device = device if device in OPENVINO_DEVICES else 'cpu'   # CUDA is not OpenVINO's
-
-    def make(row_backend, row_precision):
-        return load_model(model_name, weights, onnx_path, row_backend, style,
-                          ov_row_device if row_backend == 'openvino' else dev, weights_dir,
-                          row_precision == 'fp16', row_precision == 'bf16', compile_model and row_backend == 'torch',
-                          ort_provider if row_backend == 'onnx' else None, announce=False, scale=scale)
-
     if (replay or no_vis) and not pipeline:
         raise click.UsageError('--replay and --no-vis go with --pipeline')
-    paths = bench_lib.image_paths(images_dir, limit=min(64, count))
-    report = bench_lib.run_bench(make, rows, images, decode_ms, count, warmup, batch_size, dev, compare,
-                                 progress=not quiet(),
-                                 peer_model_args=(model_name, weights, style, weights_dir), scale=scale,
-                                 pipeline={'paths': paths, 'vis': not no_vis, 'replay': replay} if pipeline else None)
+    rows = bench_lib.bench_rows(model, batch_size, warn=warn)
+    # only the images the timed batches use (they cycle from the first)
+    images, decode_ms = bench_lib.load_images(images_dir, limit=min(64, -(-count // batch_size) * batch_size))
+    plan = bench_lib.BenchPlan(images, count, warmup, batch_size, str(resolve_device(rows[0].device)),
+                               not quiet(), decode_ms)
+    paths = bench_lib.PipelinePlan(bench_lib.image_paths(images_dir, limit=min(64, count)), not no_vis, replay)
+    report = bench_lib.run_bench(lambda row: load_model(row, announce=False), rows, plan, compare=compare,
+                                 pipeline=paths if pipeline else None)
     click.echo(f'method: {report.method}')
     click.echo('machine: ' + ', '.join(f'{k} {v}' for k, v in report.machine.items()))
     click.echo(f'images: {len(images)} ({", ".join(f"{w}x{h}" for h, w in report.image_sizes)}), '
@@ -461,7 +338,7 @@ def zoo_list(weights_dir):
 
 
 @zoo.command('download')
-@click.argument('name', shell_complete=_complete_zoo_names)
+@click.argument('name', shell_complete=complete_zoo_names)
 @weights_dir_option
 def zoo_download(name, weights_dir):
     """Download a zoo checkpoint (sha256-checked) into the weights directory."""

@@ -1,4 +1,6 @@
 """`mrcnn eval coco`: COCO box and mask AP with pycocotools, resumable and sharded inference."""
+from __future__ import annotations
+
 import contextlib
 import glob
 import hashlib
@@ -40,11 +42,28 @@ def load_ground_truth(path):
     return coco
 
 
+@dataclass(frozen=True)
+class MissingImage:
+    """An image of the annotation file that could not be read."""
+    image_id: int
+    file_name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class KindEvaluation:
+    """COCOeval of one iou type (bbox or segm): its 12 numbers by name, pycocotools' printed
+    summary, and per category name its AP, AP50, AP75 and AR100 (None without ground truth)."""
+    metrics: dict[str, float]
+    summary: str
+    per_class: dict[str, dict[str, float | None]]
+
+
 @dataclass
 class InferenceRun:
     results: list = field(default_factory=list)
-    done: list = field(default_factory=list)        # image ids processed (this run and resumed)
-    missing: list = field(default_factory=list)     # (image id, file name, reason)
+    done: list[int] = field(default_factory=list)               # image ids processed (this run and resumed)
+    missing: list[MissingImage] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -62,8 +81,18 @@ def eval_header(predictor, gt, image_ids, part):
         listed.encode()).hexdigest()}, 'partition': [part.rank, part.world]}
 
 
-def run_inference(predictor, gt, images_dir, log_path, all_ids, part, resume=False, progress=True, warn=print,
-                  max_pixels=MAX_PIXELS):
+@dataclass(frozen=True)
+class EvalOptions:
+    """How `mrcnn eval coco` runs a model over an annotation file's images."""
+    max_images: int | None = None           # only the first N images (by id)
+    resume: bool = False                    # skip the images an interrupted run finished
+    shard: str | tuple[int, int] | None = None
+    model_name: str | None = None           # a zoo entry: its published AP goes beside the numbers
+    max_pixels: int = MAX_PIXELS
+    progress: bool = True
+
+
+def run_inference(predictor, gt, images_dir, log_path, all_ids, part, options=EvalOptions(), warn=print):
     """Predict this part's images, appending each image's results to the results log at
     `log_path` as it is done (the predictions log format, image k of `all_ids` as input k), so
     that `resume` skips finished images after an interruption, and refuses another run's log."""
@@ -73,7 +102,7 @@ def run_inference(predictor, gt, images_dir, log_path, all_ids, part, resume=Fal
         warn(f"warning: the model's category ids are not all in the annotation file "
              f'(e.g. {sorted(set(cat_ids) - known)[0]}); their detections cannot match')
     run = InferenceRun()
-    log = ResultsLog(log_path, eval_header(predictor, gt, all_ids, part), resume=resume)
+    log = ResultsLog(log_path, eval_header(predictor, gt, all_ids, part), resume=options.resume)
     try:
         for record in result_records(log.path) if log.done else ():   # what an interrupted run finished
             image_id = all_ids[record['source_index']]
@@ -83,14 +112,15 @@ def run_inference(predictor, gt, images_dir, log_path, all_ids, part, resume=Fal
         sources = [Source(IMAGE, Path(images_dir) / gt.imgs[all_ids[k]]['file_name'],
                           gt.imgs[all_ids[k]]['file_name']) for k in todo]
         start = time.perf_counter()
-        with tqdm(total=len(todo), desc='eval', unit='img', disable=None if progress else True) as bar:
-            for item in (predictor.stream(sources, errors='yield', max_pixels=max_pixels) if sources else []):
+        show = options.progress and part.rank == 0
+        with tqdm(total=len(todo), desc='eval', unit='img', disable=None if show else True) as bar:
+            for item in (predictor.stream(sources, errors='yield', max_pixels=options.max_pixels) if sources else []):
                 k = todo[item.source_index]
                 image_id = all_ids[k]
                 bar.update(1)
                 if not item.ok:
                     warn(f'warning: image {image_id} missing or unreadable: {item.error}')
-                    run.missing.append((image_id, item.source, item.error))
+                    run.missing.append(MissingImage(image_id, item.source, item.error))
                     log.failed(k, item.error)
                     continue
                 results = item.detections.to_coco(image_id)   # every detection: mmdet's thresholds
@@ -138,8 +168,8 @@ def check_results(gt, results_by_type):
                              f'file (e.g. {bad_cat[0]})')
 
 
-def evaluate(gt, results_by_type, image_ids=None):
-    """COCOeval per iou type: {type: {'metrics': {AP: ..}, 'summary': text}}."""
+def evaluate(gt, results_by_type, image_ids=None) -> dict[str, KindEvaluation]:
+    """COCOeval per iou type ('bbox', 'segm'), on `image_ids` (default: every image of `gt`)."""
     from pycocotools.cocoeval import COCOeval
     check_results(gt, results_by_type)
     out = {}
@@ -161,8 +191,8 @@ def evaluate(gt, results_by_type, image_ids=None):
                 raise MrcnnError(f'pycocotools could not evaluate the {kind} results ({type(e).__name__}: '
                                  f'{first_line(e)})') from None
         lines = [ln for ln in buf.getvalue().splitlines() if 'Average' in ln]
-        out[kind] = {'metrics': dict(zip(METRICS, (float(v) for v in ev.stats))), 'summary': '\n'.join(lines),
-                     'per_class': per_class(ev, gt)}
+        out[kind] = KindEvaluation(dict(zip(METRICS, (float(v) for v in ev.stats))), '\n'.join(lines),
+                                   per_class(ev, gt))
     if not out:
         raise MrcnnError('no results to evaluate')
     return out
@@ -193,7 +223,7 @@ def per_class(ev, gt):
 def classwise_table(evaluation):
     """Per-class box and mask AP as text lines: one row per category, in the annotation file's order."""
     kinds = [k for k in ('bbox', 'segm') if k in evaluation]
-    names = list(evaluation[kinds[0]]['per_class'])
+    names = list(evaluation[kinds[0]].per_class)
     width = max([len('category')] + [len(n) for n in names])
     short = {'bbox': 'box', 'segm': 'mask'}
     head = f'{"category":<{width}}' + ''.join(f'  {label:>9}' for k in kinds
@@ -202,15 +232,15 @@ def classwise_table(evaluation):
     for name in names:
         cells = []
         for k in kinds:
-            c = evaluation[k]['per_class'][name]
+            c = evaluation[k].per_class[name]
             cells += [f'{"-":>9}' if c[m] is None else f'{c[m]:9.3f}' for m in ('AP', 'AP50')]
         rows.append(f'{name:<{width}}' + ''.join(f'  {c}' for c in cells))
     return rows
 
 
 def metrics_record(evaluation, extra=None):
-    rec = {kind: v['metrics'] for kind, v in evaluation.items()}
-    rec['per_class'] = {kind: v['per_class'] for kind, v in evaluation.items()}
+    rec = {kind: v.metrics for kind, v in evaluation.items()}
+    rec['per_class'] = {kind: v.per_class for kind, v in evaluation.items()}
     rec.update(extra or {})
     return rec
 
@@ -238,10 +268,10 @@ def published(model_name):
     return {'bbox': round(e.box_ap / 100, 4), 'segm': round(e.mask_ap / 100, 4)}
 
 
-def summarise_missing(missing, total):
+def summarise_missing(missing: list[MissingImage], total: int) -> str:
     if not missing:
         return ''
-    names = ', '.join(str(m[1]) for m in missing[:5]) + (' ...' if len(missing) > 5 else '')
+    names = ', '.join(m.file_name for m in missing[:5]) + (' ...' if len(missing) > 5 else '')
     return f'{len(missing)} of {total} images missing or unreadable, not evaluated: {names}'
 
 
@@ -291,17 +321,16 @@ class EvalOutcome:
     rank: int = 0
 
 
-def eval_with_model(predictor, ann, images_dir, out_dir, max_images=None, shard=None, resume=False,
-                    model_name=None, progress=True, warn=print, max_pixels=MAX_PIXELS):
+def eval_with_model(predictor, ann, images_dir, out_dir, options=EvalOptions(), warn=print):
     """Inference over the annotation file's images, then COCOeval (on rank 0 when distributed)."""
     gt = load_ground_truth(ann)
     out_dir = Path(out_dir)
-    part = partition(shard)
+    part = partition(options.shard)
     rank, world = part.rank, part.world
     with process_group(part, predictor.device.type == 'cuda') as dist:   # the last collective: the gather
-        all_ids = select_images(gt, max_images)
+        all_ids = select_images(gt, options.max_images)
         run = run_inference(predictor, gt, images_dir, out_dir / f'results{part.tag}.partial.jsonl', all_ids, part,
-                            resume, progress and rank == 0, warn, max_pixels)
+                            options, warn)
         outcome = EvalOutcome(total=len(all_ids), rank=rank, seconds=run.seconds)
         if dist:
             run = gather_to_rank0(dist, run)
@@ -324,6 +353,7 @@ def eval_with_model(predictor, ann, images_dir, out_dir, max_images=None, shard=
     outcome.metrics_path = out_dir / 'metrics.json'
     write_json(outcome.metrics_path, metrics_record(outcome.evaluation, {
         'images_evaluated': outcome.evaluated, 'images_total': outcome.total,
-        'images_missing': [m[1] for m in run.missing], 'model': model_name, 'source': predictor.source,
-        **{k: v for k, v in predictor.identity().items() if k != 'classes'}, 'published': published(model_name)}))
+        'images_missing': [m.file_name for m in run.missing], 'model': options.model_name,
+        'source': predictor.source, **{k: v for k, v in predictor.identity().items() if k != 'classes'},
+        'published': published(options.model_name)}))
     return outcome

@@ -8,11 +8,12 @@ import hashlib
 import itertools
 import json
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import cv2
 
+from mrcnn_cli.commands.options import RunOptions, SaveOptions, VideoOptions
 from mrcnn_cli.engine.distributed import partition, process_group
 from mrcnn_cli.errors import MrcnnError
 from mrcnn_cli.io.files import write_image, write_text
@@ -20,33 +21,25 @@ from mrcnn_cli.io.images import MAX_PIXELS
 from mrcnn_cli.io.results_log import ResultsLog, read_header, unfinished_parts, write_document
 from mrcnn_cli.io.sources import IMAGE, collect_sources, output_names
 from mrcnn_cli.io.video import VideoSink, display_available, video_suffix
+from mrcnn_cli.visualize import DrawOptions
 
 LOSSY_SUFFIXES = {'.jpg', '.jpeg', '.jp2'}
 
 
-@dataclass
+@dataclass(frozen=True)
 class PredictOptions:
+    """How one `mrcnn predict` run works; the option groups as the command line builds them."""
     out_dir: Path = Path('runs/predict')
     score_thr: float = 0.3
-    vis: bool = True
-    classes: list = None          # keep only these class names
+    vis: bool = True                      # pictures and videos (else predictions.json and the files asked for)
+    classes: list[str] | None = None      # keep only these class names
     batch_size: int = 1
-    vid_stride: int = 1
-    max_frames: int = None
-    show: bool = False
+    max_pixels: int = MAX_PIXELS          # larger images and videos are skipped before they are decoded
     progress: bool = True
-    save_masks: bool = False      # masks/: instance map, class map, one PNG per instance
-    save_txt: bool = False        # labels/: YOLO segmentation labels
-    save_conf: bool = False       # ... with the score appended
-    save_crop: bool = False       # crops/<class>/: RGBA box crops, the mask as alpha
-    mask_format: str = 'rle'      # predictions.json segmentation: rle or polygon
-    draw: dict = field(default_factory=dict)   # Detections.plot options
-    codec: str = 'h264'
-    resume: bool = False          # skip the inputs predictions.jsonl already has
-    shard: object = None          # 'K/N' or (K, N): every Nth input from the Kth (torchrun: the rank)
-    max_pixels: int = MAX_PIXELS  # larger images and videos are skipped before they are decoded
-    exist_ok: bool = False        # write into an out_dir that holds another run's results
-    next_free_out: bool = False   # ... or, when it does, use out_dir2, out_dir3, ... (the default folder)
+    draw: DrawOptions = DrawOptions()
+    save: SaveOptions = SaveOptions()
+    video: VideoOptions = VideoOptions()
+    run: RunOptions = RunOptions()
 
 
 @dataclass
@@ -82,8 +75,9 @@ def run_header(predictor, opts, sources, part):
     resume or a merge never mixes two runs."""
     names = hashlib.sha256('\n'.join(s.name for s in sources).encode()).hexdigest()
     return {**predictor.identity(), 'score_thr': opts.score_thr, 'class_filter': opts.classes,
-            'mask_format': opts.mask_format, 'vid_stride': opts.vid_stride, 'max_frames': opts.max_frames,
-            'inputs': {'count': len(sources), 'sha256': names}, 'partition': [part.rank, part.world]}
+            'mask_format': opts.save.mask_format, 'vid_stride': opts.video.vid_stride,
+            'max_frames': opts.video.max_frames, 'inputs': {'count': len(sources), 'sha256': names},
+            'partition': [part.rank, part.world]}
 
 
 def run_folder(out_dir, header, log_name, opts):
@@ -91,15 +85,15 @@ def run_folder(out_dir, header, log_name, opts):
     --resume or --exist-ok, the next free out_dir2, out_dir3, ... for the default folder (as
     Ultralytics does), and one MrcnnError for a folder the user named: two runs never mix.  A
     resume in the default folder goes on in whichever of them holds this same run."""
-    if opts.resume and opts.next_free_out:
+    if opts.run.resume and opts.run.next_free_out:
         return _folder_of_this_run(out_dir, header, log_name) or out_dir
-    if opts.resume or opts.exist_ok:
+    if opts.run.resume or opts.run.exist_ok:
         return out_dir
     for candidate in _numbered(out_dir):
         other = other_run(candidate, header, log_name)
         if other is None:
             return candidate
-        if not opts.next_free_out:
+        if not opts.run.next_free_out:
             raise MrcnnError(f'{out_dir} holds the results of another run ({other}); choose another --out, add '
                              '--resume to finish that run, or --exist-ok to write over it')
 
@@ -152,11 +146,11 @@ class _Writer:
                                       out_dir=opts.out_dir)
         self.sink, self.sink_source = None, None
         self.video = None                    # the video whose frames are coming
-        self.show = opts.show and display_available()
-        if opts.show and not self.show:
+        self.show = opts.video.show and display_available()
+        if opts.video.show and not self.show:
             warn('warning: --show needs a display and a GUI build of OpenCV (pip uninstall opencv-python-headless '
                  '&& pip install opencv-python); not showing')
-        if opts.save_txt:
+        if opts.save.txt:
             write_text(opts.out_dir / 'labels' / 'classes.txt', ''.join(c + '\n' for c in predictor.classes))
 
     def __call__(self, item):
@@ -171,7 +165,7 @@ class _Writer:
         det = item.detections.filter(score_thr=self.opts.score_thr, classes=self.opts.classes)
         stem = Path(self.names[index]).stem
         if item.video is None or item.inferred:
-            entries = det.to_coco(mask_format=self.opts.mask_format)
+            entries = det.to_coco(mask_format=self.opts.save.mask_format)
             if item.video is None:
                 self.log.add(index, item.source, det.width, det.height, entries)
                 self.summary.images += 1
@@ -184,15 +178,15 @@ class _Writer:
             self.summary.instances += len(det)
             self.instance_files(det, item.image, stem)
         if self.opts.vis or self.show:
-            self.picture(item, det.plot(item.image, score_thr=0, **self.opts.draw))   # det is filtered already
+            self.picture(item, det.plot(item.image, score_thr=0, **asdict(self.opts.draw)))   # det is filtered
 
     def instance_files(self, det, image, stem):
         out = self.opts.out_dir
-        if self.opts.save_masks:
+        if self.opts.save.masks:
             det.save_masks(out / 'masks', stem)
-        if self.opts.save_txt:
-            det.save_txt(out / 'labels' / f'{stem}.txt', conf=self.opts.save_conf)
-        if self.opts.save_crop:
+        if self.opts.save.txt:
+            det.save_txt(out / 'labels' / f'{stem}.txt', conf=self.opts.save.conf)
+        if self.opts.save.crop:
             det.save_crops(image, out / 'crops', stem.replace('/', '_'))
 
     def picture(self, item, drawn):
@@ -203,7 +197,7 @@ class _Writer:
             else:
                 if self.sink is None:
                     self.sink = VideoSink(path, item.video.fps, (item.video.width, item.video.height),
-                                          self.opts.codec)
+                                          self.opts.video.codec)
                     self.sink_source = item.source_index
                 self.sink.write(drawn)
         if self.show:
@@ -250,13 +244,14 @@ def predict_sources(predictor, sources, opts=None, warn=print, missing=()):
 
     Every image's or frame's results are appended to predictions.jsonl as it is done, and
     predictions.json is assembled from it at the end, also when interrupted, for what was done;
-    a video being written is closed as a complete, playable file.  With `opts.resume` the inputs
-    the log already has are skipped; with `opts.shard` (or under torchrun) this process takes every
-    Nth input and writes its own log, which `mrcnn merge` (or rank 0) joins."""
-    opts = replace(opts or PredictOptions(), out_dir=Path((opts or PredictOptions()).out_dir))
+    a video being written is closed as a complete, playable file.  With `opts.run.resume` the
+    inputs the log already has are skipped; with `opts.run.shard` (or under torchrun) this process
+    takes every Nth input and writes its own log, which `mrcnn merge` (or rank 0) joins."""
+    opts = opts or PredictOptions()
+    opts = replace(opts, out_dir=Path(opts.out_dir))
     found, missed = collect_sources(sources, exclude_dir=opts.out_dir, warn=warn)
-    names = output_names(found, lambda s: picture_suffix(s, opts.codec))
-    part = partition(opts.shard)
+    names = output_names(found, lambda s: picture_suffix(s, opts.video.codec))
+    part = partition(opts.run.shard)
     header, log_name = run_header(predictor, opts, found, part), f'predictions{part.tag}.jsonl'
     opts = replace(opts, out_dir=run_folder(opts.out_dir, header, log_name, opts))
     if opts.vis:
@@ -266,7 +261,7 @@ def predict_sources(predictor, sources, opts=None, warn=print, missing=()):
     except OSError as e:
         raise MrcnnError(f'cannot write to {opts.out_dir}: {e.strerror or e}') from None
     with process_group(part, predictor.device.type == 'cuda') as dist:   # the last collective: wait_for_ranks
-        log = ResultsLog(opts.out_dir / log_name, header, resume=opts.resume)
+        log = ResultsLog(opts.out_dir / log_name, header, resume=opts.run.resume)
         for index in log.restarted:
             warn(f'warning: {found[index].name} was not finished by the last run; it starts again')
         todo = [i for i in part.take(range(len(found))) if i not in log.done]
@@ -303,7 +298,7 @@ def wait_for_ranks(dist, logs):
     try:
         dist.barrier()
     except RuntimeError:   # what gloo and NCCL raise when a peer is gone
-        gone = [f'rank {rank} ({done} of {total} inputs done)' for _, rank, done, total in unfinished_parts(logs)]
+        gone = [f'rank {part.rank} ({part.done} of {part.inputs} inputs done)' for part in unfinished_parts(logs)]
         raise MrcnnError(f'{", ".join(gone) or "another rank"} stopped before finishing; every rank\'s results so '
                          'far are kept: run the same command with --resume to finish') from None
 
@@ -314,12 +309,12 @@ def _run(predictor, sources, writer, opts, show_progress):
     with tqdm(total=total or None, unit='img', desc='predict',
               disable=None if show_progress else True) as bar:   # None: no bar when stderr is not a terminal
         opened = set()
-        for item in (predictor.stream(sources, vid_stride=opts.vid_stride, max_frames=opts.max_frames,
+        for item in (predictor.stream(sources, vid_stride=opts.video.vid_stride, max_frames=opts.video.max_frames,
                                       max_pixels=opts.max_pixels,
                                       batch_size=opts.batch_size, errors='yield') if sources else ()):
             if item.video is not None and item.source_index not in opened:
                 opened.add(item.source_index)
-                frames = min(item.video.frames, opts.max_frames or item.video.frames)
+                frames = min(item.video.frames, opts.video.max_frames or item.video.frames)
                 total = total + frames if frames and total is not None else None   # a stream: unknown
                 bar.total = total
                 bar.refresh()

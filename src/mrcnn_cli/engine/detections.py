@@ -305,11 +305,11 @@ class Detections:
         with `mask_alpha`, boxes, and 'class score' labels placed so that they do not cover each
         other.  `labels=False` hides the labels, `conf=False` only their scores; `line_width`
         defaults to about 1 px per 400 px of the image's shorter side."""
-        from mrcnn_cli.visualize import draw_detections
+        from mrcnn_cli.visualize import DrawOptions, draw_detections
+        options = DrawOptions(line_width, mask_alpha, labels, conf, boxes, masks)
         self._check_image(image)
         shown = self.filter(score_thr=score_thr) if score_thr else self
-        return draw_detections(image, shown, line_width=line_width, mask_alpha=mask_alpha, labels=labels, conf=conf,
-                               boxes=boxes, masks=masks)
+        return draw_detections(image, shown, options)
 
 
 def _window_of(mask: np.ndarray) -> MaskWindow:

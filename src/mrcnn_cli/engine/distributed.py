@@ -1,5 +1,7 @@
 """Splitting a run over processes: `--shard K/N` for independent jobs (Slurm arrays, indexed
 Kubernetes jobs), or the ranks of a `torchrun` launch.  predict and eval share it."""
+from __future__ import annotations
+
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,11 +20,25 @@ def parse_shard(text):
     return k, n
 
 
-def distributed_context():
-    """(rank, world size, local rank) when launched by torchrun, else None."""
+@dataclass(frozen=True)
+class Launch:
+    """This process's place in a torchrun launch."""
+    rank: int
+    world: int
+    local_rank: int
+
+
+def distributed_context() -> Launch | None:
+    """Where torchrun placed this process, or None when it was not launched by torchrun."""
     if 'RANK' in os.environ and 'WORLD_SIZE' in os.environ and int(os.environ['WORLD_SIZE']) > 1:
-        return int(os.environ['RANK']), int(os.environ['WORLD_SIZE']), int(os.environ.get('LOCAL_RANK', 0))
+        return Launch(int(os.environ['RANK']), int(os.environ['WORLD_SIZE']), int(os.environ.get('LOCAL_RANK', 0)))
     return None
+
+
+def is_rank_zero() -> bool:
+    """True in a process that is not a torchrun rank, or is rank 0 (the one that reports)."""
+    launch = distributed_context()
+    return launch is None or launch.rank == 0
 
 
 def torchrun_device(device):
@@ -30,7 +46,7 @@ def torchrun_device(device):
     ctx = distributed_context()
     if ctx and device == 'auto':
         import torch
-        return f'cuda:{ctx[2]}' if torch.cuda.is_available() else 'cpu'
+        return f'cuda:{ctx.local_rank}' if torch.cuda.is_available() else 'cpu'
     return device
 
 
@@ -77,7 +93,7 @@ def partition(shard=None):
     if ctx and shard:
         raise MrcnnError('--shard is for separate processes; under torchrun the rank picks the shard')
     if ctx:
-        return Partition(ctx[0], ctx[1], launcher=True)
+        return Partition(ctx.rank, ctx.world, launcher=True)
     if shard:
         k, n = parse_shard(shard) if isinstance(shard, str) else shard
         return Partition(k, n)

@@ -18,10 +18,10 @@ def tune_cpu_allocator():
     """Serve every allocation from malloc's heap and keep freed memory there.
 
     glibc maps each block over 32 MB afresh and unmaps it on free, so every feature map of a
-    1333x800 image lands on new pages: ~900 MB of page faults per image, ~10 % of CPU time
-    (measured 223k minor faults and 0.4 s of system time per image).  ONNX Runtime avoids this
-    with its own arena.  The heap's peak is the same working set; it is just not handed back
-    between images, which costs some fragmentation (R-50: peak RSS ~1.9 GB instead of ~1.5 GB).
+    1333x800 image lands on new pages, and page faults take a noticeable share of CPU time
+    (docs/performance.md has the numbers).  ONNX Runtime avoids this with its own arena.  The
+    heap's peak is the same working set; it is just not handed back between images, which costs
+    some fragmentation (a higher peak RSS).
     Process-wide, so the library never does it by itself: the CLI calls it, and a program that
     runs many CPU predictions may (`mrcnn_cli.tune_cpu_allocator()`).  Idempotent;
     MRCNN_KEEP_FREED_MEMORY=0 turns it off."""

@@ -7,17 +7,18 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Union, cast, overload
+from typing import IO, TYPE_CHECKING, Any, ClassVar, Union, cast, overload
 
 import numpy as np
 import torch
 
+from mrcnn_cli.engine.choice import ModelChoice, Precision
 from mrcnn_cli.engine.detections import ClassSelection, Detections
 from mrcnn_cli.engine.postprocess import to_detections
 from mrcnn_cli.engine.preprocess import TEST_SCALE, Prepared, check_scale, pad_batch, prepare
 from mrcnn_cli.engine.stream import StreamItem, stream_sources
 from mrcnn_cli.engine.timing import no_stage
-from mrcnn_cli.errors import MrcnnError, warn
+from mrcnn_cli.errors import MrcnnError, option, warn
 from mrcnn_cli.io.files import file_sha256
 from mrcnn_cli.io.images import MAX_PIXELS
 from mrcnn_cli.io.sources import Source, collect_sources
@@ -25,6 +26,7 @@ from mrcnn_cli.io.sources import Source, collect_sources
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
+    from mrcnn_cli.model.mask_rcnn import MaskRCNN
     from mrcnn_cli.model.roi_heads import NetworkOutput
     from mrcnn_cli.model.spec import ModelSpec
 
@@ -52,7 +54,9 @@ def resolve_device(device: str | torch.device | None = 'auto') -> torch.device:
 
 
 class Predictor:
-    """BGR uint8 images in, Detections out.  Backends implement `run_network`.
+    """BGR uint8 images in, Detections out.  Backends implement `run_network` and `from_choice`,
+    and declare what they take in the class attributes below (which `load`, bench's rows and the
+    command line consult instead of backend names).
 
     >>> det = model('street.jpg')                               # doctest: +SKIP
     >>> dets = model.predict(['a.jpg', 'b.png'], batch_size=2)  # doctest: +SKIP
@@ -64,12 +68,67 @@ class Predictor:
     (CHW RGB, uint8 or float in [0, 1], as torchvision reads images).
     """
 
-    name = 'base'
+    name: ClassVar[str] = 'base'                          # the one spelling: --backend NAME, backend='NAME'
+    precisions: ClassVar[tuple[Precision, ...]] = (Precision.FP32,)
+    batches: ClassVar[bool] = True        # several images per network call (else one, whatever batch_size)
+    compiles: ClassVar[bool] = False      # takes compile=True
+    runs_graph: ClassVar[bool] = False    # runs an `mrcnn export` file (onnx=), not a checkpoint
+    takes_provider: ClassVar[bool] = False   # takes ort_provider=
+    describe_template: ClassVar[str] = '{name} backend on {device}'   # what runs the network, for describe()
+    precision_hint: ClassVar[str] = ''    # what to do instead when a precision is refused
+    compiled: bool = False                # this predictor runs torch.compile'd code
+
+    @classmethod
+    def from_choice(cls, choice: ModelChoice) -> Predictor:
+        """This backend's predictor for a ModelChoice that `check_choice` accepted."""
+        raise NotImplementedError
+
+    @classmethod
+    def check_choice(cls, choice: ModelChoice) -> None:
+        """One MrcnnError for an option this backend does not take (never ignored quietly)."""
+        if choice.compile and not cls.compiles:
+            raise MrcnnError(f'{option("compile", True)} applies to the torch backend, not {cls.name}')
+        if cls.runs_graph and choice.onnx is None:
+            raise MrcnnError(f'{option("backend", cls.name)} needs {option("onnx", meta="FILE")} '
+                             '(make one with `mrcnn export --onnx`)')
+        if not cls.runs_graph and choice.onnx is not None:
+            raise MrcnnError(f'{option("onnx", meta="FILE")} is run by the onnx or openvino backend, not '
+                             f'{option("backend", cls.name)}')
+        if choice.ort_provider is not None and not cls.takes_provider:
+            raise MrcnnError(f'{option("ort_provider")} applies to the onnx backend (ONNX Runtime), not {cls.name}')
+        if choice.precision not in cls.precisions:
+            raise MrcnnError(f'{option("precision", choice.precision.value)} does not apply to the {cls.name} '
+                             f'backend (it runs {", ".join(p.value for p in cls.precisions)}){cls.precision_hint}')
+
+    @classmethod
+    def available(cls) -> bool:
+        """Whether what this backend needs is installed."""
+        return True
+
+    @classmethod
+    def device_for(cls, device: str) -> str:
+        """The device this backend runs on when a command's rows share `device` (bench)."""
+        return device
+
+    @classmethod
+    def bench_precisions(cls, requested: Precision) -> tuple[Precision, ...]:
+        """The precisions `mrcnn bench --backend all` times this backend in."""
+        return (requested,) if requested in cls.precisions else (Precision.FP32,)
+
+    @property
+    def execution_device(self) -> str:
+        """What runs the network: 'cpu', 'cuda:0', an onnxruntime provider, an OpenVINO device."""
+        return str(self.device)
+
+    def torch_model(self) -> MaskRCNN:
+        """The PyTorch model behind this predictor (what `mrcnn export` traces)."""
+        raise MrcnnError(f'the {self.name} backend runs an exported graph, not a PyTorch model: export from '
+                         f'a checkpoint ({option("weights", meta="PATH")} or a zoo name)')
 
     def __init__(self, spec: ModelSpec, classes: Sequence[str], device: torch.device, source: str,
-                 precision: str = 'fp32', palette: Sequence[tuple[int, int, int]] | None = None,
+                 precision: str | Precision = Precision.FP32, palette: Sequence[tuple[int, int, int]] | None = None,
                  scale: tuple[int, int] = TEST_SCALE) -> None:
-        self.spec, self.device, self.source, self.precision = spec, device, source, precision
+        self.spec, self.device, self.source, self.precision = spec, device, source, Precision.of(precision)
         self.classes: tuple[str, ...] = tuple(classes)
         self.palette = palette
         self.scale = check_scale(scale)
@@ -96,15 +155,12 @@ class Predictor:
     def describe(self) -> str:
         """One line: architecture, backend, device, precision and where the weights came from."""
         scale = '' if self.scale == TEST_SCALE else f', scale {self.scale[0]}x{self.scale[1]}'
-        return (f'{self.spec.backbone_name} {self.spec.style}, {self.runs_on()} ({self.precision_note()}{scale}), '
+        runs_on = self.describe_template.format(name=self.name, device=self.execution_device)
+        return (f'{self.spec.backbone_name} {self.spec.style}, {runs_on} ({self.precision_note()}{scale}), '
                 f'from {self.source}')
 
-    def runs_on(self) -> str:
-        """What runs the network, for `describe` (backends name their engine and its device)."""
-        return f'{self.name} backend on {self.device}'
-
     def precision_note(self) -> str:
-        return self.precision
+        return str(self.precision)
 
     def __repr__(self) -> str:
         return f'<{type(self).__name__}: {self.describe()}>'

@@ -5,6 +5,8 @@ from collections import defaultdict
 
 import torch
 
+from mrcnn_cli.model.layers import no_stage  # noqa: F401 - the untimed stage, here beside the timed one
+
 
 class StageTimer:
     """Accumulates wall time per named stage; synchronises CUDA so GPU time lands in its stage."""
@@ -30,7 +32,3 @@ class StageTimer:
     def reset(self):
         self.totals = defaultdict(float)
 
-
-def no_stage(name):
-    """The `stage` of an untimed call."""
-    return contextlib.nullcontext()

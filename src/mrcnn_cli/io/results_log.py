@@ -9,6 +9,7 @@ results, the partition).  Then one record per image or inferred frame, in input 
 `{"source_index", "failed": reason}` for an input that could not be read (tried again on resume)."""
 import heapq
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from mrcnn_cli.errors import MrcnnError
@@ -68,8 +69,9 @@ class ResultsLog:
             raise MrcnnError(f'{self.path} was written by another run ('
                              + '; '.join(f'{k} {old.get(k)!r}, now {header.get(k)!r}' for k in changed)
                              + '); use another --out, or drop --resume to start over')
-        good, self.done, self.restarted, failed = scan(self.path)
-        if not self.restarted and not failed:
+        found = scan(self.path)
+        good, self.done, self.restarted = found.complete_bytes, found.done, found.unfinished_videos
+        if not self.restarted and not found.failed:
             self.file = open(self.path, 'r+')
             self.file.truncate(good)   # drop a line cut short by the crash
             self.file.seek(good)
@@ -107,10 +109,18 @@ class ResultsLog:
             raise cannot_write(self.path, e) from None
 
 
-def scan(path):
-    """(byte length of the complete lines, finished source indexes, unfinished videos, failed
-    inputs) of a log, streamed: an image is finished by its record, a video by its end line; an
-    input that failed is not finished (a resume tries it again)."""
+@dataclass(frozen=True)
+class LogScan:
+    """What a log says of its inputs: an image is done by its record, a video by its end line; an
+    input that failed is not done (a resume tries it again)."""
+    complete_bytes: int              # the length of its complete lines (a cut last line is not one)
+    done: set[int]                   # source indexes
+    unfinished_videos: list[int]
+    failed: set[int]
+
+
+def scan(path) -> LogScan:
+    """The LogScan of a log, streamed."""
     images, videos, ended, failed, good = set(), set(), set(), set(), 0
     for i, (r, end) in enumerate(iter_lines(path)):
         good = end
@@ -125,7 +135,7 @@ def scan(path):
             videos.add(index)
         else:
             images.add(index)
-    return good, images | ended, sorted(videos - ended), failed - images - ended
+    return LogScan(good, images | ended, sorted(videos - ended), failed - images - ended)
 
 
 def read_header(path, then=''):
@@ -168,23 +178,31 @@ def merge_logs(out_dir):
     if missing:
         raise MrcnnError(f'{len(missing)} of {world} parts are missing in {out_dir} (part {missing[0]} first); '
                          'run them, then merge')
-    for path, _, done, expected in unfinished_parts(logs):
-        raise MrcnnError(f'{path.name} is not finished ({done} of {expected} inputs done): '
+    for part in unfinished_parts(logs):
+        raise MrcnnError(f'{part.path.name} is not finished ({part.done} of {part.inputs} inputs done): '
                          'run that part again with --resume, then merge')
     return write_document(logs, Path(out_dir) / 'predictions.json', headers[0]['classes'])
 
 
-def unfinished_parts(logs):
-    """(path, rank, inputs done, inputs of that part) for each log of a partitioned run that has not done
-    all its inputs (an input that failed to read counts as done)."""
+@dataclass(frozen=True)
+class UnfinishedPart:
+    """A part (shard or rank) of a partitioned run that has not done all its inputs."""
+    path: Path
+    rank: int
+    done: int          # inputs done (one that failed to read counts as done)
+    inputs: int        # inputs of this part
+
+
+def unfinished_parts(logs) -> list[UnfinishedPart]:
+    """The parts among `logs` that have not done all their inputs."""
     parts = []
     for path in logs:
         header = read_header(path)
         rank, world = header['partition']
-        _, done, _, failed = scan(path)
+        found = scan(path)
         expected = set(range(rank, header['inputs']['count'], world))
-        if expected - done - failed:
-            parts.append((path, rank, len(expected & (done | failed)), len(expected)))
+        if expected - found.done - found.failed:
+            parts.append(UnfinishedPart(path, rank, len(expected & (found.done | found.failed)), len(expected)))
     return parts
 
 

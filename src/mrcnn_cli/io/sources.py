@@ -4,6 +4,7 @@ import glob
 import os
 import re
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -15,7 +16,23 @@ from mrcnn_cli.io.fetch import is_http_url
 IMAGE_SUFFIXES = {'.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.jp2', '.pbm', '.pgm', '.ppm'}
 VIDEO_SUFFIXES = {'.mp4', '.avi', '.mkv', '.mov', '.webm', '.m4v', '.mpg', '.mpeg', '.wmv', '.flv', '.ts'}
 STREAM_PREFIXES = ('rtsp://', 'rtsps://', 'rtmp://', 'http://', 'https://', 'udp://', 'tcp://')
-IMAGE, VIDEO, CAMERA, STREAM, ARRAY, ENCODED, URL = 'image', 'video', 'camera', 'stream', 'array', 'bytes', 'url'
+
+
+class SourceKind(str, Enum):
+    """What a Source is; equal to its name as a str ('video'), as StreamItem.kind shows it."""
+    IMAGE = 'image'        # an image file
+    VIDEO = 'video'        # a video file
+    CAMERA = 'camera'      # a camera index
+    STREAM = 'stream'      # a network stream (rtsp, rtmp, http)
+    ARRAY = 'array'        # an image in memory (numpy; tensors and PIL images converted)
+    ENCODED = 'bytes'      # an encoded image in memory
+    URL = 'url'            # an image to fetch over http(s)
+
+    def __str__(self):
+        return self.value
+
+
+IMAGE, VIDEO, CAMERA, STREAM, ARRAY, ENCODED, URL = SourceKind
 CHANNELS = ('bgr', 'rgb')
 ACCEPTED = ('inputs are paths (str or pathlib.Path: files, folders, glob patterns, videos), http(s) URLs, camera '
             'indexes, encoded image bytes, binary file objects, numpy arrays (BGR uint8), PIL images, torch tensors '
@@ -27,7 +44,7 @@ class Source:
     """One input: `kind` (image, video, camera, stream, array, bytes, url), `location` (a Path, a
     URL, a camera index, an array or encoded bytes), `name` (how outputs and JSON refer to it)
     and, for arrays, the order of their colour `channels`."""
-    kind: str
+    kind: SourceKind
     location: object = field(repr=False)
     name: str = ''
     channels: str = 'bgr'

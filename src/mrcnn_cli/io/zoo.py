@@ -133,7 +133,7 @@ def _record_path(path):
 def verify_local(entry, path):
     """Check a file already in the weights dir against the sha256 prefix in its published name.
 
-    Hashing 170 MB takes a second, so the result is remembered beside the file (size, mtime and
+    Hashing a checkpoint takes a while, so the result is remembered beside the file (size, mtime and
     digest); it is checked again whenever the size or mtime change (a file copied over or
     replaced)."""
     stat = path.stat()

@@ -68,7 +68,7 @@ class ResNet(nn.Module):
 
     def fold_batchnorm(self):
         """Fold every eval-mode BatchNorm into the conv before it, for inference: one op instead
-        of two (BN alone was ~5 % of CPU time); the same function up to float rounding."""
+        of two; the same function up to float rounding."""
         def fold(parent, conv, bn):
             setattr(parent, conv, fuse_conv_bn_eval(getattr(parent, conv), getattr(parent, bn)))
             setattr(parent, bn, nn.Identity())

@@ -1,4 +1,6 @@
-"""Small building blocks shared by the FPN and the heads."""
+"""Small building blocks shared by the FPN and the heads, and the untimed `stage` of a forward."""
+import contextlib
+
 from torch import nn
 from torch.nn import functional as F
 
@@ -14,3 +16,8 @@ class Conv(nn.Module):
     def forward(self, x):
         x = self.conv(x)
         return F.relu(x, inplace=True) if self.relu else x  # x is the conv's fresh output
+
+
+def no_stage(name):
+    """The `stage` of an untimed call (a timed one passes engine.timing.StageTimer)."""
+    return contextlib.nullcontext()

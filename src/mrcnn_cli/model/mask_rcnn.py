@@ -6,6 +6,7 @@ from torch import nn
 
 from mrcnn_cli.model.backbone import ResNet
 from mrcnn_cli.model.fpn import FPN
+from mrcnn_cli.model.layers import no_stage
 from mrcnn_cli.model.roi_heads import RoIHeads
 from mrcnn_cli.model.rpn import RPNHead, RPNLevelOutput, select_proposals
 from mrcnn_cli.model.spec import ModelSpec
@@ -13,10 +14,6 @@ from mrcnn_cli.model.spec import ModelSpec
 # every padded input size is a graph of its own under --compile; past dynamo's default limit
 # (8) new sizes would silently run eagerly
 COMPILED_SIZES_LIMIT = 64
-
-
-def _no_stage(name):
-    return contextlib.nullcontext()
 
 
 class MaskRCNN(nn.Module):
@@ -30,7 +27,7 @@ class MaskRCNN(nn.Module):
         self.input_format = torch.contiguous_format
         self.compiled = False   # set by optimize.compile_dense
 
-    def forward(self, images, img_shapes, amp_dtype=None, stage=_no_stage):
+    def forward(self, images, img_shapes, amp_dtype=None, stage=no_stage):
         """images: (B, 3, H, W) normalised and padded; img_shapes: per image (h, w) before padding.
 
         amp_dtype (torch.float16 / bfloat16) runs the convolutions and FCs under autocast;
@@ -65,7 +62,7 @@ def autocast(device_type, dtype):
 def build_model(spec, state_dict=None):
     """An eval-mode MaskRCNN for `spec`, with `state_dict` loaded when given (already checked).
     With a state dict the modules are made without memory or random init and take its tensors
-    as they are (`assign`): the same numbers, without initialising and then copying 170 MB."""
+    as they are (`assign`): the same numbers, without initialising and then copying the weights."""
     if state_dict is None:
         return MaskRCNN(spec).eval().requires_grad_(False)
     with torch.device('meta'):

@@ -71,7 +71,7 @@ def multilevel_roi_align(maps, rois, output_size):
         if not (maps.path == PER_LEVEL or inds.numel()):
             continue
         # top to bottom: consecutive rois then read the same rows of the map, which keeps them in
-        # cache (ONNX Runtime's RoiAlign on P2 took two thirds of the time it takes in roi order)
+        # cache (ONNX Runtime's RoiAlign gains most; docs/performance.md)
         inds = inds[rois[inds, 2].argsort()]
         if maps.path == GATHER:
             outs.append(roi_align_nhwc(feats[level], rois[inds], output_size, 1.0 / stride))

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mrcnn_cli.model.layers import Conv
+from mrcnn_cli.model.layers import Conv, no_stage
 from mrcnn_cli.model.poolers import multilevel_roi_align, regroup, roi_feature_maps, to_rois, ungroup
 from mrcnn_cli.ops.boxes import batched_nms, decode_boxes
 from mrcnn_cli.ops.tracing import exporting
@@ -47,7 +47,7 @@ class BBoxHead(nn.Module):
 
     def expect_channels_last(self):
         """Reorder the first FC's inputs from (C, 7, 7) to (7, 7, C) once, so that a channels-last
-        RoI feature map flattens as a view instead of a 50 MB copy per image."""
+        RoI feature map flattens as a view instead of a copy of every RoI's features."""
         fc, s = self.shared_fcs[0], self.roi_size
         fc.weight.data = fc.weight.data.view(fc.out_features, -1, s, s).permute(0, 2, 3, 1).reshape(fc.weight.shape)
         self.channels_last_input = True
@@ -97,17 +97,13 @@ def select_detections(rois, cls_logits, deltas, img_shape, num_classes):
     return BoxDetections(boxes[keep], scores[keep], labels[keep])
 
 
-def _no_stage(name):
-    return contextlib.nullcontext()
-
-
 class RoIHeads(nn.Module):
     def __init__(self, num_classes=80):
         super().__init__()
         self.bbox_head = BBoxHead(num_classes)
         self.mask_head = MaskHead(num_classes)
 
-    def forward(self, feats, proposals, img_shapes, amp=contextlib.nullcontext, stage=_no_stage):
+    def forward(self, feats, proposals, img_shapes, amp=contextlib.nullcontext, stage=no_stage):
         """One NetworkOutput per image.  `amp` makes the autocast context for the heads (selection
         and NMS run in FP32); `stage(name)` makes a timing context per stage."""
         with stage('roi box head'):

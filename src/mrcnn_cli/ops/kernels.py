@@ -1,7 +1,7 @@
 """torchvision's compiled NMS and RoIAlign kernels, without importing the torchvision package:
 `import torchvision` brings in its models, datasets and transforms and, through
-`torchvision.ops`, torch._dynamo (about a second of every start-up), while the kernels themselves
-are one library that loads in milliseconds.  The calls are those `torchvision.ops.nms` and
+`torchvision.ops`, torch._dynamo (a large share of start-up), while the kernels themselves are
+one library that loads at once.  The calls are those `torchvision.ops.nms` and
 `torchvision.ops.roi_align` make."""
 import glob
 import importlib.util

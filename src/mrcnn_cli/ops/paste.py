@@ -36,8 +36,12 @@ def paste_window(box, img_h, img_w):
 def grid_coords(start, stop, lo, hi, device):
     """grid_sample coordinates of pixel centres start + 0.5 .. stop - 0.5 along one axis of
     boxes spanning [lo, hi] (tensors, (1,) or (K, 1)); a degenerate box maps to 0, as mmdet."""
-    centres = torch.arange(start, stop, device=device).to(torch.float32) + 0.5
-    coords = (centres[None] - lo) / (hi - lo) * 2 - 1
+    return _grid_of_centres(torch.arange(start, stop, device=device).to(torch.float32)[None] + 0.5, lo, hi)
+
+
+def _grid_of_centres(centres, lo, hi):
+    """grid_sample coordinates of pixel centres in boxes spanning [lo, hi]; 0 for a degenerate box."""
+    coords = (centres - lo) / (hi - lo) * 2 - 1
     return torch.where(torch.isinf(coords), torch.zeros_like(coords), coords)
 
 
@@ -119,9 +123,7 @@ def paste_masks_grouped(probs, boxes, img_h, img_w, threshold=MASK_THRESHOLD):
 
 def _window_coords(start, length, lo, hi):
     """grid_coords for k windows at once: `start` (k, 1) int64 first pixels, `length` pixels each."""
-    centres = (start + torch.arange(length)[None]).to(torch.float32) + 0.5
-    coords = (centres - lo) / (hi - lo) * 2 - 1
-    return torch.where(torch.isinf(coords), torch.zeros_like(coords), coords)
+    return _grid_of_centres((start + torch.arange(length)[None]).to(torch.float32) + 0.5, lo, hi)
 
 
 def paste_masks_chunked(probs, boxes, img_h, img_w, threshold=MASK_THRESHOLD, max_bytes=GPU_PASTE_BYTES):

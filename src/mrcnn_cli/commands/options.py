@@ -1,0 +1,200 @@
+"""The command line's shared options, each group reaching a command as one typed value: the
+model options as a `ModelChoice`, the drawing options as `DrawOptions`, the files asked for as
+`SaveOptions`, the video options as `VideoOptions`, the large-run options as `RunOptions`."""
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import click
+
+from mrcnn_cli.engine.choice import ModelChoice, Precision
+from mrcnn_cli.engine.preprocess import TEST_SCALE
+from mrcnn_cli.io.image_header import MAX_PIXELS, OPENCV_MAX_PIXELS
+
+STYLE = click.Choice(['pytorch', 'caffe'])
+PROVIDERS = click.Choice(['cuda', 'tensorrt', 'cpu'])
+
+
+def grouped(target: str, build: Callable[..., object], *options: tuple[str, Callable]) -> Callable:
+    """A decorator adding click options, each given as (its parameter name, its click.option
+    decorator), whose values reach the command as one value, `build(**values)`, named `target`."""
+    def decorate(command: Callable) -> Callable:
+        @functools.wraps(command)
+        def with_group(*args: object, **kwargs: object) -> object:
+            kwargs[target] = build(**{name: kwargs.pop(name) for name, _ in options})
+            return command(*args, **kwargs)
+        for _, option in reversed(options):
+            with_group = option(with_group)
+        return with_group
+    return decorate
+
+
+def weights_dir_option(f: Callable) -> Callable:
+    return click.option('--weights-dir', type=click.Path(file_okay=False), default=None,
+                        help='Where zoo checkpoints are cached (default: $MRCNN_WEIGHTS_DIR if set, else weights/ '
+                             'in a checkout, else ~/.cache/mrcnn/weights).')(f)
+
+
+def complete_zoo_names(ctx, param, incomplete):
+    from mrcnn_cli.io import zoo as zoo_lib
+    return [e.name for e in zoo_lib.entries() if e.name.startswith(incomplete)]
+
+
+def _parse_scale(ctx, param, value):
+    try:
+        long, short = (int(v) for v in value.replace('x', ',').split(','))
+    except ValueError:
+        raise click.BadParameter(f'need LONG,SHORT such as 1333,800, not {value!r}') from None
+    return long, short
+
+
+def _model_choice(model_name=None, weights=None, style=None, device='auto', weights_dir=None, backend=None,
+                  onnx_path=None, ort_provider=None, fp16=False, bf16=False, compile_model=False, scale=TEST_SCALE):
+    if fp16 and bf16:
+        raise click.UsageError('choose one of --fp16 and --bf16')
+    precision = Precision.FP16 if fp16 else Precision.BF16 if bf16 else Precision.FP32
+    return ModelChoice(model_name, weights, onnx_path, backend, style, device, precision, compile_model, scale,
+                       weights_dir, ort_provider)
+
+
+def model_choice(*, backends: tuple[str, ...] | None = ('torch', 'onnx', 'openvino'), graph_help: str = '',
+                 precision: bool = True, scale: bool = True) -> Callable:
+    """The options that choose the model, as `model: ModelChoice`.  `backends`: the --backend
+    choices, with --onnx and --ort-provider (None: none of the three); `precision`: --fp16,
+    --bf16, --compile; `scale`: --scale."""
+    options = [
+        ('model_name', click.option('--model', 'model_name', default=None, shell_complete=complete_zoo_names,
+                                    help='A zoo name, see `mrcnn zoo list`.')),
+        ('weights', click.option('--weights', type=click.Path(dir_okay=False), default=None,
+                                 help='A local checkpoint (mmdetection 3.x/2.x file or bare state_dict).')),
+        ('style', click.option('--style', type=STYLE, default=None,
+                               help="Backbone style (default: the checkpoint's training config, or the zoo "
+                                    "entry's; else pytorch).")),
+        ('device', click.option('--device', default='auto', show_default=True, help='auto, cpu, cuda or cuda:N.')),
+        ('weights_dir', weights_dir_option)]
+    if backends:
+        options += [
+            ('backend', click.option('--backend', type=click.Choice(list(backends)), default=None,
+                                     help=(graph_help or 'torch (the checkpoint), onnx (onnxruntime) or openvino, '
+                                           'both on an --onnx file') + ' [default: onnx with --onnx, else torch].')),
+            ('onnx_path', click.option('--onnx', 'onnx_path', type=click.Path(dir_okay=False), default=None,
+                                       help='An ONNX file from `mrcnn export` (for the onnx and openvino '
+                                            'backends).')),
+            ('ort_provider', click.option('--ort-provider', type=PROVIDERS, default=None,
+                                          help='onnxruntime provider (default: CUDA with a GPU, else CPU).'))]
+    if precision:
+        options += [
+            ('fp16', click.option('--fp16', is_flag=True,
+                                  help='FP16 autocast on a CUDA GPU (NMS, decoding, paste stay FP32).')),
+            ('bf16', click.option('--bf16', is_flag=True, help='BF16 autocast (CPUs with BF16 support, or GPUs).')),
+            ('compile_model', click.option('--compile', 'compile_model', is_flag=True,
+                                           help='torch.compile backbone+FPN+RPN (CUDA graphs on a GPU); each new '
+                                                'input size compiles once, so best for video and fixed sizes.'))]
+    if scale:
+        options.append(('scale', click.option(
+            '--scale', default='1333,800', show_default=True, callback=_parse_scale,
+            help="Test-time resize bound LONG,SHORT (keep-ratio); mmdetection's 1333,800 gives its numbers, smaller "
+                 'is faster.')))
+    return grouped('model', _model_choice, *options)
+
+
+def max_pixels_option(f: Callable) -> Callable:
+    return click.option('--max-pixels', type=click.IntRange(1, OPENCV_MAX_PIXELS), default=MAX_PIXELS,
+                        show_default=True,
+                        help='Skip images (and videos) larger than this many pixels, read from the file header '
+                             'before decoding: decompression bombs and damaged headers.')(f)
+
+
+def _draw_options(line_width, mask_alpha, hide_labels, hide_conf, hide_boxes, hide_masks):
+    from mrcnn_cli.visualize import DrawOptions
+    return DrawOptions(line_width, mask_alpha, labels=not hide_labels, conf=not hide_conf, boxes=not hide_boxes,
+                       masks=not hide_masks)
+
+
+DRAW_OPTION_NAMES = ('line_width', 'mask_alpha', 'hide_labels', 'hide_conf', 'hide_boxes', 'hide_masks')
+
+draw_options = grouped(
+    'draw', _draw_options,
+    ('line_width', click.option('--line-width', type=click.IntRange(1), default=None,
+                                help='Box and contour width in px.')),
+    ('mask_alpha', click.option('--mask-alpha', type=click.FloatRange(0, 1), default=0.5, show_default=True,
+                                help='Opacity of the drawn masks.')),
+    ('hide_labels', click.option('--hide-labels', is_flag=True, help='Draw no class names.')),
+    ('hide_conf', click.option('--hide-conf', is_flag=True, help='Draw no scores.')),
+    ('hide_boxes', click.option('--hide-boxes', is_flag=True, help='Draw no boxes.')),
+    ('hide_masks', click.option('--hide-masks', is_flag=True, help='Draw no masks.')))
+
+
+@dataclass(frozen=True)
+class SaveOptions:
+    """The files `mrcnn predict` writes besides pictures and predictions.json."""
+    masks: bool = False           # masks/: instance map, its colour preview, class map, one PNG per instance
+    txt: bool = False             # labels/: YOLO segmentation labels
+    conf: bool = False            # ... with the score appended
+    crop: bool = False            # crops/<class>/: RGBA box crops, the mask as alpha
+    mask_format: str = 'rle'      # predictions.json segmentation: rle or polygon
+
+
+save_options = grouped(
+    'save', lambda save_masks, save_txt, save_conf, save_crop, mask_format: SaveOptions(
+        save_masks, save_txt, save_conf, save_crop, mask_format),
+    ('save_masks', click.option('--save-masks', is_flag=True,
+                                help='masks/: a 16-bit instance map (and its colour preview), a class-id map and '
+                                     'one PNG per instance, per image or frame.')),
+    ('save_txt', click.option('--save-txt', is_flag=True,
+                              help='labels/: YOLO segmentation labels (and labels/classes.txt).')),
+    ('save_conf', click.option('--save-conf', is_flag=True, help='With --save-txt: the score last on each line.')),
+    ('save_crop', click.option('--save-crop', is_flag=True,
+                               help='crops/<class>/: each instance as an RGBA PNG, its mask as alpha.')),
+    ('mask_format', click.option('--mask-format', type=click.Choice(['rle', 'polygon']), default='rle',
+                                 show_default=True, help='Segmentation in predictions.json (polygons cannot express '
+                                                         'holes).')))
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    """How `mrcnn predict` reads and writes videos, cameras and streams."""
+    vid_stride: int = 1           # the model on every Nth frame; frames between reuse its result
+    max_frames: int | None = None
+    codec: str = 'h264'
+    show: bool = False            # a live window
+
+
+video_options = grouped(
+    'video', VideoOptions,
+    ('vid_stride', click.option('--vid-stride', type=click.IntRange(1), default=1, show_default=True,
+                                help='Run the model on every Nth video frame; frames between reuse the last '
+                                     'result.')),
+    ('max_frames', click.option('--max-frames', type=click.IntRange(1), default=None,
+                                help='Stop each video after N frames.')),
+    ('codec', click.option('--codec', type=click.Choice(['h264', 'vp9', 'mp4v']), default='h264', show_default=True,
+                           help='Annotated videos: H.264 MP4 or VP9 WebM (browsers play both), or OpenCV mp4v.')),
+    ('show', click.option('--show', is_flag=True,
+                          help='Show results in a window: needs a display and a GUI build of OpenCV, which the '
+                               'default install (opencv-python-headless) is not; see the README.')))
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Where a run's parts and earlier runs stand: resume one, write over one, take a shard."""
+    resume: bool = False          # skip the inputs the run's log already has
+    exist_ok: bool = False        # write into an output folder that holds another run's results
+    shard: str | tuple[int, int] | None = None   # 'K/N': every Nth input from the Kth (torchrun: the rank)
+    next_free_out: bool = False   # the default folder: out_dir2, out_dir3, ... when it holds another run
+
+
+def run_options(*, exist_ok: bool) -> Callable:
+    """--resume and --shard (and, for predict, --exist-ok), as `run: RunOptions`."""
+    options = [('resume', click.option('--resume', is_flag=True,
+                                       help='Skip what an interrupted run with the same --out already did.'))]
+    if exist_ok:
+        options.append(('exist_ok', click.option(
+            '--exist-ok', is_flag=True,
+            help="Write into an --out that holds another run's results (files of the same names are replaced); "
+                 'without it such a folder is refused (the default folder becomes runs/predict2, ...).')))
+    options.append(('shard', click.option('--shard', default=None,
+                                          help='K/N: this process takes every Nth input from the Kth (`mrcnn merge '
+                                               'OUT` joins predict\'s parts).')))
+    return grouped('run', RunOptions, *options)
