@@ -3,7 +3,11 @@ import threading
 
 import pytest
 
-from mrcnn_cli.engine.pipeline import Frame, pipelined
+from mrcnn_cli.engine.pipeline import StreamItem, pipelined
+
+
+def Frame(source_index, index=0, image=None, infer=True, error=None):   # noqa: N802 - reads as the item it makes
+    return StreamItem(frame_index=index, image=image, inferred=infer, source_index=source_index, error=error)
 
 
 def run(frames, batch_size, fail_at=None):
@@ -14,11 +18,11 @@ def run(frames, batch_size, fail_at=None):
         batches.append(list(images))
         return [f'det{img}' for img in images]
 
-    for frame, det in pipelined(iter(frames), infer, batch_size, queue_size=2):
+    for frame in pipelined(iter(frames), infer, batch_size, queue_size=2):
         assert threading.current_thread() is threading.main_thread()   # the caller consumes
-        if frame.index == fail_at:
+        if frame.frame_index == fail_at:
             raise OSError('disk full')
-        written.append((frame.index, det))
+        written.append((frame.frame_index, frame.detections))
     return batches, written
 
 
@@ -78,5 +82,5 @@ def test_prepare_runs_in_the_reader_thread_on_the_frames_to_infer_only():
     frames = [Frame(0, i, i, infer=i % 2 == 0) for i in range(5)] + [Frame(1, error='unreadable')]
     out = list(pipelined(iter(frames), lambda ready: [f'det-{r}' for r in ready], 2, prepare=prepare))
     assert prepared_in == [(0, 'mrcnn-reader'), (2, 'mrcnn-reader'), (4, 'mrcnn-reader')]
-    assert [det for _, det in out] == ['det-ready0', 'det-ready0', 'det-ready2', 'det-ready2', 'det-ready4', None]
-    assert all(f.prepared is None for f, _ in out)   # not held once inferred
+    assert [f.detections for f in out] == ['det-ready0', 'det-ready0', 'det-ready2', 'det-ready2', 'det-ready4', None]
+    assert all(f.prepared is None for f in out)   # not held once inferred

@@ -11,6 +11,7 @@ import pytest
 
 from mrcnn_cli.commands.options import VideoOptions
 from mrcnn_cli.commands.predict import PredictOptions, predict_sources
+from mrcnn_cli.io.sources import collect_sources
 
 from conftest import DEMO, SHARED
 from helpers import FAST, FAST_SCALE, mrcnn
@@ -50,7 +51,7 @@ def test_batch_4_equals_batch_1(tmp_path, checkpoint):
     for bs in (1, 4):
         opts = PredictOptions(out_dir=tmp_path / f'b{bs}', vis=False, score_thr=0.05, batch_size=bs,
                               video=VideoOptions(max_frames=4), progress=False)
-        summary = predict_sources(small, [str(CLIP)], opts)
+        summary = predict_sources(small, collect_sources([str(CLIP)])[0], opts)
         assert summary.frames == 4
         docs.append(json.loads(summary.json_path.read_text()))
     assert docs[0]['annotations'] and docs[0] == docs[1]

@@ -18,7 +18,7 @@ from mrcnn_cli.engine.memory import release_freed_memory
 from mrcnn_cli.engine.timing import StageTimer
 from mrcnn_cli.errors import MrcnnError
 from mrcnn_cli.io.images import read_image
-from mrcnn_cli.io.sources import list_images
+from mrcnn_cli.io.sources import collect_sources, list_images
 
 METHOD = ('warm-up iterations not counted, then N images at the given batch size, cycled from the image set; '
           'the timed span covers preprocessing (resize, normalise, pad), the network, NMS and the '
@@ -240,13 +240,15 @@ def measure_pipeline(name, predictor, pipeline, n, progress=True, runs=3):
             src = Path(paths[k % len(paths)])
             shutil.copyfile(src, inputs / f'{k:06d}{src.suffix}')
         opts = PredictOptions(out_dir=Path(tmp) / 'out', score_thr=0.05, vis=vis, progress=progress)
-        predict_sources(predictor, [inputs / f'000000{paths[0].suffix}'], opts, warn=lambda m: None)   # warm-up
+        first, _ = collect_sources([inputs / f'000000{paths[0].suffix}'])
+        every, _ = collect_sources([inputs])
+        predict_sources(predictor, first, opts, warn=lambda m: None)   # warm-up
         reset_peak_rss()
         for _ in range(runs if replay else 1):   # the network's own runs are long enough to time once
             shutil.rmtree(opts.out_dir)
             restart()
             start = time.perf_counter()
-            summary = predict_sources(predictor, [inputs], opts, warn=lambda m: None)
+            summary = predict_sources(predictor, every, opts, warn=lambda m: None)
             fps_runs.append(summary.images / (time.perf_counter() - start))
     fps = statistics.median(fps_runs)
     pipeline = {'fps': fps, 'vis': vis, 'replay': replay, 'detections_per_image': summary.instances / summary.images,

@@ -124,11 +124,9 @@ def predict(sources, model, score_thr, out_dir, no_vis, class_names, batch_size,
     from click.core import ParameterSource
 
     from mrcnn_cli.commands.predict import PredictOptions, predict_sources
-    from mrcnn_cli.engine.distributed import is_rank_zero, parse_shard, torchrun_device
+    from mrcnn_cli.engine.distributed import is_rank_zero, torchrun_device
     from mrcnn_cli.io.sources import collect_sources
     found, missing = collect_sources(sources, exclude_dir=out_dir, warn=warn)   # before any model download
-    if run.shard:
-        parse_shard(run.shard)   # a bad --shard is an error before any model loads
     early_classes = classes_known_before_loading(model)
     if early_classes is not None:
         parse_class_filter(class_names, early_classes)   # a typo is an error before any download

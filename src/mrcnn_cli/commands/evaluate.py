@@ -12,6 +12,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from mrcnn_cli.engine.distributed import partition, process_group
+from mrcnn_cli.engine.stream import stream_sources
 from mrcnn_cli.errors import MrcnnError, first_line
 from mrcnn_cli.io.coco import category_ids
 from mrcnn_cli.io.coco_checks import check_annotations
@@ -86,7 +87,7 @@ class EvalOptions:
     """How `mrcnn eval coco` runs a model over an annotation file's images."""
     max_images: int | None = None           # only the first N images (by id)
     resume: bool = False                    # skip the images an interrupted run finished
-    shard: str | tuple[int, int] | None = None
+    shard: tuple[int, int] | None = None    # (K, N): every Nth image from the Kth
     model_name: str | None = None           # a zoo entry: its published AP goes beside the numbers
     max_pixels: int = MAX_PIXELS
     progress: bool = True
@@ -114,7 +115,8 @@ def run_inference(predictor, gt, images_dir, log_path, all_ids, part, options=Ev
         start = time.perf_counter()
         show = options.progress and part.rank == 0
         with tqdm(total=len(todo), desc='eval', unit='img', disable=None if show else True) as bar:
-            for item in (predictor.stream(sources, errors='yield', max_pixels=options.max_pixels) if sources else []):
+            for item in (stream_sources(predictor, sources, errors='yield', max_pixels=options.max_pixels)
+                         if sources else []):
                 k = todo[item.source_index]
                 image_id = all_ids[k]
                 bar.update(1)

@@ -181,8 +181,14 @@ class RunOptions:
     """Where a run's parts and earlier runs stand: resume one, write over one, take a shard."""
     resume: bool = False          # skip the inputs the run's log already has
     exist_ok: bool = False        # write into an output folder that holds another run's results
-    shard: str | tuple[int, int] | None = None   # 'K/N': every Nth input from the Kth (torchrun: the rank)
+    shard: tuple[int, int] | None = None   # (K, N): every Nth input from the Kth (torchrun: the rank)
     next_free_out: bool = False   # the default folder: out_dir2, out_dir3, ... when it holds another run
+
+
+def _parse_shard(ctx, param, value):
+    """--shard K/N, read once, as (K, N)."""
+    from mrcnn_cli.engine.distributed import parse_shard
+    return None if value is None else parse_shard(value)
 
 
 def run_options(*, exist_ok: bool) -> Callable:
@@ -194,7 +200,7 @@ def run_options(*, exist_ok: bool) -> Callable:
             '--exist-ok', is_flag=True,
             help="Write into an --out that holds another run's results (files of the same names are replaced); "
                  'without it such a folder is refused (the default folder becomes runs/predict2, ...).')))
-    options.append(('shard', click.option('--shard', default=None,
+    options.append(('shard', click.option('--shard', default=None, callback=_parse_shard,
                                           help='K/N: this process takes every Nth input from the Kth (`mrcnn merge '
                                                'OUT` joins predict\'s parts).')))
     return grouped('run', RunOptions, *options)

@@ -15,11 +15,12 @@ import cv2
 
 from mrcnn_cli.commands.options import RunOptions, SaveOptions, VideoOptions
 from mrcnn_cli.engine.distributed import partition, process_group
+from mrcnn_cli.engine.stream import stream_sources
 from mrcnn_cli.errors import MrcnnError
 from mrcnn_cli.io.files import write_image, write_text
 from mrcnn_cli.io.images import MAX_PIXELS
 from mrcnn_cli.io.results_log import ResultsLog, read_header, unfinished_parts, write_document
-from mrcnn_cli.io.sources import IMAGE, collect_sources, output_names
+from mrcnn_cli.io.sources import IMAGE, output_names
 from mrcnn_cli.io.video import VideoSink, display_available, video_suffix
 from mrcnn_cli.visualize import DrawOptions
 
@@ -136,103 +137,133 @@ def other_run(folder, header, log_name):
     return None
 
 
+class FileWriter:
+    """The files of one image or frame: its picture, and the masks, labels and crops asked for."""
+
+    def __init__(self, out_dir, save, classes):
+        self.out_dir, self.save = out_dir, save
+        if save.txt:
+            write_text(out_dir / 'labels' / 'classes.txt', ''.join(c + '\n' for c in classes))
+
+    def instance_files(self, det, image, stem):
+        if self.save.masks:
+            det.save_masks(self.out_dir / 'masks', stem)
+        if self.save.txt:
+            det.save_txt(self.out_dir / 'labels' / f'{stem}.txt', conf=self.save.conf)
+        if self.save.crop:
+            det.save_crops(image, self.out_dir / 'crops', stem.replace('/', '_'))
+
+    def picture(self, name, drawn):
+        return write_image(self.out_dir / name, drawn)
+
+
+class VideoOutput:
+    """One video source's outputs, opened on its first frame and closed when its source ends: the
+    annotated video (with pictures) and the log's end line (a video counts as done only when the
+    stream ran to its end)."""
+
+    def __init__(self, index, log, sink=None):
+        self.index, self.log, self.sink = index, log, sink
+
+    def write(self, picture):
+        if self.sink is not None:
+            self.sink.write(picture)
+
+    def close(self, finished):
+        """The video file written (None without pictures or frames); `finished` logs the end."""
+        if self.sink is not None:
+            self.sink.close()
+        if finished:
+            self.log.end(self.index)
+        return self.sink.path if self.sink is not None and self.sink.frames else None
+
+
 class _Writer:
-    """Everything one `mrcnn predict` run writes, fed one StreamItem at a time."""
+    """What one `mrcnn predict` run writes, fed one StreamItem at a time: the log line of each
+    image or inferred frame, its files (FileWriter), each video's output (VideoOutput), the
+    display, and the summary."""
 
     def __init__(self, predictor, opts, names, todo, log, warn):
-        self.predictor, self.opts, self.names, self.warn = predictor, opts, names, warn
+        self.opts, self.names, self.warn = opts, names, warn
         self.todo, self.log = todo, log      # global input index of each streamed source
         self.summary = PredictSummary(json_path=opts.out_dir / 'predictions.json', log_path=log.path,
                                       out_dir=opts.out_dir)
-        self.sink, self.sink_source = None, None
-        self.video = None                    # the video whose frames are coming
+        self.files = FileWriter(opts.out_dir, opts.save, predictor.classes)
+        self.video = None                    # the VideoOutput of the source whose frames are coming
         self.show = opts.video.show and display_available()
         if opts.video.show and not self.show:
             warn('warning: --show needs a display and a GUI build of OpenCV (pip uninstall opencv-python-headless '
                  '&& pip install opencv-python); not showing')
-        if opts.save.txt:
-            write_text(opts.out_dir / 'labels' / 'classes.txt', ''.join(c + '\n' for c in predictor.classes))
 
     def __call__(self, item):
         index = self.todo[item.source_index]
-        if item.source_index != self.sink_source:
-            self.close_video()
-        if self.video is not None and self.video != index:
-            self.end_video()
+        if self.video is not None and self.video.index != index:
+            self.close_video(finished=True)
         if not item.ok:
             self.problem(item, index)
             return
+        if item.video is not None and self.video is None:
+            self.video = self.open_video(index, item.video)
         det = item.detections.filter(score_thr=self.opts.score_thr, classes=self.opts.classes)
-        stem = Path(self.names[index]).stem
         if item.video is None or item.inferred:
-            entries = det.to_coco(mask_format=self.opts.save.mask_format)
-            if item.video is None:
-                self.log.add(index, item.source, det.width, det.height, entries)
-                self.summary.images += 1
-            else:
-                self.video = index
-                stem = f'{stem}/{item.frame_index:06d}'
-                self.log.add(index, f'{item.source}#{item.frame_index}', det.width, det.height, entries,
-                             frame_index=item.frame_index, video=item.source)
-                self.summary.frames += 1
-            self.summary.instances += len(det)
-            self.instance_files(det, item.image, stem)
+            self.record(item, index, det)
         if self.opts.vis or self.show:
-            self.picture(item, det.plot(item.image, score_thr=0, **asdict(self.opts.draw)))   # det is filtered
+            drawn = det.plot(item.image, score_thr=0, **asdict(self.opts.draw))   # det is filtered already
+            if self.opts.vis and item.video is None:
+                self.summary.outputs.append(self.files.picture(self.names[index], drawn))
+            elif self.opts.vis:
+                self.video.write(drawn)
+            if self.show:
+                self.display(drawn)
 
-    def instance_files(self, det, image, stem):
-        out = self.opts.out_dir
-        if self.opts.save.masks:
-            det.save_masks(out / 'masks', stem)
-        if self.opts.save.txt:
-            det.save_txt(out / 'labels' / f'{stem}.txt', conf=self.opts.save.conf)
-        if self.opts.save.crop:
-            det.save_crops(image, out / 'crops', stem.replace('/', '_'))
+    def record(self, item, index, det):
+        """The log line and the files of an image or an inferred frame."""
+        entries = det.to_coco(mask_format=self.opts.save.mask_format)
+        stem = Path(self.names[index]).stem
+        if item.video is None:
+            self.log.add(index, item.source, det.width, det.height, entries)
+            self.summary.images += 1
+        else:
+            stem = f'{stem}/{item.frame_index:06d}'
+            self.log.add(index, f'{item.source}#{item.frame_index}', det.width, det.height, entries,
+                         frame_index=item.frame_index, video=item.source)
+            self.summary.frames += 1
+        self.summary.instances += len(det)
+        self.files.instance_files(det, item.image, stem)
 
-    def picture(self, item, drawn):
-        if self.opts.vis:
-            path = self.opts.out_dir / self.names[self.todo[item.source_index]]
-            if item.video is None:
-                self.summary.outputs.append(write_image(path, drawn))
-            else:
-                if self.sink is None:
-                    self.sink = VideoSink(path, item.video.fps, (item.video.width, item.video.height),
-                                          self.opts.video.codec)
-                    self.sink_source = item.source_index
-                self.sink.write(drawn)
-        if self.show:
-            cv2.imshow('mrcnn', drawn)
-            if cv2.waitKey(1) & 0xFF == ord('q'):
-                raise KeyboardInterrupt
+    def open_video(self, index, info):
+        sink = VideoSink(self.opts.out_dir / self.names[index], info.fps, (info.width, info.height),
+                         self.opts.video.codec) if self.opts.vis else None
+        return VideoOutput(index, self.log, sink)
+
+    def close_video(self, finished):
+        video, self.video = self.video, None
+        path = video.close(finished)
+        if path is not None:
+            self.summary.outputs.append(path)
+
+    @staticmethod
+    def display(drawn):
+        cv2.imshow('mrcnn', drawn)
+        if cv2.waitKey(1) & 0xFF == ord('q'):
+            raise KeyboardInterrupt
 
     def problem(self, item, index):
         if item.error:
             prefix = 'warning: skipped ' if item.kind == IMAGE else 'error: '
             self.warn(prefix + item.error)
-            if self.video != index:
+            if self.video is None or self.video.index != index:
                 self.log.failed(index, item.error)
         else:
             self.warn(f'warning: {item.warning}')
         if item.source not in self.summary.failed:
             self.summary.failed.append(item.source)
 
-    def end_video(self):
-        self.log.end(self.video)
-        self.video = None
-
-    def close_video(self):
-        if self.sink is not None:
-            sink, self.sink, self.sink_source = self.sink, None, None
-            sink.close()
-            if sink.frames:
-                self.summary.outputs.append(sink.path)
-
     def finish(self, completed):
         """Close what is open; a video counts as finished only when the stream ran to its end."""
         try:
-            self.close_video()
-            if completed and self.video is not None:
-                self.end_video()
+            if self.video is not None:
+                self.close_video(finished=completed)
         finally:
             self.log.close()
             if self.show:
@@ -240,7 +271,8 @@ class _Writer:
 
 
 def predict_sources(predictor, sources, opts=None, warn=print, missing=()):
-    """Run `mrcnn predict` over images, videos, cameras and streams; returns a PredictSummary.
+    """Run `mrcnn predict` over `sources` (Sources, as `io.sources.collect_sources` resolves what a
+    user names; `missing`: the names it could not find); returns a PredictSummary.
 
     Every image's or frame's results are appended to predictions.jsonl as it is done, and
     predictions.json is assembled from it at the end, also when interrupted, for what was done;
@@ -249,7 +281,7 @@ def predict_sources(predictor, sources, opts=None, warn=print, missing=()):
     takes every Nth input and writes its own log, which `mrcnn merge` (or rank 0) joins."""
     opts = opts or PredictOptions()
     opts = replace(opts, out_dir=Path(opts.out_dir))
-    found, missed = collect_sources(sources, exclude_dir=opts.out_dir, warn=warn)
+    found = list(sources)
     names = output_names(found, lambda s: picture_suffix(s, opts.video.codec))
     part = partition(opts.run.shard)
     header, log_name = run_header(predictor, opts, found, part), f'predictions{part.tag}.jsonl'
@@ -266,7 +298,7 @@ def predict_sources(predictor, sources, opts=None, warn=print, missing=()):
             warn(f'warning: {found[index].name} was not finished by the last run; it starts again')
         todo = [i for i in part.take(range(len(found))) if i not in log.done]
         writer = _Writer(predictor, opts, names, todo, log, warn)
-        writer.summary.failed += list(missing) + missed
+        writer.summary.failed += list(missing)
         writer.summary.skipped = len(part.take(range(len(found)))) - len(todo)
         start = time.perf_counter()
         completed = False
@@ -309,9 +341,9 @@ def _run(predictor, sources, writer, opts, show_progress):
     with tqdm(total=total or None, unit='img', desc='predict',
               disable=None if show_progress else True) as bar:   # None: no bar when stderr is not a terminal
         opened = set()
-        for item in (predictor.stream(sources, vid_stride=opts.video.vid_stride, max_frames=opts.video.max_frames,
-                                      max_pixels=opts.max_pixels,
-                                      batch_size=opts.batch_size, errors='yield') if sources else ()):
+        for item in (stream_sources(predictor, sources, vid_stride=opts.video.vid_stride,
+                                    max_frames=opts.video.max_frames, max_pixels=opts.max_pixels,
+                                    batch_size=opts.batch_size, errors='yield') if sources else ()):
             if item.video is not None and item.source_index not in opened:
                 opened.add(item.source_index)
                 frames = min(item.video.frames, opts.video.max_frames or item.video.frames)

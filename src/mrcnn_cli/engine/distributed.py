@@ -6,17 +6,17 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from mrcnn_cli.errors import MrcnnError
+from mrcnn_cli.errors import MrcnnError, option
 
 
-def parse_shard(text):
-    """'K/N' -> (K, N) with 0 <= K < N."""
+def parse_shard(text: str) -> tuple[int, int]:
+    """'K/N' -> (K, N) with 0 <= K < N (the one place a shard is read from text)."""
     try:
         k, n = (int(v) for v in str(text).split('/'))
     except ValueError:
-        raise MrcnnError(f'--shard must look like K/N (e.g. 0/4), not {text!r}') from None
+        raise MrcnnError(f'{option("shard")} must look like K/N (e.g. 0/4), not {text!r}') from None
     if not 0 <= k < n:
-        raise MrcnnError(f'--shard {text}: need 0 <= K < N')
+        raise MrcnnError(f'{option("shard")} {text}: need 0 <= K < N')
     return k, n
 
 
@@ -87,14 +87,14 @@ class Partition:
         return list(items)[self.rank::self.world]
 
 
-def partition(shard=None):
-    """This process's Partition, from torchrun's environment or `--shard K/N` (text or a tuple)."""
+def partition(shard: tuple[int, int] | None = None) -> Partition:
+    """This process's Partition, from torchrun's environment or a shard (K, N)."""
     ctx = distributed_context()
     if ctx and shard:
-        raise MrcnnError('--shard is for separate processes; under torchrun the rank picks the shard')
+        raise MrcnnError(f'{option("shard")} is for separate processes; under torchrun the rank picks the shard')
     if ctx:
         return Partition(ctx.rank, ctx.world, launcher=True)
     if shard:
-        k, n = parse_shard(shard) if isinstance(shard, str) else shard
+        k, n = shard
         return Partition(k, n)
     return Partition()

@@ -1,26 +1,55 @@
 """Three stages joined by bounded queues: decoding in a reader thread, the network in a model
 thread, and the caller consuming results in its own thread (drawing, encoding, writing), so that
 no stage waits on another longer than it must and memory stays flat whatever the input length."""
+from __future__ import annotations
+
 import contextvars
 import queue
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from mrcnn_cli.engine.detections import Detections
+    from mrcnn_cli.io.video import VideoInfo
 
 _END = object()
 _POLL_S = 0.1
 
 
 @dataclass
-class Frame:
-    """One decoded input (or a problem with one) on its way through the pipeline."""
-    source_index: int          # position of its source in the input list
-    index: int = 0             # frame number in a video, 0 for an image
-    image: object = None       # BGR uint8 array; None for a problem
-    infer: bool = True         # False: reuse the last detections of its source (video stride)
-    error: str = None          # the source or image could not be read at all
-    warning: str = None        # the source was read only in part (a truncated video, bad frames)
-    video: object = None       # VideoInfo for video frames
-    prepared: object = None    # the image made ready for the network, in the reader thread
+class StreamItem:
+    """One image or video frame from reader to writer: decoded in the reader thread, given its
+    detections in the model thread, consumed by the caller (`Predictor.stream` yields them).
+
+    `source` names the input (its path, URL or camera index as given; `array<i>`, `tensor<i>`,
+    `pil<i>`, `bytes<i>` for in-memory inputs, i their position in the list) and `kind` says what
+    it is (image, video, camera, stream, array, bytes, url); `source_index` is its position among
+    the sources, `frame_index` the frame's number in its video.  Between `vid_stride` steps
+    `inferred` is False and `detections` are the last inferred frame's, as `mrcnn predict` draws
+    them.  With `errors='yield'` a problem is an item too: `error` (the input could not be read)
+    or `warning` (a video read only in part), with `image` and `detections` None."""
+    source: str = ''
+    kind: str = 'image'
+    frame_index: int = 0
+    image: np.ndarray | None = None
+    detections: Detections | None = None
+    inferred: bool = True
+    source_index: int = 0
+    video: VideoInfo | None = None        # fps, width, height, declared frames of a video's frames
+    error: str | None = None
+    warning: str | None = None
+    prepared: Any = field(default=None, repr=False, compare=False)   # the reader thread's work, until inferred
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.warning is None
+
+    @property
+    def to_infer(self) -> bool:
+        return self.inferred and self.image is not None
 
 
 class _Failure:
@@ -48,12 +77,12 @@ def _get(q, stop):
 
 
 def pipelined(frames, infer, batch_size=1, queue_size=8, prepare=None):
-    """Yield (frame, detections) for every Frame of `frames` (an iterable, consumed in a reader
-    thread), in order.  `infer(list of images) -> list of detections` runs in a model thread on
-    batches of up to `batch_size` frames to infer; with `prepare`, the reader thread turns each
-    image to infer into `prepare(image)` and `infer` gets those instead; a frame with infer=False gets the detections
-    of the last inferred frame of its source, a problem frame None.  An error in the reader or
-    the model is raised here; when the caller stops (break, an exception, Ctrl-C) both threads
+    """Yield every StreamItem of `frames` (an iterable, consumed in a reader thread), in order,
+    with its `detections` set.  `infer(list of images) -> list of detections` runs in a model
+    thread on batches of up to `batch_size` frames to infer; with `prepare`, the reader thread
+    turns each image to infer into `prepare(image)` and `infer` gets those instead; a frame with
+    inferred=False gets the detections of the last inferred frame of its source, a problem None.
+    An error in the reader or the model is raised here; when the caller stops (break, an exception, Ctrl-C) both threads
     stop, the model thread after its current batch."""
     stop = threading.Event()
     q_in = queue.Queue(maxsize=queue_size)
@@ -62,7 +91,7 @@ def pipelined(frames, infer, batch_size=1, queue_size=8, prepare=None):
     def reader():
         try:
             for frame in frames:
-                if prepare is not None and frame.infer and frame.image is not None:
+                if prepare is not None and frame.to_infer:
                     frame.prepared = prepare(frame.image)
                 if not _put(q_in, frame, stop):
                     return
@@ -74,17 +103,17 @@ def pipelined(frames, infer, batch_size=1, queue_size=8, prepare=None):
         pending, last = [], {}
 
         def flush():
-            todo = [f for f in pending if f.infer and f.image is not None]
+            todo = [f for f in pending if f.to_infer]
             dets = iter(infer([f.image if prepare is None else f.prepared for f in todo]) if todo else [])
             for f in pending:
                 if f.image is None:
-                    det = None
-                elif f.infer:
-                    det = last[f.source_index] = next(dets)
+                    f.detections = None
+                elif f.inferred:
+                    f.detections = last[f.source_index] = next(dets)
                 else:
-                    det = last.get(f.source_index)
+                    f.detections = last.get(f.source_index)
                 f.prepared = None   # not held while the caller works
-                if not _put(q_out, (f, det), stop):
+                if not _put(q_out, f, stop):
                     return False
             pending.clear()
             return True
@@ -100,8 +129,8 @@ def pipelined(frames, infer, batch_size=1, queue_size=8, prepare=None):
                     _put(q_out, item, stop)
                     return
                 pending.append(item)
-                n_infer = sum(f.infer and f.image is not None for f in pending)
-                if n_infer >= batch_size or not (item.infer and item.image is not None) and n_infer == 0:
+                n_infer = sum(f.to_infer for f in pending)
+                if n_infer >= batch_size or not item.to_infer and n_infer == 0:
                     if not flush():
                         return
         except BaseException as e:  # noqa: BLE001 - handed to the caller

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
 from mrcnn_cli.engine.detections import ClassSelection, Detections, check_score_thr, select_classes
-from mrcnn_cli.engine.pipeline import Frame, pipelined
+from mrcnn_cli.engine.pipeline import StreamItem, pipelined
 from mrcnn_cli.errors import MrcnnError, warn
 from mrcnn_cli.io.fetch import fetch_url
 from mrcnn_cli.io.images import MAX_PIXELS, as_bgr, check_max_pixels, decode_image, read_image, too_large
@@ -23,42 +22,16 @@ ERROR_MODES = ('warn', 'raise', 'yield')
 Infer = Callable[[Sequence['Prepared']], list[Detections]]
 
 
-@dataclass
-class StreamItem:
-    """One image or video frame with its detections, as `Predictor.stream` yields them.
-
-    `source` names the input (its path, URL or camera index as given; `array<i>`, `tensor<i>`,
-    `pil<i>`, `bytes<i>` for in-memory inputs, i their position in the list) and `kind` says what
-    it is (image, video, camera, stream, array, bytes, url).  Between `vid_stride` steps
-    `inferred` is False and `detections` are the last inferred frame's, as `mrcnn predict` draws
-    them.  With `errors='yield'` a problem is an item too: `error` (the input could not be read)
-    or `warning` (a video read only in part), with `image` and `detections` None."""
-    source: str
-    kind: str
-    frame_index: int
-    image: np.ndarray | None
-    detections: Detections | None
-    inferred: bool = True
-    source_index: int = 0
-    video: object = None          # VideoInfo (fps, width, height, declared frames) of video frames
-    error: str | None = None
-    warning: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and self.warning is None
-
-
 def source_frames(sources: Sequence[Source], vid_stride: int = 1, max_frames: int | None = None,
-                  max_pixels: int = MAX_PIXELS) -> Iterator[Frame]:
+                  max_pixels: int = MAX_PIXELS) -> Iterator[StreamItem]:
     """Frames of every Source in order: images decoded, videos read frame by frame; anything
     larger than `max_pixels` is refused before it is decoded."""
     for si, src in enumerate(sources):
         if src.kind in (IMAGE, ARRAY, ENCODED, URL):
             try:
-                yield Frame(si, image=read_source_image(src, max_pixels))
+                yield StreamItem(src.name, src.kind, source_index=si, image=read_source_image(src, max_pixels))
             except MrcnnError as e:
-                yield Frame(si, error=str(e))
+                yield StreamItem(src.name, src.kind, source_index=si, error=str(e))
         else:
             yield from _video_frames(si, src, vid_stride, max_frames, max_pixels)
 
@@ -77,22 +50,26 @@ def read_source_image(src: Source, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     return decode_image(data, src.name, max_pixels)
 
 
-def _video_frames(si: int, src: Source, vid_stride: int, max_frames: int | None, max_pixels: int) -> Iterator[Frame]:
+def _video_frames(si: int, src: Source, vid_stride: int, max_frames: int | None,
+                  max_pixels: int) -> Iterator[StreamItem]:
+    def problem(error: str | None = None, warning: str | None = None) -> StreamItem:
+        return StreamItem(src.name, src.kind, source_index=si, error=error, warning=warning)
     try:
         cap, info = open_capture(src.location, src.name, max_pixels)
     except MrcnnError as e:
-        yield Frame(si, error=str(e))
+        yield problem(error=str(e))
         return
     stats = ReadStats()
     for index, img in read_frames(cap, info, stats, max_frames):
-        yield Frame(si, index, img, infer=index % vid_stride == 0, video=info)
+        yield StreamItem(src.name, src.kind, index, img, inferred=index % vid_stride == 0, source_index=si,
+                         video=info)
     if stats.read == 0:
-        yield Frame(si, error=f'{src.name}: no frame could be decoded')
+        yield problem(error=f'{src.name}: no frame could be decoded')
     elif stats.truncated:
-        yield Frame(si, warning=f'{src.name} ended after {stats.read + stats.skipped} of {info.frames} frames '
-                                '(truncated?)')
+        yield problem(warning=f'{src.name} ended after {stats.read + stats.skipped} of {info.frames} frames '
+                              '(truncated?)')
     elif stats.skipped:
-        yield Frame(si, warning=f'{src.name}: {stats.skipped} unreadable frames skipped')
+        yield problem(warning=f'{src.name}: {stats.skipped} unreadable frames skipped')
 
 
 def stream_sources(predictor: Predictor, sources: Sequence[Source], *, vid_stride: int = 1,
@@ -119,11 +96,8 @@ def _filtered(infer: Infer, score_thr: float | None, classes: ClassSelection, na
 
 def _items(predictor: Predictor, sources: Sequence[Source], infer: Infer, vid_stride: int, max_frames: int | None,
            batch_size: int, errors: str, max_pixels: int) -> Iterator[StreamItem]:
-    for frame, det in pipelined(source_frames(sources, vid_stride, max_frames, max_pixels), infer,
-                                batch_size, prepare=predictor.prepare):
-        src = sources[frame.source_index]
-        item = StreamItem(src.name, src.kind, frame.index, frame.image, det, frame.infer, frame.source_index,
-                          frame.video, frame.error, frame.warning)
+    for item in pipelined(source_frames(sources, vid_stride, max_frames, max_pixels), infer, batch_size,
+                          prepare=predictor.prepare):
         if item.ok or errors == 'yield':
             yield item
         elif errors == 'raise' and item.error:

@@ -133,9 +133,6 @@ def collect_sources(sources, exclude_dir=None, warn=None, *, images_only=False, 
         missing.append(str(src))
 
     for i, src in enumerate(sources):
-        if isinstance(src, Source):   # already resolved
-            found.append(src)
-            continue
         in_memory = in_memory_sources(src, i, channels)
         if in_memory is not None:
             found += in_memory
