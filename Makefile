@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SHARED ?= ../shared
 
-.PHONY: setup lint test demo bench fuzz gpu-check clean
+.PHONY: setup lint test test-quick demo bench fuzz gpu-check clean
 
 $(BIN)/mrcnn: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -22,6 +22,10 @@ lint: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# the quick loop while working: everything but the end-to-end runs and the long model runs (`slow`)
+test-quick: setup
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # Mutation fuzzing of every input kind (images, videos, checkpoints, ONNX, COCO JSON) through the CLI's
 # code paths; CI runs a short round in the tests.  FUZZ_CASES per kind; any case replays by its number.

@@ -18,6 +18,19 @@ VARIANTS = {  # variant -> keys file of mmdetection's own model
 }
 
 
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'slow: an end-to-end run or a long model run; `pytest -m "not slow"` is the '
+                                       'quick loop, `make test` runs everything')
+
+
+def pytest_collection_modifyitems(config, items):
+    """Everything under tests/e2e/ runs the command line end to end: slow, as a folder."""
+    e2e = ROOT / 'tests' / 'e2e'
+    for item in items:
+        if e2e in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_sessionstart(session):
     if not (SHARED / 'tools' / 'make_checkpoint.py').exists():
         raise pytest.UsageError(f'test data not found: {SHARED} must sit beside the project root')

@@ -49,3 +49,10 @@ def assert_one_error_line(proc, pattern):
 def no_partial_files(folder):
     """Temporary or partial outputs left in `folder` (there must be none)."""
     return [p.name for p in folder.rglob('*') if p.name.startswith('.') or p.name.endswith('.part')]
+
+
+# The exports the ONNX Runtime and OpenVINO tests compare with PyTorch: (variant, style, images, scale)
+EXPORT_IMAGES = ['000000397133.jpg', '000000516916.jpg', '000000011813.jpg', '000000181303.jpg']
+# R-50 at mmdetection's test scale; the others at a smaller one (the same network either way)
+EXPORT_CASES = [('r50', None, EXPORT_IMAGES, None), ('r50_caffe', 'caffe', EXPORT_IMAGES[:2], FAST_SCALE),
+         ('x101_32x4d', None, EXPORT_IMAGES[2:3], FAST_SCALE)]

@@ -8,6 +8,8 @@ from mrcnn_cli.engine.detections import Detections
 from mrcnn_cli.io.coco import COCO_CATEGORY_IDS, COCO_CLASSES
 from mrcnn_cli.ops.paste import MaskWindow
 
+from conftest import COCO_IMAGES, SHARED
+
 
 def from_records(labels, scores, boxes, masks, height, width):
     """Detections whose masks are full-image windows."""
@@ -73,3 +75,11 @@ def assert_same_to_rounding(det, ref, score_tol=1e-3, box_tol=0.05):
     for i, j in position.items():
         between = ref.scores[min(i, j):max(i, j) + 1]
         assert between.max() - between.min() <= 2 * score_tol, f'detection {i} moved to {j}'
+
+
+# mmdetection 3.3.0's recorded outputs in ../shared: (variant, style, file, image)
+REFERENCES = [
+    ('r50', 'pytorch', 'r50_fpn__mmdet_demo.json', SHARED / 'data' / 'demo' / 'mmdet_demo.jpg'),
+    ('r50', 'pytorch', 'r50_fpn__000000397133.json', COCO_IMAGES / '000000397133.jpg'),
+    ('r50_caffe', 'caffe', 'r50_caffe_fpn__000000397133.json', COCO_IMAGES / '000000397133.jpg'),
+]

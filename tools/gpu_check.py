@@ -1,7 +1,7 @@
 """`make gpu-check`: every CUDA path in one command, on a machine with a GPU, from a fresh clone
 after `make setup`.
 
-Runs the GPU tests (tests/test_gpu.py: mmdetection's references on cuda, FP16, the GPU paste,
+Runs the GPU tests (tests/backends/test_gpu.py: mmdetection's references on cuda, FP16, the GPU paste,
 onnxruntime CUDA/TensorRT, --compile, NCCL torchrun), then `mrcnn bench` on the shared COCO images
 with torch FP32, FP16, FP16 + --compile, onnxruntime CUDA and TensorRT, and torchvision on the
 GPU, and writes runs/gpu-check/report.md and report.json: pass/fail per check, fps and latency
@@ -46,8 +46,8 @@ def environment():
 
 def gpu_tests():
     xml = OUT / 'tests.xml'
-    proc, seconds = run([sys.executable, '-m', 'pytest', '-q', '-rs', 'tests/test_gpu.py', f'--junitxml={xml}'],
-                        timeout=420)
+    proc, seconds = run([sys.executable, '-m', 'pytest', '-q', '-rs', 'tests/backends/test_gpu.py',
+                         f'--junitxml={xml}'], timeout=420)
     checks = []
     if xml.exists():
         for case in ET.parse(xml).getroot().iter('testcase'):
@@ -62,7 +62,7 @@ def gpu_tests():
                 detail = ''
             checks.append({'check': case.get('name'), 'status': status, 'detail': detail})
     if not checks:
-        checks.append({'check': 'tests/test_gpu.py', 'status': 'FAIL', 'detail': proc.stdout[-300:]})
+        checks.append({'check': 'tests/backends/test_gpu.py', 'status': 'FAIL', 'detail': proc.stdout[-300:]})
     return checks, seconds
 
 

@@ -50,13 +50,14 @@ def _parse_scale(ctx, param, value):
     return long, short
 
 
-def _model_choice(model_name=None, weights=None, style=None, device='auto', weights_dir=None, backend=None,
-                  onnx_path=None, ort_provider=None, fp16=False, bf16=False, compile_model=False, scale=TEST_SCALE):
-    if fp16 and bf16:
+def _model_choice(**given):
+    """The ModelChoice of the model options a command has (those it lacks keep their defaults)."""
+    if given.get('fp16') and given.get('bf16'):
         raise click.UsageError('choose one of --fp16 and --bf16')
-    precision = Precision.FP16 if fp16 else Precision.BF16 if bf16 else Precision.FP32
-    return ModelChoice(model_name, weights, onnx_path, backend, style, device, precision, compile_model, scale,
-                       weights_dir, ort_provider)
+    precision = Precision.FP16 if given.get('fp16') else Precision.BF16 if given.get('bf16') else Precision.FP32
+    return ModelChoice(given['model_name'], given['weights'], given.get('onnx_path'), given.get('backend'),
+                       given['style'], given['device'], precision, given.get('compile_model', False),
+                       given.get('scale', TEST_SCALE), given['weights_dir'], given.get('ort_provider'))
 
 
 def model_choice(*, backends: tuple[str, ...] | None = ('torch', 'onnx', 'openvino'), graph_help: str = '',

@@ -6,6 +6,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
@@ -25,6 +26,14 @@ if TYPE_CHECKING:
 # Classes to keep: a name or a 0-based index, or several of them (names and indexes may mix).
 ClassSelection = Union[str, int, Iterable[Union[str, int]], None]  # noqa: UP007 - evaluated on 3.10 too
 DEFAULT_PLOT_SCORE_THR = 0.3   # what `mrcnn predict` draws by default
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which detections a call keeps: those scoring at least `score_thr`, of `classes` (names or
+    0-based indexes); None keeps all."""
+    score_thr: float | None = None
+    classes: ClassSelection = None
 
 
 def check_score_thr(score_thr: float) -> float:

@@ -7,13 +7,13 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, ClassVar, Union, cast, overload
+from typing import IO, TYPE_CHECKING, Any, ClassVar, TypedDict, Union, cast, overload
 
 import numpy as np
 import torch
 
 from mrcnn_cli.engine.choice import ModelChoice, Precision
-from mrcnn_cli.engine.detections import ClassSelection, Detections
+from mrcnn_cli.engine.detections import ClassSelection, Detections, Selection
 from mrcnn_cli.engine.postprocess import to_detections
 from mrcnn_cli.engine.preprocess import TEST_SCALE, Prepared, check_scale, pad_batch, prepare
 from mrcnn_cli.engine.stream import StreamItem, stream_sources
@@ -21,10 +21,11 @@ from mrcnn_cli.engine.timing import no_stage
 from mrcnn_cli.errors import MrcnnError, option, warn
 from mrcnn_cli.io.files import file_sha256
 from mrcnn_cli.io.images import MAX_PIXELS
-from mrcnn_cli.io.sources import Source, collect_sources
+from mrcnn_cli.io.sources import collect_sources
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
+    from typing_extensions import Unpack
 
     from mrcnn_cli.model.mask_rcnn import MaskRCNN
     from mrcnn_cli.model.roi_heads import NetworkOutput
@@ -36,6 +37,13 @@ ImageLike = Union[str, os.PathLike, bytes, IO[bytes], np.ndarray, 'PILImage', to
 # Several: a list of those, a folder or glob pattern, an NHWC array or an NCHW tensor.
 ImagesLike = Union[ImageLike, Sequence[ImageLike]]  # noqa: UP007
 Stage = Callable[[str], AbstractContextManager[Any]]
+
+
+class PerCallOptions(TypedDict, total=False):
+    """The per-call options of `stream` (`__call__` and `predict` name them as keywords)."""
+    score_thr: float | None
+    classes: ClassSelection
+    channels: str
 
 
 def resolve_device(device: str | torch.device | None = 'auto') -> torch.device:
@@ -166,8 +174,9 @@ class Predictor:
         return f'<{type(self).__name__}: {self.describe()}>'
 
     @overload
-    def __call__(self, source: ImageLike, *,  # type: ignore[overload-overlap] # a str may name a folder score_thr: float | None = None, classes: ClassSelection = None,
-                 channels: str = 'bgr', batch_size: int = 1, max_pixels: int = MAX_PIXELS) -> Detections: ...
+    def __call__(  # type: ignore[overload-overlap] # a str may name a folder
+            self, source: ImageLike, *, score_thr: float | None = None, classes: ClassSelection = None,
+            channels: str = 'bgr', batch_size: int = 1, max_pixels: int = MAX_PIXELS) -> Detections: ...
 
     @overload
     def __call__(self, source: Sequence[ImageLike], *, score_thr: float | None = None,
@@ -193,12 +202,12 @@ class Predictor:
         MrcnnError.  Decoding overlaps the network (the same pipeline as `stream`)."""
         sources, _ = collect_sources(images, warn=_raise, images_only=True, unique=False, channels=channels)
         items = stream_sources(self, sources, batch_size=batch_size, errors='raise', max_pixels=max_pixels,
-                               score_thr=score_thr, classes=classes)
+                               selection=Selection(score_thr, classes))
         return [cast(Detections, item.detections) for item in items]   # errors='raise': never None
 
-    def stream(self, source: ImagesLike | Sequence[Source], *, vid_stride: int = 1, max_frames: int | None = None,
-               batch_size: int = 1, errors: str = 'warn', max_pixels: int = MAX_PIXELS, score_thr: float | None = None,
-               classes: ClassSelection = None, channels: str = 'bgr') -> Iterator[StreamItem]:
+    def stream(self, source: ImagesLike, *, vid_stride: int = 1, max_frames: int | None = None, batch_size: int = 1,
+               errors: str = 'warn', max_pixels: int = MAX_PIXELS,
+               **per_call: Unpack[PerCallOptions]) -> Iterator[StreamItem]:
         """One StreamItem per image or frame read, in order, from any source `mrcnn predict`
         takes: image files, folders, glob patterns, videos, camera indexes, stream and image URLs,
         and what `predict` takes in memory (or a list of them).  Decoding, the network and the
@@ -207,9 +216,13 @@ class Predictor:
         `errors='warn'` (a warning, then skipped), 'raise' (MrcnnError) or 'yield' (an item with
         `error` set); images and videos of more than `max_pixels` pixels are such inputs, refused
         before they are decoded.  `score_thr`, `classes` and `channels` as in `predict`."""
-        sources, _ = collect_sources(source, warn=_warn_missing, channels=channels)
+        unknown = set(per_call) - set(PerCallOptions.__annotations__)
+        if unknown:
+            raise TypeError(f'stream() got an unexpected keyword argument {sorted(unknown)[0]!r}')
+        sources, _ = collect_sources(source, warn=_warn_missing, channels=per_call.get('channels', 'bgr'))
         return stream_sources(self, sources, vid_stride=vid_stride, max_frames=max_frames, batch_size=batch_size,
-                              errors=errors, max_pixels=max_pixels, score_thr=score_thr, classes=classes)
+                              errors=errors, max_pixels=max_pixels,
+                              selection=Selection(per_call.get('score_thr'), per_call.get('classes')))
 
     def predict_batch(self, images: Iterable[np.ndarray], stage: Stage = no_stage) -> list[Detections]:
         """Detections for several BGR arrays; identical to predicting them one by one.

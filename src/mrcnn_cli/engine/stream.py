@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
-from mrcnn_cli.engine.detections import ClassSelection, Detections, check_score_thr, select_classes
+from mrcnn_cli.engine.detections import Detections, Selection, check_score_thr, select_classes
 from mrcnn_cli.engine.pipeline import StreamItem, pipelined
 from mrcnn_cli.errors import MrcnnError, warn
 from mrcnn_cli.io.fetch import fetch_url
@@ -74,23 +74,22 @@ def _video_frames(si: int, src: Source, vid_stride: int, max_frames: int | None,
 
 def stream_sources(predictor: Predictor, sources: Sequence[Source], *, vid_stride: int = 1,
                    max_frames: int | None = None, batch_size: int = 1, errors: str = 'warn',
-                   max_pixels: int = MAX_PIXELS, score_thr: float | None = None,
-                   classes: ClassSelection = None) -> Iterator[StreamItem]:
+                   max_pixels: int = MAX_PIXELS, selection: Selection = Selection()) -> Iterator[StreamItem]:
     """StreamItems for `sources` (see `Predictor.stream`)."""
     if errors not in ERROR_MODES:
         raise MrcnnError(f'errors must be one of {", ".join(map(repr, ERROR_MODES))}, not {errors!r}')
     max_pixels = check_max_pixels(max_pixels)
-    infer = _filtered(predictor.predict_prepared, score_thr, classes, predictor.classes)
+    infer = _filtered(predictor.predict_prepared, selection, predictor.classes)
     return _items(predictor, sources, infer, vid_stride, max_frames, batch_size, errors, max_pixels)
 
 
-def _filtered(infer: Infer, score_thr: float | None, classes: ClassSelection, names: Sequence[str]) -> Infer:
-    """`infer` with the per-call score threshold and class filter applied once per inferred image (frames
-    between `vid_stride` steps share the result).  Checked here, before anything is read."""
-    if score_thr is None and classes is None:
+def _filtered(infer: Infer, selection: Selection, names: Sequence[str]) -> Infer:
+    """`infer` with the per-call selection applied once per inferred image (frames between
+    `vid_stride` steps share the result).  Checked here, before anything is read."""
+    if selection.score_thr is None and selection.classes is None:
         return infer
-    score_thr = check_score_thr(0.0 if score_thr is None else score_thr)
-    keep = select_classes(classes, names)
+    score_thr = check_score_thr(0.0 if selection.score_thr is None else selection.score_thr)
+    keep = select_classes(selection.classes, names)
     return lambda prepared: [det.filter(score_thr=score_thr, classes=keep) for det in infer(prepared)]
 
 

@@ -97,5 +97,6 @@ def rgba_crop(image, box, win):
 
 
 def safe_name(text):
-    """A class name as a file-name part: 'traffic light' -> 'traffic_light'."""
-    return re.sub(r'[^A-Za-z0-9_.-]+', '_', str(text)).strip('_') or 'class'
+    """A class name as a file-name part: 'traffic light' -> 'traffic_light'; never '.', '..' or a
+    hidden name (a checkpoint's class names come from its file)."""
+    return re.sub(r'[^A-Za-z0-9_.-]+', '_', str(text)).strip('_.') or 'class'

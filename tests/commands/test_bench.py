@@ -21,6 +21,7 @@ def check_row(row, stages):
     assert 1000 / lat['mean'] == pytest.approx(row['fps'], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_bench_torch_onnx_and_torchvision(tmp_path, checkpoint, exported):
     images = tmp_path / 'imgs'
     images.mkdir()
@@ -51,12 +52,14 @@ def test_bench_torch_onnx_and_torchvision(tmp_path, checkpoint, exported):
     assert rows['torch']['device'] == 'cpu' and rows['onnx']['device'] == 'CPUExecutionProvider'
 
 
+@pytest.mark.slow
 def test_bench_rejects_compare_for_non_r50(checkpoint):
     proc = mrcnn_here('bench', '--weights', checkpoint('r50_caffe'), '--style', 'caffe', '--n', 1, '--warmup', 0,
                  '--compare', 'torchvision')
     assert proc.returncode == 1 and 'needs an R-50 pytorch-style checkpoint' in proc.stderr
 
 
+@pytest.mark.slow
 def test_bench_pipeline_replay_row(tmp_path, checkpoint):
     images = tmp_path / 'imgs'
     images.mkdir()
@@ -80,6 +83,7 @@ def test_bench_pipeline_replay_row(tmp_path, checkpoint):
     assert 'go with --pipeline' in mrcnn_here('bench', '--weights', checkpoint('r50'), '--replay').stderr
 
 
+@pytest.mark.slow
 def test_replayed_network_gives_the_recorded_detections(torch_predictor):
     import copy
 

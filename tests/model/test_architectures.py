@@ -64,6 +64,7 @@ def test_backbone_strides(style):
     assert strided.stride == (2, 2) and other.stride == (1, 1)
 
 
+@pytest.mark.slow
 def test_resnext_checkpoint_end_to_end(torch_predictor):
     p = torch_predictor('x101_32x4d')
     assert p.spec.backbone_name == 'X-101-32x4d' and p.spec.style == 'pytorch'
@@ -122,6 +123,7 @@ def test_bottleneck_is_torchvisions_block():
             assert torch.equal(ours(x), ref(x))
 
 
+@pytest.mark.slow
 def test_kernels_are_torchvisions_ops_and_predicting_does_not_import_torchvision(checkpoint):
     import subprocess
     import sys

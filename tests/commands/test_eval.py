@@ -98,6 +98,7 @@ def _metrics(out):
     return json.loads((out / 'metrics.json').read_text())
 
 
+@pytest.mark.slow
 def test_full_loop_on_both_backends(tmp_path, checkpoint, exported):
     outs = {}
     for backend, args in (('torch', ['--weights', checkpoint('r50')]), ('onnx', ['--onnx', exported('r50')])):
@@ -125,6 +126,7 @@ def test_full_loop_on_both_backends(tmp_path, checkpoint, exported):
             assert value == pytest.approx(m_onnx[kind][name], abs=0.005), (kind, name)
 
 
+@pytest.mark.slow
 def test_missing_images_resume_and_shards(tmp_path, checkpoint):
     images = tmp_path / 'images'
     images.mkdir()
@@ -165,6 +167,7 @@ def test_missing_images_resume_and_shards(tmp_path, checkpoint):
     assert merged == single
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_equal_one(tmp_path, checkpoint):
     common = ['--ann', TINY8, '--images', COCO_IMAGES, '--weights', checkpoint('r50'), '--max-images', 2, *FAST]
     env = dict(os.environ, OMP_NUM_THREADS='1')  # same thread count, same float reduction order

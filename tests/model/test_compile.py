@@ -11,6 +11,7 @@ from helpers import FAST, assert_one_error_line, mrcnn_here
 from matching import assert_matches_reference, assert_same_to_rounding, from_reference
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which('g++') is None, reason="inductor's CPU backend needs a C++ compiler")
 def test_compiled_model_matches_mmdetection_reference(checkpoint, torch_predictor):
     import torch._dynamo.config as dynamo_config
@@ -35,6 +36,7 @@ def test_compile_is_refused_for_onnx(tmp_path):
     assert not (tmp_path / 'out').exists()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which('g++') is None, reason="inductor's CPU backend needs a C++ compiler")
 def test_predict_compile_flag(tmp_path, checkpoint):
     proc = mrcnn_here('predict', COCO_IMAGES / '000000397133.jpg', '--weights', checkpoint('r50'), '--device',

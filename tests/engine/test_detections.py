@@ -64,6 +64,7 @@ def test_filter_by_names_indexes_and_one_string():
         det.filter(classes=-1)
 
 
+@pytest.mark.slow
 def test_to_json_round_trips_and_to_dict_is_plain_json(crowded, tmp_path):
     data = crowded.to_dict()
     assert json.loads(json.dumps(data)) == data

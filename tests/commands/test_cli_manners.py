@@ -3,6 +3,8 @@ off a terminal, options that do not apply named, one-line usage errors, zoo-name
 import subprocess
 import sys
 
+import pytest
+
 from conftest import COCO_IMAGES, SHARED
 from helpers import FAST, mrcnn_here
 
@@ -23,6 +25,7 @@ def test_missing_inputs_fail_before_any_model_is_downloaded(tmp_path, monkeypatc
     assert not calls and not any(empty.iterdir())
 
 
+@pytest.mark.slow
 def test_quiet_prints_nothing_on_success(checkpoint, tmp_path):
     args = ('predict', IMG, '--weights', checkpoint('r50'), '--style', 'pytorch', '--device', 'cpu', *FAST)
     proc = mrcnn_here(*args, '--out', tmp_path / 'a', '-q')            # after the command, as users type it
@@ -32,6 +35,7 @@ def test_quiet_prints_nothing_on_success(checkpoint, tmp_path):
     assert proc.stdout == '' and proc.stderr.startswith('warning: --save-conf does not apply without --save-txt')
 
 
+@pytest.mark.slow
 def test_no_progress_bars_when_stderr_is_not_a_terminal(checkpoint, tmp_path):
     proc = subprocess.run([sys.executable, '-m', 'mrcnn_cli', 'predict', str(IMG), '--weights', str(checkpoint('r50')),
                            '--style', 'pytorch', '--device', 'cpu', *FAST, '--out', str(tmp_path / 'out')],
@@ -60,6 +64,7 @@ def test_usage_errors_are_one_line_with_exit_code_2():
         assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr
 
 
+@pytest.mark.slow
 def test_shell_completion_completes_zoo_names():
     import os
     env = dict(os.environ, _MRCNN_COMPLETE='bash_complete', COMP_WORDS='mrcnn predict --model mask-rcnn_x101-64',

@@ -3,6 +3,7 @@ import re
 import shutil
 
 import cv2
+import pytest
 
 from conftest import COCO_IMAGES, ROOT, SHARED
 
@@ -13,6 +14,7 @@ def api_blocks():
     return re.findall(r'```python\n(.*?)```', section, flags=re.S)
 
 
+@pytest.mark.slow
 def test_python_api_section_runs(tmp_path, monkeypatch, checkpoint, zoo_weights_dir, exported):
     blocks = api_blocks()
     assert blocks and 'mrcnn_cli.load(' in blocks[0]

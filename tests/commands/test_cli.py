@@ -4,6 +4,7 @@ import shutil
 
 import numpy as np
 import pycocotools.mask as mask_util
+import pytest
 import torch
 from pycocotools.coco import COCO
 
@@ -16,6 +17,7 @@ from helpers import FAST, FAST_SCALE, assert_one_error_line, mrcnn, mrcnn_here
 from matching import assert_matches_reference, from_annotations, from_reference
 
 
+@pytest.mark.slow
 def test_version_and_help():
     assert mrcnn('--version').stdout.strip().endswith(__version__)
     for cmd in ([], ['predict'], ['zoo'], ['zoo', 'list'], ['zoo', 'download']):
@@ -31,6 +33,7 @@ def test_zoo_list_shows_every_row(tmp_path):
     assert any(line.startswith('mask-rcnn_x101-64x4d_fpn_ms-poly_3x_coco') for line in lines)
 
 
+@pytest.mark.slow
 def test_predict_directory_writes_pictures_and_coco_json(tmp_path, checkpoint):
     src = tmp_path / 'in'
     (src / 'sub').mkdir(parents=True)
@@ -59,6 +62,7 @@ def test_predict_directory_writes_pictures_and_coco_json(tmp_path, checkpoint):
     assert picture != DEMO.read_bytes() and len(picture) > 10000
 
 
+@pytest.mark.slow
 def test_predict_class_filter_and_no_vis(tmp_path, checkpoint):
     out = tmp_path / 'out'
     proc = mrcnn_here('predict', DEMO, '--weights', checkpoint('r50'), '--device', 'cpu', '--out', out,
@@ -103,6 +107,7 @@ def test_bf16_runs_with_fp32_selection(torch_predictor, checkpoint):
     assert ((det.scores > 0.05) & (det.scores <= 1)).all() and (det.scores[:-1] >= det.scores[1:]).all()
 
 
+@pytest.mark.slow
 def test_caffe_training_checkpoint_needs_no_options(tmp_path, checkpoint):
     """A raw mmdetection 3.x training file of a caffe model, given with --weights alone, runs as
     the caffe model it is: mmdetection's detections for it (issue 15)."""
@@ -122,6 +127,7 @@ def test_caffe_training_checkpoint_needs_no_options(tmp_path, checkpoint):
     assert_matches_reference(from_reference(ref['detections']), from_annotations(anns, ref['height'], ref['width']))
 
 
+@pytest.mark.slow
 def test_an_onnx_file_implies_its_backend_and_a_file_of_the_wrong_kind_is_named(tmp_path, checkpoint, exported):
     graph = exported('r50')
     proc = mrcnn_here('predict', DEMO, '--onnx', graph, '--device', 'cpu', *FAST, '--no-vis', '--out', tmp_path / 'o')
@@ -145,6 +151,7 @@ def test_class_typos_are_caught_before_any_download(tmp_path):
     assert list(empty.iterdir()) == [] and 'cannot download' not in proc.stderr
 
 
+@pytest.mark.slow
 def test_run_folders_never_mix_two_runs(tmp_path, checkpoint, monkeypatch):
     monkeypatch.chdir(tmp_path)
     image = COCO_IMAGES / '000000397133.jpg'

@@ -4,13 +4,12 @@ import copy
 
 import numpy as np
 import pytest
-from test_onnx import CASES
 
 from mrcnn_cli import MrcnnError, load
 from mrcnn_cli.io.images import read_image
 
 from conftest import COCO_IMAGES
-from helpers import FAST, FAST_SCALE, assert_one_error_line, mrcnn_here
+from helpers import EXPORT_CASES, FAST, FAST_SCALE, assert_one_error_line, mrcnn_here
 from matching import assert_matches_reference
 
 pytest.importorskip('openvino', reason="the optional openvino package is not installed (pip install "
@@ -23,7 +22,8 @@ def own_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path_factory.getbasetemp() / 'cache'))
 
 
-@pytest.mark.parametrize('variant,style,images,scale', CASES, ids=[c[0] for c in CASES])
+@pytest.mark.slow
+@pytest.mark.parametrize('variant,style,images,scale', EXPORT_CASES, ids=[c[0] for c in EXPORT_CASES])
 def test_openvino_matches_pytorch(exported, torch_predictor, variant, style, images, scale):
     path = exported(variant, style)
     ov_predictor = load(onnx=path, backend='openvino', device='cpu', scale=scale or (1333, 800))
@@ -39,6 +39,7 @@ def test_openvino_matches_pytorch(exported, torch_predictor, variant, style, ima
         assert_matches_reference(ref, ov_predictor(img))
 
 
+@pytest.mark.slow
 def test_compiled_models_are_cached_between_loads(exported, tmp_path):
     cache = tmp_path / 'ov-cache'
     from mrcnn_cli.backends.openvino import OpenVinoPredictor
@@ -46,6 +47,7 @@ def test_compiled_models_are_cached_between_loads(exported, tmp_path):
     assert any(cache.iterdir())
 
 
+@pytest.mark.slow
 def test_openvino_from_the_cli_and_its_refusals(exported, tmp_path):
     path = exported('r50')
     img = COCO_IMAGES / '000000011813.jpg'
@@ -66,6 +68,7 @@ def test_openvino_from_the_cli_and_its_refusals(exported, tmp_path):
         load(onnx=broken, backend='openvino', device='cpu')
 
 
+@pytest.mark.slow
 def test_the_bf16_hint_keeps_backbone_stages_at_bf16_rounding(torch_predictor, tmp_path):
     """As the --bf16 tests do for torch, stage by stage (a random network amplifies any rounding
     end to end): backbone stages compiled with the predictor's own BF16 settings, fed the FP32

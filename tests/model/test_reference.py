@@ -5,16 +5,11 @@ import pytest
 
 from mrcnn_cli.io.images import read_image
 
-from conftest import COCO_IMAGES, SHARED
-from matching import assert_matches_reference, assert_same_to_rounding, from_reference, match_reference
-
-REFERENCES = [
-    ('r50', 'pytorch', 'r50_fpn__mmdet_demo.json', SHARED / 'data' / 'demo' / 'mmdet_demo.jpg'),
-    ('r50', 'pytorch', 'r50_fpn__000000397133.json', COCO_IMAGES / '000000397133.jpg'),
-    ('r50_caffe', 'caffe', 'r50_caffe_fpn__000000397133.json', COCO_IMAGES / '000000397133.jpg'),
-]
+from conftest import SHARED
+from matching import REFERENCES, assert_matches_reference, assert_same_to_rounding, from_reference, match_reference
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('variant,style,ref_name,image', REFERENCES, ids=[r[2] for r in REFERENCES])
 def test_matches_mmdetection_reference(torch_predictor, variant, style, ref_name, image):
     ref = json.loads((SHARED / 'data' / 'reference' / ref_name).read_text())
@@ -23,6 +18,7 @@ def test_matches_mmdetection_reference(torch_predictor, variant, style, ref_name
     assert_matches_reference(from_reference(ref['detections']), det)
 
 
+@pytest.mark.slow
 def test_reference_check_can_fail(torch_predictor):
     """The matcher rejects the pytorch-style reference when the model runs with caffe preprocessing."""
     ref = json.loads((SHARED / 'data' / 'reference' / 'r50_fpn__mmdet_demo.json').read_text())
@@ -31,6 +27,7 @@ def test_reference_check_can_fail(torch_predictor):
     assert len(unmatched) > 0.5 * n_ref
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('variant,style,ref_name,image', REFERENCES, ids=[r[2] for r in REFERENCES])
 def test_fp32_inference_rewrites_stay_at_rounding_level(torch_predictor, plain_predictor, variant, style,
                                                         ref_name, image):
@@ -43,6 +40,7 @@ def test_fp32_inference_rewrites_stay_at_rounding_level(torch_predictor, plain_p
     assert_same_to_rounding(torch_predictor(variant, style)(img), plain_predictor(variant, style)(img))
 
 
+@pytest.mark.slow
 def test_gpu_roi_path_matches_reference(torch_predictor, plain_predictor, monkeypatch):
     """The RoI path GPUs take (all levels stacked, one torchvision RoIAlign call, no host sync),
     run here on the CPU: mmdetection's detections, and the plain model's at rounding level."""

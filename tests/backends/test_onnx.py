@@ -14,18 +14,15 @@ from mrcnn_cli.backends.onnx_runtime import OnnxPredictor
 from mrcnn_cli.io.images import read_image
 
 from conftest import COCO_IMAGES, DEMO, SHARED
-from helpers import FAST, FAST_SCALE, assert_one_error_line, mrcnn_here
+from helpers import EXPORT_CASES, FAST, assert_one_error_line, mrcnn_here
 from matching import assert_matches_reference
 
 STANDARD_DOMAINS = {'', 'ai.onnx'}
 # different sizes and aspect ratios: 640x427, 640x480, 333x500 (portrait), 640x358
-IMAGES = ['000000397133.jpg', '000000516916.jpg', '000000011813.jpg', '000000181303.jpg']
-# R-50 at mmdetection's test scale; the others at a smaller one (the same network either way)
-CASES = [('r50', None, IMAGES, None), ('r50_caffe', 'caffe', IMAGES[:2], FAST_SCALE),
-         ('x101_32x4d', None, IMAGES[2:3], FAST_SCALE)]
 
 
-@pytest.mark.parametrize('variant,style,images,scale', CASES, ids=[c[0] for c in CASES])
+@pytest.mark.slow
+@pytest.mark.parametrize('variant,style,images,scale', EXPORT_CASES, ids=[c[0] for c in EXPORT_CASES])
 def test_onnxruntime_matches_pytorch(exported, torch_predictor, variant, style, images, scale):
     path = exported(variant, style)
     proto = onnx.load(str(path), load_external_data=False)
@@ -60,6 +57,7 @@ def test_onnxruntime_matches_pytorch(exported, torch_predictor, variant, style, 
         assert_matches_reference(ref, got)
 
 
+@pytest.mark.slow
 def test_image_with_no_detections(checkpoint, tmp_path):
     from mrcnn_cli import load
     p = load(weights=checkpoint('r50'), style='pytorch', device='cpu')
@@ -71,6 +69,7 @@ def test_image_with_no_detections(checkpoint, tmp_path):
     assert len(p(read_image(DEMO))) == 0
 
 
+@pytest.mark.slow
 def test_export_cli_and_predict_with_onnx_backend(tmp_path, checkpoint):
     path = tmp_path / 'm.onnx'
     proc = mrcnn_here('export', '--onnx', path, '--weights', checkpoint('r50'))

@@ -5,8 +5,9 @@ import random
 import subprocess
 import sys
 
-import fuzzing
 import pytest
+
+import fuzzing
 
 CASES = 1000   # per kind here; `make fuzz` runs 10,000
 

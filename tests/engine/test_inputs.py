@@ -89,6 +89,7 @@ def server():
     httpd.shutdown()
 
 
+@pytest.mark.slow
 def test_paths_urls_bytes_and_file_objects_give_the_file_detections(model, reference, server):
     assert same(model(STREET), reference)                         # pathlib.Path
     assert same(model(f'{server}/street.jpg'), reference)        # an image URL
@@ -120,6 +121,7 @@ def test_urls_that_fail_are_one_error_naming_them(model, server):
         assert list(model.stream(f'{server}/missing.jpg')) == []
 
 
+@pytest.mark.slow
 def test_arrays_in_bgr_and_with_channels_rgb(model, reference):
     bgr = cv2.imread(str(STREET))
     rgb = np.ascontiguousarray(bgr[:, :, ::-1])
@@ -138,6 +140,7 @@ def test_arrays_in_bgr_and_with_channels_rgb(model, reference):
         model(bgr.astype(np.float32))
 
 
+@pytest.mark.slow
 def test_grey_images_are_read_as_opencv_reads_a_grey_file(model, tmp_path):
     grey = cv2.cvtColor(cv2.imread(str(STREET)), cv2.COLOR_BGR2GRAY)
     cv2.imwrite(str(tmp_path / 'grey.png'), grey)
@@ -155,6 +158,7 @@ def test_pil_images_of_any_mode(model, reference, tmp_path):
     assert rgba.mode == 'RGBA'                                               # not converted in place
 
 
+@pytest.mark.slow
 def test_tensors_as_torchvision_reads_images(model, reference):
     rgb = torch.from_numpy(cv2.imread(str(STREET))[:, :, ::-1].copy()).permute(2, 0, 1)   # CHW uint8 RGB
     assert same(model(rgb), reference)
@@ -170,6 +174,7 @@ def test_tensors_as_torchvision_reads_images(model, reference):
         model(rgb.int())
 
 
+@pytest.mark.slow
 def test_lists_folders_and_globs_give_one_detections_per_image(model, reference, tmp_path):
     other = model(OTHER)
     mixed = model([STREET, cv2.imread(str(OTHER)), STREET.read_bytes()])
@@ -199,6 +204,7 @@ def test_anything_else_is_one_error_naming_its_type_and_what_is_accepted(model):
         model(io.StringIO('text'))
 
 
+@pytest.mark.slow
 def test_per_call_score_threshold_and_classes(model, reference):
     names = sorted(set(reference.class_names))
     some = model(STREET, score_thr=float(reference.scores[3]), classes=[names[0], model.classes.index(names[1])])
@@ -218,6 +224,7 @@ def test_per_call_score_threshold_and_classes(model, reference):
         model(STREET, score_thr=5)
 
 
+@pytest.mark.slow
 def test_load_tells_a_checkpoint_from_an_onnx_file_by_content(checkpoint, exported, tmp_path):
     ckpt, graph = tmp_path / 'weights', tmp_path / 'graph'      # names that say nothing
     ckpt.symlink_to(checkpoint('r50'))

@@ -10,15 +10,14 @@ import sys
 import numpy as np
 import pytest
 import torch
-from test_bf16 import IMAGES as STAGE_IMAGES
-from test_bf16 import HeadsAgreement, fp32_stage_inputs, heads_detections
-from test_reference import REFERENCES
 
 from mrcnn_cli import load
 from mrcnn_cli.io.images import read_image
 
 from conftest import COCO_IMAGES, SHARED
-from matching import assert_matches_reference, assert_same_to_rounding, from_reference
+from matching import REFERENCES, assert_matches_reference, assert_same_to_rounding, from_reference
+from stage_checks import IMAGES as STAGE_IMAGES
+from stage_checks import HeadsAgreement, fp32_stage_inputs, heads_detections
 
 CUDA = torch.cuda.is_available()
 pytestmark = pytest.mark.skipif(not CUDA, reason='no CUDA GPU here (the GPU paths run under `make gpu-check`)')

@@ -47,6 +47,7 @@ def test_zoo_name_alone_uses_the_weights_folder(zoo_weights_dir, monkeypatch):
         mrcnn_cli.load('mask-rcnn_r50_fpn_1x_coco', 'cpu')   # options are keyword-only
 
 
+@pytest.mark.slow
 def test_path_array_and_list_give_the_same_detections(model):
     by_path = model(str(STREET))
     assert isinstance(by_path, Detections) and len(by_path) > 0
@@ -98,6 +99,7 @@ def test_detections_index_filter_serialise_and_draw(model):
         det.plot(image[:10])
 
 
+@pytest.mark.slow
 def test_call_equals_what_mrcnn_predict_writes(model, checkpoint, tmp_path):
     proc = mrcnn('predict', STREET, '--model', 'mask-rcnn_r50_fpn_1x_coco', '--weights', checkpoint('r50'), *FAST,
                  '--device', 'cpu', '--score-thr', '0.05', '--no-vis', '--out', tmp_path)
@@ -107,6 +109,7 @@ def test_call_equals_what_mrcnn_predict_writes(model, checkpoint, tmp_path):
     assert written and written == model(STREET).to_coco(image_id=doc['images'][0]['id'])
 
 
+@pytest.mark.slow
 def test_stream_a_real_clip_with_stride(model):
     items = list(model.stream(str(CLIP), vid_stride=3, max_frames=7))
     assert [i.frame_index for i in items] == list(range(7))
@@ -124,6 +127,7 @@ def test_stream_a_real_clip_with_stride(model):
         assert list(model.stream([COCO_IMAGES.parent / 'annotations' / 'instances_val2017_tiny8.json'])) == []
 
 
+@pytest.mark.slow
 def test_two_predictors_from_one_model_and_the_model_is_unchanged(checkpoint):
     from mrcnn_cli.backends.pytorch import TorchPredictor, load_torch_model
     got = load_torch_model(weights=checkpoint('r50'), style='pytorch')
@@ -140,6 +144,7 @@ def test_two_predictors_from_one_model_and_the_model_is_unchanged(checkpoint):
     assert loaded.backbone.conv1.weight.is_contiguous()   # not made channels-last
 
 
+@pytest.mark.slow
 def test_importing_and_predicting_leave_process_settings_alone(checkpoint):
     """Thread counts, dynamo/inductor config and the allocator (see test_memory) stay as they were."""
     import subprocess

@@ -40,6 +40,7 @@ def minor_faults(mode, *args, env=None):
     return int(out.stdout.split()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith('linux'), reason='glibc allocator setting')
 def test_kept_memory_is_reused_without_page_faults(checkpoint):
     block = 64 * 2 ** 20 // 4096   # pages

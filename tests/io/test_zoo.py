@@ -63,7 +63,7 @@ def test_offline_download_says_how_to_use_a_local_file(tmp_path):
 
 def test_the_default_weights_folder_is_the_checkouts_and_else_the_cache(monkeypatch, tmp_path):
     monkeypatch.delenv('MRCNN_WEIGHTS_DIR', raising=False)
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     assert zoo.checkout_root(zoo.__file__) == root          # this checkout (an editable install)
     assert zoo.default_weights_dir() == root / 'weights'
     installed = tmp_path / 'lib' / 'site-packages' / 'mrcnn_cli' / 'io' / 'zoo.py'   # as pip installs it

@@ -73,6 +73,7 @@ USER_FILES = {   # name -> how it was made
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('kind', USER_FILES)
 def test_users_files_load_with_their_own_style_and_weights(kind, plain, tmp_path):
     style = 'pytorch' if '(pytorch)' in kind else 'caffe'
@@ -102,6 +103,7 @@ def load_hub(path):
         return torch.load(path, weights_only=True)['message_hub']
 
 
+@pytest.mark.slow
 def test_caffe_training_file_gives_the_caffe_models_detections(plain, tmp_path, torch_predictor):
     """The file's config says caffe: with --weights alone it runs as caffe (as mmdetection would)."""
     from mrcnn_cli.backends.pytorch import LoadedModel, TorchPredictor
@@ -217,6 +219,7 @@ def test_other_model_types_name_the_keys_that_show_it(plain):
         model_from_checkpoint(Checkpoint(boxes_only), style='pytorch')
 
 
+@pytest.mark.slow
 def test_mmdet2_and_bare_state_dict(tmp_path, checkpoint):
     ck2 = load_checkpoint(checkpoint('r50', 'mmdet2'))
     assert ck2.classes == COCO_CLASSES and 'backbone.conv1.weight' in ck2.state_dict
