@@ -30,7 +30,6 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
 # for its own run, and a program that imports the library keeps the default whatever runs beside it.
 _COMMAND_LINE = contextvars.ContextVar('mrcnn_command_line', default=False)
 _FLAGS = {'name': '--model'}                              # Python keyword -> flag, where they differ
-_BACKEND_FLAG_VALUES = {'onnxruntime': 'onnx'}
 _UNSET = object()
 
 
@@ -61,8 +60,7 @@ def option(name: str, value: object = _UNSET, *, meta: str | None = None) -> str
     if value is True:   # a flag that is on
         return flag
     if value is not _UNSET:
-        shown = _BACKEND_FLAG_VALUES.get(str(value), value) if name == 'backend' else value
-        return f'{flag} {shown}'
+        return f'{flag} {value}'
     return f'{flag} {meta}' if meta else flag
 
 
