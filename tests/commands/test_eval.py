@@ -152,9 +152,19 @@ def test_missing_images_resume_and_shards(tmp_path, checkpoint):
     proc = mrcnn_here(*base, '--scale', '800,480', '--resume')   # the last --scale counts
     assert proc.returncode == 1 and 'written by another run (scale [640, 384], now [800, 480])' in proc.stderr
     # two shards written separately and evaluated together give the same metrics
-    for k in (0, 1):
-        proc = mrcnn_here(*base[:-1], tmp_path / 'shards', '--shard', f'{k}/2')
-        assert proc.returncode == 0, proc.stderr
+    shards = tmp_path / 'shards'
+    proc = mrcnn_here(*base[:-1], shards, '--shard', '0/2')
+    assert proc.returncode == 0 and f'--merge {shards}' in proc.stdout, proc.stderr
+    assert_one_error_line(mrcnn_here('eval', 'coco', '--ann', TINY8, '--merge', shards), '1 of 2 parts are missing')
+    proc = mrcnn_here(*base[:-1], shards, '--shard', '1/2')
+    assert proc.returncode == 0, proc.stderr
+    proc = mrcnn_here('eval', 'coco', '--ann', TINY8, '--merge', shards)   # from the parts' logs
+    assert proc.returncode == 1 and f'1 of 3 images missing or unreadable, not evaluated: {names[ids[2]]}' in \
+        proc.stderr
+    merged_metrics = _metrics(shards)
+    assert (merged_metrics['bbox'], merged_metrics['segm']) == (first['bbox'], first['segm'])
+    assert merged_metrics['parts'] == 2 and merged_metrics['scale'] == list(FAST_SCALE)
+    assert_one_error_line(mrcnn_here('eval', 'coco', '--ann', MINI, '--merge', shards), 'was written for other images')
     proc = mrcnn_here('eval', 'coco', '--ann', TINY8, '--results', str(tmp_path / 'shards' / 'results.shard-*.json'),
                       '--covered-only', '--out', tmp_path / 'merged')
     assert proc.returncode == 0, proc.stderr

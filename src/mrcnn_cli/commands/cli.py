@@ -4,7 +4,6 @@ import os
 import signal
 import sys
 import warnings
-from pathlib import Path
 
 import click
 
@@ -217,6 +216,8 @@ def eval_group():
               help='Folder with the annotation file\'s images.')
 @click.option('--results', 'results_files', multiple=True,
               help='Evaluate existing COCO results file(s) instead of running a model (globs allowed).')
+@click.option('--merge', 'merge_dir', type=click.Path(file_okay=False, exists=True), default=None,
+              help='Evaluate the parts of a sharded eval (--shard K/N runs with this --out) together.')
 @model_choice()
 @click.option('--max-images', type=click.IntRange(1), default=None, help='Only the first N images (by id).')
 @click.option('--out', 'out_dir', type=click.Path(file_okay=False), default='runs/eval', show_default=True)
@@ -226,7 +227,8 @@ def eval_group():
               help='With --results: score only the images the results name (by default every image of --ann is '
                    'scored, as COCO does; one warning says when the results name fewer).')
 @max_pixels_option
-def eval_coco(ann, images_dir, results_files, model, max_images, out_dir, run, classwise, covered_only, max_pixels):
+def eval_coco(ann, images_dir, results_files, merge_dir, model, max_images, out_dir, run, classwise, covered_only,
+              max_pixels):
     """COCO box AP and mask AP through pycocotools (mmdetection's test thresholds: 0.05, 100 per image)."""
     from dataclasses import replace
 
@@ -241,6 +243,18 @@ def eval_coco(ann, images_dir, results_files, model, max_images, out_dir, run, c
         click.echo(f'{done.images_evaluated} of {done.images_total} images evaluated; metrics -> {done.metrics_path}')
         return
     warn_unused(ctx, ('covered_only',), 'when a model runs (the images it reads are evaluated)')
+    if merge_dir:
+        warn_unused(ctx, ('images_dir', 'weights', 'style', 'device', 'backend', 'onnx_path', 'ort_provider', 'fp16',
+                          'bf16', 'compile_model', 'max_images', 'out_dir', 'resume', 'shard', 'scale', 'max_pixels'),
+                    'with --merge (the parts are evaluated as they were run)')
+        outcome = ev.eval_parts(ann, merge_dir, model.name)
+        _print_evaluation(outcome.evaluation, ev.published(model.name), classwise)
+        click.echo(f'{outcome.evaluated} of {outcome.total} images evaluated -> {outcome.results_path}, '
+                   f'{outcome.metrics_path}')
+        if outcome.missing:
+            click.echo(ev.summarise_missing(outcome.missing, outcome.total), err=True)
+            sys.exit(1)
+        return
     if not images_dir:
         raise click.UsageError('--images DIR is needed to run a model (or pass --results FILE)')
     from mrcnn_cli.engine.distributed import distributed_context, is_rank_zero, torchrun_device
@@ -250,8 +264,8 @@ def eval_coco(ann, images_dir, results_files, model, max_images, out_dir, run, c
     if outcome.rank != 0 and outcome.evaluation is None and distributed_context():
         return
     if outcome.evaluation is None:
-        click.echo(f'shard results -> {outcome.results_path}; evaluate all shards with '
-                   f"mrcnn eval coco --ann {ann} --results '{Path(out_dir) / 'results.shard-*.json'}'")
+        click.echo(f'shard results -> {outcome.results_path}; when every part is done: '
+                   f'mrcnn eval coco --ann {ann} --merge {out_dir}')
         return
     _print_evaluation(outcome.evaluation, ev.published(model.name), classwise)
     click.echo(f'{outcome.evaluated} of {outcome.total} images evaluated -> {outcome.results_path}, '

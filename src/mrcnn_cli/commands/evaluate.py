@@ -19,7 +19,7 @@ from mrcnn_cli.io.coco_checks import check_annotations
 from mrcnn_cli.io.coco_checks import check_results as check_result_entries
 from mrcnn_cli.io.files import read_json, write_json
 from mrcnn_cli.io.images import MAX_PIXELS
-from mrcnn_cli.io.results_log import ResultsLog, result_records
+from mrcnn_cli.io.results_log import ResultsLog, check_parts, find_logs, result_records, scan
 from mrcnn_cli.io.sources import IMAGE, Source
 
 METRICS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'AR1', 'AR10', 'AR100', 'ARs', 'ARm', 'ARl')
@@ -77,9 +77,13 @@ def select_images(gt, max_images):
 def eval_header(predictor, gt, image_ids, part):
     """What an evaluation's results log records of its run (see commands.predict.run_header): the
     model and every image it covers, so that --resume never mixes two models' or two sets' results."""
+    return {**predictor.identity(), 'inputs': images_record(gt, image_ids), 'partition': [part.rank, part.world]}
+
+
+def images_record(gt, image_ids):
+    """What a log records of the images it covers: their count and a digest of their ids and names."""
     listed = '\n'.join(f'{i} {gt.imgs[i]["file_name"]}' for i in image_ids)
-    return {**predictor.identity(), 'inputs': {'count': len(image_ids), 'sha256': hashlib.sha256(
-        listed.encode()).hexdigest()}, 'partition': [part.rank, part.world]}
+    return {'count': len(image_ids), 'sha256': hashlib.sha256(listed.encode()).hexdigest()}
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,14 @@ class EvalOptions:
     model_name: str | None = None           # a zoo entry: its published AP goes beside the numbers
     max_pixels: int = MAX_PIXELS
     progress: bool = True
+
+
+def add_logged_results(run, path, image_ids):
+    """The results entries and done images a log holds, added to `run` (image k of `image_ids` is input k)."""
+    for record in result_records(path):
+        image_id = image_ids[record['source_index']]
+        run.done.append(image_id)
+        run.results += [{'image_id': image_id, **entry} for entry in record['annotations']]
 
 
 def run_inference(predictor, gt, images_dir, log_path, all_ids, part, options=EvalOptions(), warn=print):
@@ -105,10 +117,8 @@ def run_inference(predictor, gt, images_dir, log_path, all_ids, part, options=Ev
     run = InferenceRun()
     log = ResultsLog(log_path, eval_header(predictor, gt, all_ids, part), resume=options.resume)
     try:
-        for record in result_records(log.path) if log.done else ():   # what an interrupted run finished
-            image_id = all_ids[record['source_index']]
-            run.done.append(image_id)
-            run.results += [{'image_id': image_id, **entry} for entry in record['annotations']]
+        if log.done:   # what an interrupted run finished
+            add_logged_results(run, log.path, all_ids)
         todo = [k for k in part.take(range(len(all_ids))) if k not in log.done]
         sources = [Source(IMAGE, Path(images_dir) / gt.imgs[all_ids[k]]['file_name'],
                           gt.imgs[all_ids[k]]['file_name']) for k in todo]
@@ -341,10 +351,16 @@ def eval_with_model(predictor, ann, images_dir, out_dir, options=EvalOptions(), 
     run.results.sort(key=lambda r: (r['image_id'], -r['score']))
     outcome.missing = run.missing
     if world > 1 and not dist:
-        # one shard of several: write its results; evaluate the merged files later
+        # one shard of several: its results beside its log; `--merge` evaluates all parts together
         outcome.results_path = out_dir / f'results.shard-{rank}-of-{world}.json'
         write_json(outcome.results_path, run.results)
         return outcome
+    identity = {k: v for k, v in predictor.identity().items() if k != 'classes'}
+    return evaluate_run(gt, run, out_dir, outcome, {'source': predictor.source, **identity}, options.model_name)
+
+
+def evaluate_run(gt, run, out_dir, outcome, produced_by, model_name=None):
+    """results.json and metrics.json (what `produced_by` says made them) of a whole run's results."""
     outcome.results_path = out_dir / 'results.json'
     write_json(outcome.results_path, run.results)
     outcome.evaluated = len(run.done)
@@ -355,7 +371,28 @@ def eval_with_model(predictor, ann, images_dir, out_dir, options=EvalOptions(), 
     outcome.metrics_path = out_dir / 'metrics.json'
     write_json(outcome.metrics_path, metrics_record(outcome.evaluation, {
         'images_evaluated': outcome.evaluated, 'images_total': outcome.total,
-        'images_missing': [m.file_name for m in run.missing], 'model': options.model_name,
-        'source': predictor.source, **{k: v for k, v in predictor.identity().items() if k != 'classes'},
-        'published': published(options.model_name)}))
+        'images_missing': [m.file_name for m in run.missing], 'model': model_name, **produced_by,
+        'published': published(model_name)}))
     return outcome
+
+
+def eval_parts(ann, folder, model_name=None):
+    """COCOeval of every part of a sharded evaluation in `folder` (`--shard K/N` runs, each with
+    the same --out), read from their logs: checked to be one run's, over this annotation file's
+    images, every part there and finished; results.json and metrics.json as one process writes."""
+    gt = load_ground_truth(ann)
+    folder = Path(folder)
+    logs = find_logs(folder, 'results', '.partial.jsonl')
+    headers = check_parts(logs, folder)
+    image_ids = select_images(gt, headers[0]['inputs']['count'])
+    if images_record(gt, image_ids) != headers[0]['inputs']:
+        raise MrcnnError(f'{logs[0].name} was written for other images than those of {ann}')
+    run = InferenceRun()
+    for path in logs:
+        add_logged_results(run, path, image_ids)
+        run.missing += [MissingImage(image_ids[k], gt.imgs[image_ids[k]]['file_name'], 'unreadable')
+                        for k in sorted(scan(path).failed)]
+    run.results.sort(key=lambda r: (r['image_id'], -r['score']))
+    outcome = EvalOutcome(total=len(image_ids), missing=run.missing)
+    produced_by = {k: v for k, v in headers[0].items() if k not in ('classes', 'inputs', 'partition', 'format')}
+    return evaluate_run(gt, run, folder, outcome, {'parts': len(logs), **produced_by}, model_name)

@@ -149,22 +149,30 @@ def read_header(path, then=''):
     return header
 
 
-def find_logs(out_dir):
-    """The logs of one run in `out_dir`: its shards, its torchrun ranks, or its one log."""
+def find_logs(out_dir, stem='predictions', suffix='.jsonl'):
+    """The logs of one run in `out_dir`: its shards, its torchrun ranks, or its one log (named
+    STEM[.shard-K-of-N|.rankR]SUFFIX: predict's predictions*.jsonl, eval's results*.partial.jsonl)."""
     out_dir = Path(out_dir)
-    for pattern in ('predictions.shard-*-of-*.jsonl', 'predictions.rank*.jsonl'):
-        logs = sorted(out_dir.glob(pattern))
+    for part in ('.shard-*-of-*', '.rank*'):
+        logs = sorted(out_dir.glob(f'{stem}{part}{suffix}'))
         if logs:
             return logs
-    if (out_dir / 'predictions.jsonl').exists():
-        return [out_dir / 'predictions.jsonl']
-    raise MrcnnError(f'no predictions.jsonl, predictions.shard-K-of-N.jsonl or predictions.rankR.jsonl in {out_dir}')
+    if (out_dir / f'{stem}{suffix}').exists():
+        return [out_dir / f'{stem}{suffix}']
+    raise MrcnnError(f'no {stem}{suffix}, {stem}.shard-K-of-N{suffix} or {stem}.rankR{suffix} in {out_dir}')
 
 
 def merge_logs(out_dir):
     """predictions.json in `out_dir` from the logs of all its parts, checked to be one run's and
     complete; the same document one process would have written."""
     logs = find_logs(out_dir)
+    headers = check_parts(logs, out_dir)
+    return write_document(logs, Path(out_dir) / 'predictions.json', headers[0]['classes'])
+
+
+def check_parts(logs, out_dir):
+    """The headers of the logs of a partitioned run, checked to be one run's, every part there and
+    finished; one MrcnnError naming the first problem otherwise."""
     headers = [read_header(p) for p in logs]
     same = [{k: v for k, v in h.items() if k != 'partition'} for h in headers]
     for path, h in zip(logs[1:], same[1:]):
@@ -181,7 +189,7 @@ def merge_logs(out_dir):
     for part in unfinished_parts(logs):
         raise MrcnnError(f'{part.path.name} is not finished ({part.done} of {part.inputs} inputs done): '
                          'run that part again with --resume, then merge')
-    return write_document(logs, Path(out_dir) / 'predictions.json', headers[0]['classes'])
+    return headers
 
 
 @dataclass(frozen=True)
