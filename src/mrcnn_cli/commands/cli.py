@@ -247,13 +247,7 @@ def eval_coco(ann, images_dir, results_files, merge_dir, model, max_images, out_
         warn_unused(ctx, ('images_dir', 'weights', 'style', 'device', 'backend', 'onnx_path', 'ort_provider', 'fp16',
                           'bf16', 'compile_model', 'max_images', 'out_dir', 'resume', 'shard', 'scale', 'max_pixels'),
                     'with --merge (the parts are evaluated as they were run)')
-        outcome = ev.eval_parts(ann, merge_dir, model.name)
-        _print_evaluation(outcome.evaluation, ev.published(model.name), classwise)
-        click.echo(f'{outcome.evaluated} of {outcome.total} images evaluated -> {outcome.results_path}, '
-                   f'{outcome.metrics_path}')
-        if outcome.missing:
-            click.echo(ev.summarise_missing(outcome.missing, outcome.total), err=True)
-            sys.exit(1)
+        _report_evaluation(ev.eval_parts(ann, merge_dir, model.name), model.name, classwise)
         return
     if not images_dir:
         raise click.UsageError('--images DIR is needed to run a model (or pass --results FILE)')
@@ -267,7 +261,13 @@ def eval_coco(ann, images_dir, results_files, merge_dir, model, max_images, out_
         click.echo(f'shard results -> {outcome.results_path}; when every part is done: '
                    f'mrcnn eval coco --ann {ann} --merge {out_dir}')
         return
-    _print_evaluation(outcome.evaluation, ev.published(model.name), classwise)
+    _report_evaluation(outcome, model.name, classwise)
+
+
+def _report_evaluation(outcome, model_name, classwise):
+    """The numbers of a whole evaluation, where they went, and the images it could not read (exit 1)."""
+    from mrcnn_cli.commands import evaluate as ev
+    _print_evaluation(outcome.evaluation, ev.published(model_name), classwise)
     click.echo(f'{outcome.evaluated} of {outcome.total} images evaluated -> {outcome.results_path}, '
                f'{outcome.metrics_path}')
     if outcome.missing:
