@@ -6,7 +6,6 @@ encodes and writes in the caller's.  Results go to predictions.jsonl as each ima
 --resume reads), and predictions.json is assembled from it at the end."""
 import hashlib
 import itertools
-import json
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -19,7 +18,13 @@ from mrcnn_cli.engine.stream import stream_sources
 from mrcnn_cli.errors import MrcnnError
 from mrcnn_cli.io.files import write_image, write_text
 from mrcnn_cli.io.images import MAX_PIXELS
-from mrcnn_cli.io.results_log import ResultsLog, read_header, unfinished_parts, write_document
+from mrcnn_cli.io.results_log import (
+    ResultsLog,
+    header_differences,
+    read_header,
+    unfinished_parts,
+    write_document,
+)
 from mrcnn_cli.io.sources import IMAGE, output_names
 from mrcnn_cli.io.video import VideoSink, display_available, video_suffix
 from mrcnn_cli.visualize import DrawOptions
@@ -108,12 +113,11 @@ def _numbered(out_dir):
 
 def _folder_of_this_run(out_dir, header, log_name):
     """The first of out_dir, out_dir2, ... whose log `log_name` this run wrote, or None."""
-    mine = json.loads(json.dumps(header))
     for candidate in _numbered(out_dir):
         if not candidate.is_dir():
             return None
         try:
-            if {key: v for key, v in read_header(candidate / log_name).items() if key != 'format'} == mine:
+            if not header_differences(read_header(candidate / log_name), header):
                 return candidate
         except MrcnnError:
             pass
@@ -123,16 +127,14 @@ def other_run(folder, header, log_name):
     """The log in `folder` of a run other than this one, or None.  The parts of this same run (its
     other shards or torchrun ranks: the same header but for the partition) are not another run;
     this part's own log from before is (it would be replaced)."""
-    mine = {k: v for k, v in json.loads(json.dumps(header)).items() if k != 'partition'}
     logs = sorted(folder.glob('predictions*.jsonl')) + sorted(folder.glob('predictions.json'))
     for path in logs:
         if path.suffix == '.json' or path.name == log_name:
             return path.name
         try:
-            theirs = {k: v for k, v in read_header(path).items() if k not in ('partition', 'format')}
+            if header_differences(read_header(path), header, parts=True):
+                return path.name
         except MrcnnError:
-            return path.name
-        if theirs != mine:
             return path.name
     return None
 

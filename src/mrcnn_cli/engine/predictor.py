@@ -19,6 +19,7 @@ from mrcnn_cli.engine.preprocess import TEST_SCALE, Prepared, check_scale, pad_b
 from mrcnn_cli.engine.stream import StreamItem, stream_sources
 from mrcnn_cli.engine.timing import no_stage
 from mrcnn_cli.errors import MrcnnError, option, warn
+from mrcnn_cli.io.fetch import is_http_url
 from mrcnn_cli.io.files import file_sha256
 from mrcnn_cli.io.images import MAX_PIXELS
 from mrcnn_cli.io.sources import collect_sources
@@ -271,6 +272,6 @@ def _is_one_image(source: object) -> bool:
         return source.ndim != 4
     if isinstance(source, (str, os.PathLike)):
         text = os.fspath(source)
-        if isinstance(text, str) and not text.lower().startswith(('http://', 'https://')):
+        if isinstance(text, str) and not is_http_url(text):
             return not (Path(text).is_dir() or (not Path(text).exists() and glob.has_magic(text)))
     return True

@@ -63,8 +63,7 @@ class ResultsLog:
 
     def _reopen(self, header):
         old = read_header(self.path, 'cannot --resume from it')
-        old = {k: v for k, v in old.items() if k != 'format'}
-        changed = sorted(k for k in set(old) | set(header) if old.get(k) != header.get(k))
+        changed = header_differences(old, header)
         if changed:
             raise MrcnnError(f'{self.path} was written by another run ('
                              + '; '.join(f'{k} {old.get(k)!r}, now {header.get(k)!r}' for k in changed)
@@ -138,6 +137,15 @@ def scan(path) -> LogScan:
     return LogScan(good, images | ended, sorted(videos - ended), failed - images - ended)
 
 
+def header_differences(header, other, parts=False):
+    """The keys in which two logs' headers differ, sorted: none for two logs of one run (with
+    `parts`, also for different parts of one run); the format line and a header's tuples (which
+    read back as lists) do not count."""
+    ignored = {'format', 'partition'} if parts else {'format'}
+    a, b = (json.loads(json.dumps({k: v for k, v in h.items() if k not in ignored})) for h in (header, other))
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
 def read_header(path, then=''):
     try:
         with open(path, 'rb') as f:
@@ -174,10 +182,9 @@ def check_parts(logs, out_dir):
     """The headers of the logs of a partitioned run, checked to be one run's, every part there and
     finished; one MrcnnError naming the first problem otherwise."""
     headers = [read_header(p) for p in logs]
-    same = [{k: v for k, v in h.items() if k != 'partition'} for h in headers]
-    for path, h in zip(logs[1:], same[1:]):
-        if h != same[0]:
-            keys = sorted(k for k in set(h) | set(same[0]) if h.get(k) != same[0].get(k))
+    for path, h in zip(logs[1:], headers[1:]):
+        keys = header_differences(h, headers[0], parts=True)
+        if keys:
             raise MrcnnError(f'{path.name} and {logs[0].name} come from different runs ({", ".join(keys)} differ); '
                              'they cannot be merged')
     world = headers[0]['partition'][1]

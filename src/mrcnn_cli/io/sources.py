@@ -249,7 +249,7 @@ def tensor_images(tensor, name):
     if t.dtype == torch.uint8:
         pass
     elif t.is_floating_point():
-        lo, hi = (float(v) for v in t.float().aminmax()) if t.numel() else (0.0, 0.0)
+        lo, hi = (float(v) for v in t.float().aminmax())   # not empty: refused above
         if lo != lo or hi != hi or lo < 0.0 or hi > 1.0:
             raise MrcnnError(f'{name}: a float image tensor must hold values in [0, 1], not [{lo:g}, {hi:g}]')
         # torchvision's float -> uint8: 256 equal bins over [0, 1], so that uint8 / 255 comes back exactly
