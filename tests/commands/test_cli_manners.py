@@ -74,3 +74,13 @@ def test_shell_completion_completes_zoo_names():
     names = [line.split(',', 1)[1] for line in proc.stdout.splitlines() if line.startswith('plain,')]
     assert names == ['mask-rcnn_x101-64x4d_fpn_1x_coco', 'mask-rcnn_x101-64x4d_fpn_2x_coco',
                      'mask-rcnn_x101-64x4d_fpn_ms-poly_3x_coco'], proc.stdout + proc.stderr
+
+
+def test_version_and_help_do_not_import_torch():
+    """`mrcnn --version` and `--help` answer at once: the command line and its option groups load
+    without torch (it comes with the first command that needs a model)."""
+    probe = ('import sys; from mrcnn_cli.commands.cli import main\n'
+             'try:\n    main(["--help"])\nexcept SystemExit:\n    pass\n'
+             'print(sorted(m for m in ("torch", "cv2", "numpy") if m in sys.modules))')
+    out = subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True, timeout=120).stdout
+    assert out.strip().splitlines()[-1] == '[]', out

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import click
 
 from mrcnn_cli.engine.choice import ModelChoice, Precision
-from mrcnn_cli.engine.preprocess import TEST_SCALE
 from mrcnn_cli.io.image_header import MAX_PIXELS, OPENCV_MAX_PIXELS
+from mrcnn_cli.model.spec import TEST_SCALE
 
 STYLE = click.Choice(['pytorch', 'caffe'])
 PROVIDERS = click.Choice(['cuda', 'tensorrt', 'cpu'])

@@ -6,8 +6,8 @@ import os
 from dataclasses import dataclass, fields
 from enum import Enum
 
-from mrcnn_cli.engine.preprocess import TEST_SCALE
 from mrcnn_cli.errors import MrcnnError
+from mrcnn_cli.model.spec import TEST_SCALE
 
 
 class Precision(str, Enum):

@@ -5,7 +5,8 @@ import cv2
 import numpy as np
 import torch
 
-TEST_SCALE = (1333, 800)   # mmdetection's test-time bound: long side <= 1333, short side <= 800
+from mrcnn_cli.model.spec import TEST_SCALE
+
 SIZE_DIVISOR = 32
 
 

@@ -1,6 +1,8 @@
 """What fixes a checkpoint's architecture and preprocessing."""
 from dataclasses import dataclass
 
+TEST_SCALE = (1333, 800)   # mmdetection's test-time bound: long side <= 1333, short side <= 800
+
 
 @dataclass(frozen=True)
 class Normalization:
