@@ -19,7 +19,6 @@ import json
 import multiprocessing
 import os
 import random
-import resource
 import shutil
 import sys
 import tempfile
@@ -303,7 +302,8 @@ def worker(kind, seed, cases, conn):
     for case in cases:
         status, detail = run_case(target, seed, case, seeds_dir)
         conn.send((status, case, detail))
-    conn.send(('done', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, ''))
+    from mrcnn_cli.commands.bench import peak_rss_mb  # this worker's own peak (ru_maxrss carries its parent's)
+    conn.send(('done', peak_rss_mb(), ''))
 
 
 @dataclass

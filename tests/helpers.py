@@ -14,6 +14,22 @@ def mrcnn(*args, cwd=None, env=None, timeout=600):
                           text=True, cwd=cwd, timeout=timeout, env=env)
 
 
+# Linux hands a process's peak RSS on to the processes it starts (ru_maxrss survives fork and exec),
+# so a child of this large test process reports this process's peak.  A small launcher starts the
+# command and reports the peak of its only child: the command's own.
+_PEAK_LAUNCHER = ('import resource, subprocess, sys; done = subprocess.run(sys.argv[1:]); '
+                  'sys.stderr.write(f"\\npeak_rss_kb={resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}\\n"); '
+                  'sys.exit(done.returncode)')
+
+
+def mrcnn_with_peak_rss(*args, timeout=600):
+    """(`mrcnn ARGS` as `mrcnn` runs it, the peak RSS in MB of that run alone)."""
+    proc = subprocess.run([sys.executable, '-c', _PEAK_LAUNCHER, sys.executable, '-m', 'mrcnn_cli', *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)
+    err, _, peak = proc.stderr.rstrip().rpartition('\npeak_rss_kb=')
+    return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout, err), int(peak) / 1024
+
+
 def mrcnn_here(*args):
     """`mrcnn ARGS` through the same entry point (`main`) in this process, for the many tests of
     options and error lines, where a subprocess would spend most of its time importing torch.

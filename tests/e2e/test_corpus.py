@@ -2,7 +2,6 @@
 a checkpoint's code (issue 8)."""
 import json
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -15,7 +14,7 @@ import pytest
 from PIL import Image
 
 from conftest import COCO_IMAGES, DEMO, SHARED
-from helpers import FAST, assert_one_error_line, mrcnn, mrcnn_here, no_partial_files
+from helpers import FAST, assert_one_error_line, mrcnn, mrcnn_here, mrcnn_with_peak_rss, no_partial_files
 
 
 @pytest.fixture(scope='module')
@@ -65,14 +64,12 @@ def test_very_large_image_keeps_memory_bounded(tmp_path, checkpoint):
     img = cv2.resize(cv2.imread(str(DEMO)), (8000, 6000), interpolation=cv2.INTER_NEAREST)
     cv2.imwrite(str(big), img, [cv2.IMWRITE_JPEG_QUALITY, 70])
     del img
-    proc = mrcnn('predict', big, '--weights', checkpoint('r50'), '--device', 'cpu', '--out', tmp_path / 'out', *FAST,
-                 '--score-thr', '0.05')
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    proc, peak_mb = mrcnn_with_peak_rss('predict', big, '--weights', checkpoint('r50'), '--device', 'cpu', '--out',
+                                        tmp_path / 'out', *FAST, '--score-thr', '0.05')
     assert proc.returncode == 0, proc.stderr
     doc = json.loads((tmp_path / 'out' / 'predictions.json').read_text())
     assert (doc['images'][0]['width'], doc['images'][0]['height']) == (8000, 6000) and doc['annotations']
     # 100 full-size boolean masks alone would be 4.8 GB; windows keep the whole run small.
-    # (RUSAGE_CHILDREN is the largest child so far: earlier CLI runs of ~1.5 GB do not hide a regression)
     assert peak_mb < 4000, f'peak RSS {peak_mb:.0f} MB'
 
 
