@@ -42,7 +42,15 @@ def single(folder, checkpoint, tmp_path_factory):
 
 
 def log_lines(path):
+    """Every line of a finished log (a line cut short fails the test)."""
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def complete_lines(path):
+    """The complete lines of a log being written (or killed mid-write): a line whose end has not
+    reached the file yet is not one."""
+    text = path.read_text()
+    return [json.loads(line) for line in text[:text.rfind('\n') + 1].splitlines()]
 
 
 def test_jsonl_grows_during_the_run_and_sigkill_then_resume_equals_one_run(folder, checkpoint, single, tmp_path):
@@ -51,15 +59,15 @@ def test_jsonl_grows_during_the_run_and_sigkill_then_resume_equals_one_run(folde
     proc = subprocess.Popen([sys.executable, '-m', 'mrcnn_cli', *map(str, predict_args(checkpoint, out)), str(folder)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None and not (log.exists() and len(log_lines(log)) >= 3):
+    while time.time() < deadline and proc.poll() is None and not (log.exists() and len(complete_lines(log)) >= 3):
         time.sleep(0.05)
     assert proc.poll() is None, 'the run ended before it could be killed: ' + proc.stderr.read()
-    written = log_lines(log)            # results are on disk while the run is still going
+    written = complete_lines(log)       # results are on disk while the run is still going
     assert written[0]['format'].startswith('mrcnn predictions log') and len(written) >= 3
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     assert not (out / 'predictions.json').exists()   # SIGKILL: nothing could assemble it
-    done_before = len(log_lines(log)) - 1
+    done_before = len(complete_lines(log)) - 1
     with open(log, 'a') as f:   # the line a kill can cut in half
         f.write('{"source_index": 7, "file_na')
     proc = mrcnn_here(*predict_args(checkpoint, out), folder, '--resume')
@@ -173,7 +181,7 @@ def test_a_rank_killed_under_torchrun_fails_the_job_naming_it_and_resume_finishe
     log = out / 'predictions.rank1.jsonl'
     proc = torchrun(*predict_args(checkpoint, out), *few, port=29519, wait=False)
     deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None and not (log.exists() and len(log_lines(log)) >= 2):
+    while time.time() < deadline and proc.poll() is None and not (log.exists() and len(complete_lines(log)) >= 2):
         time.sleep(0.05)
     pid = worker_pid(1, proc.pid)
     assert proc.poll() is None and pid, 'the job ended before rank 1 could be killed: ' + proc.stderr.read()
