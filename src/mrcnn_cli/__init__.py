@@ -11,8 +11,8 @@ imported on first use.
 from mrcnn_cli.errors import MrcnnError, MrcnnWarning
 from mrcnn_cli.version import __version__
 
-__all__ = ['Detections', 'ModelChoice', 'MrcnnError', 'MrcnnWarning', 'Precision', 'Predictor', 'StreamItem', 'load',
-           'tune_cpu_allocator', '__version__']
+__all__ = ['Detections', 'ModelChoice', 'MrcnnError', 'MrcnnWarning', 'Precision', 'Predictor', 'StreamItem',
+           'TileOptions', 'load', 'tune_cpu_allocator', '__version__']
 
 _LAZY = {
     'load': 'mrcnn_cli.api',
@@ -21,6 +21,7 @@ _LAZY = {
     'Precision': 'mrcnn_cli.engine.choice',
     'Predictor': 'mrcnn_cli.engine.predictor',
     'StreamItem': 'mrcnn_cli.engine.stream',
+    'TileOptions': 'mrcnn_cli.engine.tiling',
     'tune_cpu_allocator': 'mrcnn_cli.engine.memory',
 }
 

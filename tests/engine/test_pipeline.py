@@ -75,9 +75,9 @@ def test_reader_and_model_errors_reach_the_caller():
 def test_prepare_runs_in_the_reader_thread_on_the_frames_to_infer_only():
     prepared_in = []
 
-    def prepare(img):
-        prepared_in.append((img, threading.current_thread().name))
-        return f'ready{img}'
+    def prepare(frame):
+        prepared_in.append((frame.image, threading.current_thread().name))
+        return f'ready{frame.image}'
 
     frames = [Frame(0, i, i, infer=i % 2 == 0) for i in range(5)] + [Frame(1, error='unreadable')]
     out = list(pipelined(iter(frames), lambda ready: [f'det-{r}' for r in ready], 2, prepare=prepare))

@@ -15,6 +15,7 @@ from mrcnn_cli.commands.options import (
     model_choice,
     run_options,
     save_options,
+    tile_options,
     video_options,
     weights_dir_option,
 )
@@ -110,12 +111,14 @@ def load_model(model, announce=True):
               help='Keep only these classes, by name or 0-based index, e.g. person,car or 0,2.')
 @click.option('--batch-size', type=click.IntRange(1), default=1, show_default=True,
               help='Images or frames per network call (results are identical to 1).')
+@tile_options
 @video_options
 @save_options
 @draw_options
 @run_options(exist_ok=True)
 @max_pixels_option
-def predict(sources, model, score_thr, out_dir, no_vis, class_names, batch_size, video, save, draw, run, max_pixels):
+def predict(sources, model, score_thr, out_dir, no_vis, class_names, batch_size, tiles, video, save, draw, run,
+            max_pixels):
     """Segment SOURCES: image files, directories, glob patterns, videos, camera indexes (0), image
     URLs (http/https, fetched) or rtsp/http stream URLs."""
     from dataclasses import replace
@@ -140,7 +143,7 @@ def predict(sources, model, score_thr, out_dir, no_vis, class_names, batch_size,
         warn_unused(ctx, (*DRAW_OPTION_NAMES, 'codec'), 'with --no-vis (nothing is drawn)')
     run = replace(run, next_free_out=ctx.get_parameter_source('out_dir') == ParameterSource.DEFAULT)
     opts = PredictOptions(out_dir, score_thr, not no_vis, parse_class_filter(class_names, predictor.classes),
-                          batch_size, max_pixels, not quiet(), draw, save, video, run)
+                          batch_size, max_pixels, not quiet(), draw, save, video, run, tiles)
     s = predict_sources(predictor, found, opts, warn=warn, missing=missing)
     _print_predict_summary(s, score_thr, no_vis)
     if s.failed:

@@ -136,11 +136,12 @@ class SaveOptions:
     conf: bool = False            # ... with the score appended
     crop: bool = False            # crops/<class>/: RGBA box crops, the mask as alpha
     mask_format: str = 'rle'      # predictions.json segmentation: rle or polygon
+    geojson: bool = False         # geojson/: a FeatureCollection per image (map coordinates for a GeoTIFF)
 
 
 save_options = grouped(
-    'save', lambda save_masks, save_txt, save_conf, save_crop, mask_format: SaveOptions(
-        save_masks, save_txt, save_conf, save_crop, mask_format),
+    'save', lambda save_masks, save_txt, save_conf, save_crop, save_geojson, mask_format: SaveOptions(
+        save_masks, save_txt, save_conf, save_crop, mask_format, save_geojson),
     ('save_masks', click.option('--save-masks', is_flag=True,
                                 help='masks/: a 16-bit instance map (and its colour preview), a class-id map and '
                                      'one PNG per instance, per image or frame.')),
@@ -149,6 +150,9 @@ save_options = grouped(
     ('save_conf', click.option('--save-conf', is_flag=True, help='With --save-txt: the score last on each line.')),
     ('save_crop', click.option('--save-crop', is_flag=True,
                                help='crops/<class>/: each instance as an RGBA PNG, its mask as alpha.')),
+    ('save_geojson', click.option('--save-geojson', is_flag=True,
+                                  help="geojson/: each image's instances as GeoJSON polygons (a GeoTIFF's map "
+                                       'coordinates and CRS when it has them, else pixels).')),
     ('mask_format', click.option('--mask-format', type=click.Choice(['rle', 'polygon']), default='rle',
                                  show_default=True, help='Segmentation in predictions.json (polygons cannot express '
                                                          'holes).')))
@@ -205,3 +209,39 @@ def run_options(*, exist_ok: bool) -> Callable:
                                           help='K/N: this process takes every Nth input from the Kth (`mrcnn merge '
                                                'OUT` joins predict\'s parts).')))
     return grouped('run', RunOptions, *options)
+
+
+def _tile_options(tile, tile_overlap, tile_full, tile_merge, tile_match, tile_match_thr):
+    """TileOptions, or None without --tile (whose companions then change nothing: a usage error)."""
+    from mrcnn_cli.engine.tiling import TileOptions
+    from mrcnn_cli.errors import MrcnnError
+    if tile is None:
+        ctx = click.get_current_context()
+        given = [name for name in ('tile_overlap', 'tile_full', 'tile_merge', 'tile_match', 'tile_match_thr')
+                 if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT]
+        if given:
+            raise click.UsageError(f'--{given[0].replace("_", "-")} needs --tile SIZE')
+        return None
+    try:
+        return TileOptions(tile, tile_overlap, tile_full, tile_merge, tile_match, tile_match_thr)
+    except MrcnnError as e:
+        raise click.UsageError(str(e)) from None
+
+
+tile_options = grouped(
+    'tiles', _tile_options,
+    ('tile', click.option('--tile', default=None, metavar='SIZE',
+                          help='Slice each image into SIZE (or W,H) pixel tiles, each run at --scale (small objects '
+                               'grow), their detections merged on masks; TIFFs are read a region at a time.')),
+    ('tile_overlap', click.option('--tile-overlap', type=float, default=0.2, show_default=True,
+                                  help='Fraction of a tile shared with its neighbour.')),
+    ('tile_full', click.option('--tile-full', is_flag=True,
+                               help='Also run the whole image at --scale, so that objects larger than a tile '
+                                    'survive.')),
+    ('tile_merge', click.option('--tile-merge', type=click.Choice(['nmm', 'nms']), default='nmm', show_default=True,
+                                help='Matching detections of different tiles: nmm joins their masks, nms keeps the '
+                                     'higher-scored one.')),
+    ('tile_match', click.option('--tile-match', type=click.Choice(['ios', 'iou']), default='ios', show_default=True,
+                                help='Match masks by intersection over the smaller one (ios) or over their union.')),
+    ('tile_match_thr', click.option('--tile-match-thr', type=float, default=0.5, show_default=True,
+                                    help='Masks match above this.')))

@@ -13,8 +13,10 @@ from pathlib import Path
 import cv2
 
 from mrcnn_cli.commands.options import RunOptions, SaveOptions, VideoOptions
+from mrcnn_cli.engine.detections import Selection
 from mrcnn_cli.engine.distributed import partition, process_group
 from mrcnn_cli.engine.stream import stream_sources
+from mrcnn_cli.engine.tiling import TileOptions
 from mrcnn_cli.errors import MrcnnError
 from mrcnn_cli.io.files import write_image, write_text
 from mrcnn_cli.io.images import MAX_PIXELS
@@ -25,6 +27,7 @@ from mrcnn_cli.io.results_log import (
     unfinished_parts,
     write_document,
 )
+from mrcnn_cli.io.scene import PREVIEW_MAX_SIDE
 from mrcnn_cli.io.sources import IMAGE, output_names
 from mrcnn_cli.io.video import VideoSink, display_available, video_suffix
 from mrcnn_cli.visualize import DrawOptions
@@ -46,6 +49,7 @@ class PredictOptions:
     save: SaveOptions = SaveOptions()
     video: VideoOptions = VideoOptions()
     run: RunOptions = RunOptions()
+    tiles: TileOptions | None = None      # sliced inference (--tile)
 
 
 @dataclass
@@ -82,7 +86,8 @@ def run_header(predictor, opts, sources, part):
     names = hashlib.sha256('\n'.join(s.name for s in sources).encode()).hexdigest()
     return {**predictor.identity(), 'score_thr': opts.score_thr, 'class_filter': opts.classes,
             'mask_format': opts.save.mask_format, 'vid_stride': opts.video.vid_stride,
-            'max_frames': opts.video.max_frames, 'inputs': {'count': len(sources), 'sha256': names},
+            'max_frames': opts.video.max_frames, 'tiles': opts.tiles.to_dict() if opts.tiles else None,
+            'inputs': {'count': len(sources), 'sha256': names},
             'partition': [part.rank, part.world]}
 
 
@@ -140,23 +145,48 @@ def other_run(folder, header, log_name):
 
 
 class FileWriter:
-    """The files of one image or frame: its picture, and the masks, labels and crops asked for."""
+    """The files of one image or frame: its picture, and the masks, labels, crops and GeoJSON asked for."""
 
-    def __init__(self, out_dir, save, classes):
-        self.out_dir, self.save = out_dir, save
+    def __init__(self, out_dir, save, classes, warn):
+        self.out_dir, self.save, self.warn = out_dir, save, warn
         if save.txt:
             write_text(out_dir / 'labels' / 'classes.txt', ''.join(c + '\n' for c in classes))
 
-    def instance_files(self, det, image, stem):
-        if self.save.masks:
+    def instance_files(self, det, item, stem):
+        image = item.image
+        if (self.save.masks or self.save.crop) and image is None:
+            asked = (('--save-masks', self.save.masks), ('--save-crop', self.save.crop))
+            flags = ' or '.join(flag for flag, on in asked if on)
+            self.warn(f'warning: {item.source} was read a region at a time (it is not held whole): no {flags} files '
+                      'for it')
+        elif self.save.masks:
             det.save_masks(self.out_dir / 'masks', stem)
         if self.save.txt:
             det.save_txt(self.out_dir / 'labels' / f'{stem}.txt', conf=self.save.conf)
-        if self.save.crop:
+        if self.save.crop and image is not None:
             det.save_crops(image, self.out_dir / 'crops', stem.replace('/', '_'))
+        if self.save.geojson:
+            georef = item.scene.georef if item.scene is not None else None
+            det.save_geojson(self.out_dir / 'geojson' / f'{stem}.geojson', georef=georef)
 
     def picture(self, name, drawn):
         return write_image(self.out_dir / name, drawn)
+
+
+def draw_bounded(item, det, draw):
+    """The picture of an image or frame; a sliced image larger than PREVIEW_MAX_SIDE is drawn on
+    a shrunk copy (its preview when it was read by regions) so that pictures stay a bounded size."""
+    image = item.image
+    if item.scene is not None and (image is None or max(image.shape[:2]) > PREVIEW_MAX_SIDE):
+        image = item.scene.preview if image is None else shrink(image, PREVIEW_MAX_SIDE)
+        det = det.resize(image.shape[1], image.shape[0])
+    return det.plot(image, score_thr=0, **asdict(draw))   # det is filtered already
+
+
+def shrink(image, max_side):
+    factor = max_side / max(image.shape[:2])
+    size = (max(1, round(image.shape[1] * factor)), max(1, round(image.shape[0] * factor)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 class VideoOutput:
@@ -190,7 +220,7 @@ class _Writer:
         self.todo, self.log = todo, log      # global input index of each streamed source
         self.summary = PredictSummary(json_path=opts.out_dir / 'predictions.json', log_path=log.path,
                                       out_dir=opts.out_dir)
-        self.files = FileWriter(opts.out_dir, opts.save, predictor.classes)
+        self.files = FileWriter(opts.out_dir, opts.save, predictor.classes, warn)
         self.video = None                    # the VideoOutput of the source whose frames are coming
         self.show = opts.video.show and display_available()
         if opts.video.show and not self.show:
@@ -210,7 +240,7 @@ class _Writer:
         if item.video is None or item.inferred:
             self.record(item, index, det)
         if self.opts.vis or self.show:
-            drawn = det.plot(item.image, score_thr=0, **asdict(self.opts.draw))   # det is filtered already
+            drawn = draw_bounded(item, det, self.opts.draw)
             if self.opts.vis and item.video is None:
                 self.summary.outputs.append(self.files.picture(self.names[index], drawn))
             elif self.opts.vis:
@@ -231,7 +261,7 @@ class _Writer:
                          frame_index=item.frame_index, video=item.source)
             self.summary.frames += 1
         self.summary.instances += len(det)
-        self.files.instance_files(det, item.image, stem)
+        self.files.instance_files(det, item, stem)
 
     def open_video(self, index, info):
         sink = VideoSink(self.opts.out_dir / self.names[index], info.fps, (info.width, info.height),
@@ -345,7 +375,8 @@ def _run(predictor, sources, writer, opts, show_progress):
         opened = set()
         for item in (stream_sources(predictor, sources, vid_stride=opts.video.vid_stride,
                                     max_frames=opts.video.max_frames, max_pixels=opts.max_pixels,
-                                    batch_size=opts.batch_size, errors='yield') if sources else ()):
+                                    batch_size=opts.batch_size, errors='yield', tiles=opts.tiles,
+                                    selection=Selection(opts.score_thr, opts.classes)) if sources else ()):
             if item.video is not None and item.source_index not in opened:
                 opened.add(item.source_index)
                 frames = min(item.video.frames, opts.video.max_frames or item.video.frames)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
+import cv2
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
@@ -18,10 +19,13 @@ from mrcnn_cli.io import masks as mask_forms
 from mrcnn_cli.io.coco import category_ids, decode_rle, encode_rle
 from mrcnn_cli.io.coco_checks import segmentation_problem
 from mrcnn_cli.io.files import write_image, write_text
+from mrcnn_cli.io.geojson import feature_collection, write_geojson
 from mrcnn_cli.ops.paste import MaskWindow
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from mrcnn_cli.io.scene import GeoReference
 
 # Classes to keep: a name or a 0-based index, or several of them (names and indexes may mix).
 ClassSelection = Union[str, int, Iterable[Union[str, int]], None]  # noqa: UP007 - evaluated on 3.10 too
@@ -245,6 +249,37 @@ class Detections:
                         'bbox': [x1, y1, x2 - x1, y2 - y1], 'score': float(self.scores[i]),
                         'segmentation': segm, 'area': area})
         return out
+
+    def to_geojson(self, *, georef: GeoReference | None = None, name: str = '') -> dict[str, Any]:
+        """A GeoJSON FeatureCollection: one (Multi)Polygon with holes per detection, tracing its
+        mask's pixel edges (so its area is the mask's pixel count), with id, class and score; in
+        pixel coordinates, or through a GeoTIFF's `georef` (StreamItem.scene.georef) in its map
+        coordinates, the CRS named."""
+        return feature_collection(self._windows, self.labels.tolist(), self.scores.tolist(), self.classes, name=name,
+                                  width=self.width, height=self.height, georef=georef)
+
+    def save_geojson(self, path: str | os.PathLike, *, georef: GeoReference | None = None) -> Path:
+        """`to_geojson()` written to `path` (atomically)."""
+        write_geojson(path, self.to_geojson(georef=georef, name=Path(path).stem))
+        return Path(path)
+
+    def resize(self, width: int, height: int) -> Detections:
+        """These detections on the image resized to width x height (boxes scaled, masks resized
+        nearest-neighbour): how a picture of a large image is drawn on a shrunk copy."""
+        fx, fy = width / self.width, height / self.height
+        windows = []
+        for win in self._windows:
+            h, w = win.mask.shape
+            x0, y0 = int(win.x0 * fx), int(win.y0 * fy)
+            x1 = min(max(x0 + 1, int(np.ceil((win.x0 + w) * fx))), width)
+            y1 = min(max(y0 + 1, int(np.ceil((win.y0 + h) * fy))), height)
+            if h == 0 or w == 0 or x1 <= x0 or y1 <= y0:
+                windows.append(MaskWindow(np.zeros((0, 0), bool), min(x0, width), min(y0, height)))
+                continue
+            small = cv2.resize(win.mask.view(np.uint8), (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST)
+            windows.append(MaskWindow(small.astype(bool), x0, y0))
+        boxes = self.boxes * np.array([fx, fy, fx, fy], np.float32)
+        return Detections(boxes, self.scores, self.labels, windows, height, width, self.classes, self.palette)
 
     def instance_map(self) -> np.ndarray:
         """(H, W) uint16: 0 background, k for detection k - 1 (where masks overlap, the higher score)."""

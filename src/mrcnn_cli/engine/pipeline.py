@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from mrcnn_cli.engine.detections import Detections
+    from mrcnn_cli.engine.tiling import SceneInfo, TilePart
     from mrcnn_cli.io.video import VideoInfo
 
 _END = object()
@@ -30,7 +31,11 @@ class StreamItem:
     the sources, `frame_index` the frame's number in its video.  Between `vid_stride` steps
     `inferred` is False and `detections` are the last inferred frame's, as `mrcnn predict` draws
     them.  With `errors='yield'` a problem is an item too: `error` (the input could not be read)
-    or `warning` (a video read only in part), with `image` and `detections` None."""
+    or `warning` (a video read only in part), with `image` and `detections` None.
+
+    An image read with `tile=` comes as one item whose detections are in full-image coordinates and
+    whose `scene` says how it was read; `image` is None when it was read by regions (a large TIFF):
+    `scene.preview` is then a shrunk copy to draw on."""
     source: str = ''
     kind: str = 'image'
     frame_index: int = 0
@@ -41,6 +46,8 @@ class StreamItem:
     video: VideoInfo | None = None        # fps, width, height, declared frames of a video's frames
     error: str | None = None
     warning: str | None = None
+    scene: SceneInfo | None = None        # how a sliced image was read (tile=)
+    tile: TilePart | None = field(default=None, repr=False, compare=False)   # a tile's frame, until merged
     prepared: Any = field(default=None, repr=False, compare=False)   # the reader thread's work, until inferred
 
     @property
@@ -80,7 +87,7 @@ def pipelined(frames, infer, batch_size=1, queue_size=8, prepare=None):
     """Yield every StreamItem of `frames` (an iterable, consumed in a reader thread), in order,
     with its `detections` set.  `infer(list of images) -> list of detections` runs in a model
     thread on batches of up to `batch_size` frames to infer; with `prepare`, the reader thread
-    turns each image to infer into `prepare(image)` and `infer` gets those instead; a frame with
+    turns each frame to infer into `prepare(frame)` and `infer` gets those instead; a frame with
     inferred=False gets the detections of the last inferred frame of its source, a problem None.
     An error in the reader or the model is raised here; when the caller stops (break, an exception, Ctrl-C) both threads
     stop, the model thread after its current batch."""
@@ -92,7 +99,7 @@ def pipelined(frames, infer, batch_size=1, queue_size=8, prepare=None):
         try:
             for frame in frames:
                 if prepare is not None and frame.to_infer:
-                    frame.prepared = prepare(frame.image)
+                    frame.prepared = prepare(frame)
                 if not _put(q_in, frame, stop):
                     return
             _put(q_in, _END, stop)

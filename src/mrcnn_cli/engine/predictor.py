@@ -17,6 +17,7 @@ from mrcnn_cli.engine.detections import ClassSelection, Detections, Selection
 from mrcnn_cli.engine.postprocess import to_detections
 from mrcnn_cli.engine.preprocess import TEST_SCALE, Prepared, check_scale, pad_batch, prepare
 from mrcnn_cli.engine.stream import StreamItem, stream_sources
+from mrcnn_cli.engine.tiling import TileOptions, TileSize, parse_tile_size
 from mrcnn_cli.engine.timing import no_stage
 from mrcnn_cli.errors import MrcnnError, option, warn
 from mrcnn_cli.io.fetch import is_http_url
@@ -38,6 +39,8 @@ ImageLike = Union[str, os.PathLike, bytes, IO[bytes], np.ndarray, 'PILImage', to
 # Several: a list of those, a folder or glob pattern, an NHWC array or an NCHW tensor.
 ImagesLike = Union[ImageLike, Sequence[ImageLike]]  # noqa: UP007
 Stage = Callable[[str], AbstractContextManager[Any]]
+# Slicing: a tile size (512, '640,480', (640, 480)) with the defaults, or TileOptions; None: whole images.
+TileLike = Union[TileSize, TileOptions, None]  # noqa: UP007
 
 
 class PerCallOptions(TypedDict, total=False):
@@ -45,6 +48,7 @@ class PerCallOptions(TypedDict, total=False):
     score_thr: float | None
     classes: ClassSelection
     channels: str
+    tile: TileLike
 
 
 def resolve_device(device: str | torch.device | None = 'auto') -> torch.device:
@@ -177,33 +181,41 @@ class Predictor:
     @overload
     def __call__(  # type: ignore[overload-overlap] # a str may name a folder
             self, source: ImageLike, *, score_thr: float | None = None, classes: ClassSelection = None,
-            channels: str = 'bgr', batch_size: int = 1, max_pixels: int = MAX_PIXELS) -> Detections: ...
+            channels: str = 'bgr', batch_size: int = 1, max_pixels: int = MAX_PIXELS,
+            tile: TileLike = None) -> Detections: ...
 
     @overload
     def __call__(self, source: Sequence[ImageLike], *, score_thr: float | None = None,
                  classes: ClassSelection = None, channels: str = 'bgr', batch_size: int = 1,
-                 max_pixels: int = MAX_PIXELS) -> list[Detections]: ...
+                 max_pixels: int = MAX_PIXELS, tile: TileLike = None) -> list[Detections]: ...
 
     def __call__(self, source: ImagesLike, *, score_thr: float | None = None, classes: ClassSelection = None,
-                 channels: str = 'bgr', batch_size: int = 1,
-                 max_pixels: int = MAX_PIXELS) -> Detections | list[Detections]:
+                 channels: str = 'bgr', batch_size: int = 1, max_pixels: int = MAX_PIXELS,
+                 tile: TileLike = None) -> Detections | list[Detections]:
         """Detections for one image; a list of them for a list, a folder, a glob pattern or a
         batch (NHWC array, NCHW tensor).  See `predict` for the options."""
         dets = self.predict(source, score_thr=score_thr, classes=classes, channels=channels, batch_size=batch_size,
-                            max_pixels=max_pixels)
+                            max_pixels=max_pixels, tile=tile)
         return dets[0] if _is_one_image(source) else dets
 
     def predict(self, images: ImagesLike, *, score_thr: float | None = None, classes: ClassSelection = None,
-                channels: str = 'bgr', batch_size: int = 1, max_pixels: int = MAX_PIXELS) -> list[Detections]:
+                channels: str = 'bgr', batch_size: int = 1, max_pixels: int = MAX_PIXELS,
+                tile: TileLike = None) -> list[Detections]:
         """One Detections per image, in order: images as the class docstring lists, a list of them,
         a folder or a glob pattern (its images, sorted).  `score_thr` keeps detections scoring at
         least that (the model itself keeps mmdetection's > 0.05, 100 per image); `classes` keeps
         these classes, by name or 0-based index (`'cat'`, `15`, `['person', 2]`); `channels='rgb'`
         says numpy arrays are RGB.  An unreadable image, or one of more than `max_pixels`, raises
-        MrcnnError.  Decoding overlaps the network (the same pipeline as `stream`)."""
+        MrcnnError.  Decoding overlaps the network (the same pipeline as `stream`).
+
+        `tile=512` (or 'W,H', or a TileOptions for the overlap, a whole-image pass and the merge
+        rules) slices each image into overlapping tiles, runs each at the model's scale (small
+        objects grow), and merges their detections on masks into full-image coordinates; a TIFF is
+        then read a region at a time, and `max_pixels` bounds what is decoded at once."""
+        tiles = tile_options(tile)
         sources, _ = collect_sources(images, warn=_raise, images_only=True, unique=False, channels=channels)
         items = stream_sources(self, sources, batch_size=batch_size, errors='raise', max_pixels=max_pixels,
-                               selection=Selection(score_thr, classes))
+                               selection=Selection(score_thr, classes), tiles=tiles)
         return [cast(Detections, item.detections) for item in items]   # errors='raise': never None
 
     def stream(self, source: ImagesLike, *, vid_stride: int = 1, max_frames: int | None = None, batch_size: int = 1,
@@ -216,14 +228,16 @@ class Predictor:
         every Nth video frame, `max_frames` stops each video early.  Unreadable inputs:
         `errors='warn'` (a warning, then skipped), 'raise' (MrcnnError) or 'yield' (an item with
         `error` set); images and videos of more than `max_pixels` pixels are such inputs, refused
-        before they are decoded.  `score_thr`, `classes` and `channels` as in `predict`."""
+        before they are decoded.  `score_thr`, `classes`, `channels` and `tile` as in `predict`
+        (a sliced image is one item, `scene` set)."""
         unknown = set(per_call) - set(PerCallOptions.__annotations__)
         if unknown:
             raise TypeError(f'stream() got an unexpected keyword argument {sorted(unknown)[0]!r}')
         sources, _ = collect_sources(source, warn=_warn_missing, channels=per_call.get('channels', 'bgr'))
         return stream_sources(self, sources, vid_stride=vid_stride, max_frames=max_frames, batch_size=batch_size,
                               errors=errors, max_pixels=max_pixels,
-                              selection=Selection(per_call.get('score_thr'), per_call.get('classes')))
+                              selection=Selection(per_call.get('score_thr'), per_call.get('classes')),
+                              tiles=tile_options(per_call.get('tile')))
 
     def predict_batch(self, images: Iterable[np.ndarray], stage: Stage = no_stage) -> list[Detections]:
         """Detections for several BGR arrays; identical to predicting them one by one.
@@ -254,6 +268,13 @@ class Predictor:
                     results[i] = to_detections(out, prepared[i].scale_factor, prepared[i].ori_shape, self.classes,
                                                self.palette)
         return cast(list[Detections], results)   # every image is in one group
+
+
+def tile_options(tile: TileLike) -> TileOptions | None:
+    """`tile=` as TileOptions (a size gets the defaults)."""
+    if tile is None or isinstance(tile, TileOptions):
+        return tile
+    return TileOptions(size=parse_tile_size(tile))
 
 
 def _warn_missing(message: str) -> None:

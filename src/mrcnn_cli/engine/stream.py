@@ -2,32 +2,43 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
+import cv2
 import numpy as np
 
 from mrcnn_cli.engine.detections import Detections, Selection, check_score_thr, select_classes
+from mrcnn_cli.engine.merge import TilePass, merge_passes
 from mrcnn_cli.engine.pipeline import StreamItem, pipelined
+from mrcnn_cli.engine.preprocess import Prepared, rescale_size
+from mrcnn_cli.engine.tiling import Rect, SceneInfo, TileOptions, TilePart, tile_grid
 from mrcnn_cli.errors import MrcnnError, warn
 from mrcnn_cli.io.fetch import fetch_url
 from mrcnn_cli.io.images import MAX_PIXELS, as_bgr, check_max_pixels, decode_image, read_image, too_large
+from mrcnn_cli.io.scene import PREVIEW_MAX_SIDE, ArrayScene, Scene, TiffScene, is_tiff
 from mrcnn_cli.io.sources import ARRAY, ENCODED, IMAGE, URL, Source
 from mrcnn_cli.io.video import ReadStats, open_capture, read_frames
+from mrcnn_cli.model.spec import TEST_SCALE
 
 if TYPE_CHECKING:
     from mrcnn_cli.engine.predictor import Predictor
-    from mrcnn_cli.engine.preprocess import Prepared
 
 ERROR_MODES = ('warn', 'raise', 'yield')
 Infer = Callable[[Sequence['Prepared']], list[Detections]]
 
 
 def source_frames(sources: Sequence[Source], vid_stride: int = 1, max_frames: int | None = None,
-                  max_pixels: int = MAX_PIXELS) -> Iterator[StreamItem]:
+                  max_pixels: int = MAX_PIXELS, tiles: TileOptions | None = None,
+                  scale: tuple[int, int] = TEST_SCALE) -> Iterator[StreamItem]:
     """Frames of every Source in order: images decoded, videos read frame by frame; anything
-    larger than `max_pixels` is refused before it is decoded."""
+    larger than `max_pixels` is refused before it is decoded.  With `tiles`, each image comes as
+    its tiles' frames, then the whole-image pass's (`tiles.full`, resized for the model's `scale`),
+    then one frame without an image that closes it (see `scene_frames`)."""
     for si, src in enumerate(sources):
-        if src.kind in (IMAGE, ARRAY, ENCODED, URL):
+        if tiles is not None and src.kind in (IMAGE, ARRAY, ENCODED, URL):
+            yield from scene_frames(si, src, max_pixels, tiles, scale)
+        elif src.kind in (IMAGE, ARRAY, ENCODED, URL):
             try:
                 yield StreamItem(src.name, src.kind, source_index=si, image=read_source_image(src, max_pixels))
             except MrcnnError as e:
@@ -48,6 +59,61 @@ def read_source_image(src: Source, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         return img
     data = fetch_url(str(src.location), src.name) if src.kind == URL else src.location
     return decode_image(data, src.name, max_pixels)
+
+
+def open_scene(src: Source, max_pixels: int) -> Scene:
+    """A still-image Source as a Scene: a TIFF file read by regions (`max_pixels` then bounds what
+    is decoded at once, not the whole image), anything else decoded whole."""
+    if src.kind == IMAGE and is_tiff(Path(str(src.location))):
+        return TiffScene(Path(str(src.location)), src.name, max_pixels)
+    return ArrayScene(read_source_image(src, max_pixels), src.name)
+
+
+def scene_frames(si: int, src: Source, max_pixels: int, tiles: TileOptions,
+                 scale: tuple[int, int]) -> Iterator[StreamItem]:
+    """A sliced image's frames: one per tile (its pixels, `tile` its region), the whole-image
+    pass's, and a closing frame with `scene` set and no image (the image itself when it is held
+    whole anyway).  Damaged TIFF segments (read as black) follow as a warning."""
+    def problem(error: str | None = None, warning: str | None = None) -> StreamItem:
+        return StreamItem(src.name, src.kind, source_index=si, error=error, warning=warning)
+    try:
+        scene = open_scene(src, max_pixels)
+    except MrcnnError as e:
+        yield problem(error=str(e))
+        return
+    try:
+        grid = tile_grid(scene.width, scene.height, tiles)
+        for rect in grid:
+            yield StreamItem(src.name, src.kind, source_index=si, image=scene.read(*rect), tile=TilePart(rect))
+        whole = scene.whole
+        preview = None if whole is not None else scene.overview(PREVIEW_MAX_SIDE)
+        if tiles.full:
+            yield _full_pass_frame(si, src, scene, whole, preview, scale)
+        info = SceneInfo(scene.width, scene.height, len(grid), tiles.full, preview, scene.georef)
+        yield StreamItem(src.name, src.kind, source_index=si, image=whole, inferred=False, scene=info)
+    except MrcnnError as e:
+        yield problem(error=str(e))
+        return
+    finally:
+        scene.close()
+    if scene.georef_problem:
+        yield problem(warning=f'{src.name}: {scene.georef_problem}; its GeoJSON is in pixel coordinates')
+    if scene.damaged:
+        yield problem(warning=f'{src.name}: {scene.damaged} of {scene.segments} TIFF segments could not be decoded '
+                              '(damaged?) and were read as black')
+
+
+def _full_pass_frame(si: int, src: Source, scene: Scene, whole: np.ndarray | None, preview: np.ndarray | None,
+                     scale: tuple[int, int]) -> StreamItem:
+    """The whole image for the model: the image itself, or for a scene read by regions its
+    preview shrunk to the model's input size (its detections are pasted onto the full scene)."""
+    region = Rect(0, 0, scene.width, scene.height)
+    if whole is not None:
+        return StreamItem(src.name, src.kind, source_index=si, image=whole, tile=TilePart(region, full_pass=True))
+    small = cv2.resize(cast(np.ndarray, preview), rescale_size(scene.width, scene.height, scale),
+                       interpolation=cv2.INTER_AREA)
+    return StreamItem(src.name, src.kind, source_index=si, image=small,
+                      tile=TilePart(region, full_pass=True, scene_shape=(scene.height, scene.width)))
 
 
 def _video_frames(si: int, src: Source, vid_stride: int, max_frames: int | None,
@@ -74,13 +140,14 @@ def _video_frames(si: int, src: Source, vid_stride: int, max_frames: int | None,
 
 def stream_sources(predictor: Predictor, sources: Sequence[Source], *, vid_stride: int = 1,
                    max_frames: int | None = None, batch_size: int = 1, errors: str = 'warn',
-                   max_pixels: int = MAX_PIXELS, selection: Selection = Selection()) -> Iterator[StreamItem]:
+                   max_pixels: int = MAX_PIXELS, selection: Selection = Selection(),
+                   tiles: TileOptions | None = None) -> Iterator[StreamItem]:
     """StreamItems for `sources` (see `Predictor.stream`)."""
     if errors not in ERROR_MODES:
         raise MrcnnError(f'errors must be one of {", ".join(map(repr, ERROR_MODES))}, not {errors!r}')
     max_pixels = check_max_pixels(max_pixels)
     infer = _filtered(predictor.predict_prepared, selection, predictor.classes)
-    return _items(predictor, sources, infer, vid_stride, max_frames, batch_size, errors, max_pixels)
+    return _items(predictor, sources, infer, vid_stride, max_frames, batch_size, errors, max_pixels, tiles)
 
 
 def _filtered(infer: Infer, selection: Selection, names: Sequence[str]) -> Infer:
@@ -94,12 +161,31 @@ def _filtered(infer: Infer, selection: Selection, names: Sequence[str]) -> Infer
 
 
 def _items(predictor: Predictor, sources: Sequence[Source], infer: Infer, vid_stride: int, max_frames: int | None,
-           batch_size: int, errors: str, max_pixels: int) -> Iterator[StreamItem]:
-    for item in pipelined(source_frames(sources, vid_stride, max_frames, max_pixels), infer, batch_size,
-                          prepare=predictor.prepare):
+           batch_size: int, errors: str, max_pixels: int, tiles: TileOptions | None) -> Iterator[StreamItem]:
+    frames = source_frames(sources, vid_stride, max_frames, max_pixels, tiles, predictor.scale)
+    passes: list[TilePass] = []
+    for item in pipelined(frames, infer, batch_size, prepare=lambda frame: _prepare(predictor, frame)):
+        if item.tile is not None:   # a tile's detections, held until its scene is complete
+            passes.append(TilePass(cast(Detections, item.detections), item.tile.region))
+            continue
+        if item.scene is not None:
+            item.detections = merge_passes(passes, item.scene.height, item.scene.width, cast(TileOptions, tiles),
+                                           predictor.classes)
+        passes = []
         if item.ok or errors == 'yield':
             yield item
         elif errors == 'raise' and item.error:
             raise MrcnnError(item.error)
         else:
             warn(item.error or item.warning or '')
+
+
+def _prepare(predictor: Predictor, frame: StreamItem) -> Prepared:
+    """The frame made ready for the network; a whole-scene pass on a shrunk copy is mapped back
+    onto the full scene (its masks are pasted there, as for any image)."""
+    prepared = predictor.prepare(cast(np.ndarray, frame.image))
+    if frame.tile is None or frame.tile.scene_shape is None:
+        return prepared
+    height, width = frame.tile.scene_shape
+    h, w = prepared.img_shape
+    return Prepared(prepared.tensor, prepared.img_shape, (w / width, h / height), (height, width))

@@ -1,0 +1,270 @@
+"""A large image read a region at a time: a TIFF (BigTIFF, tiled or striped, pyramidal, as GIS and
+microscopy software write them) decoded only in the strips or tiles a region touches, through
+tifffile; any other image decoded whole and sliced.  A GeoTIFF's georeferencing comes with it."""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from mrcnn_cli.errors import MrcnnError, first_line, option
+
+TIFF_MAGICS = (b'II*\x00', b'MM\x00*', b'II+\x00', b'MM\x00+')   # classic TIFF and BigTIFF
+PREVIEW_MAX_SIDE = 4096   # pictures of larger scenes are drawn on a copy this size
+
+
+@dataclass(frozen=True)
+class GeoReference:
+    """Pixel (column, row) -> map (x, y): x = a*col + b*row + c, y = d*col + e*row + f, for pixel
+    corners (a tie point for a pixel's centre is moved by half a pixel), and the CRS's EPSG code."""
+    transform: tuple[float, float, float, float, float, float]
+    epsg: int | None
+
+    def to_map(self, points: np.ndarray) -> np.ndarray:
+        a, b, c, d, e, f = self.transform
+        x, y = points[:, 0], points[:, 1]
+        return np.column_stack([a * x + b * y + c, d * x + e * y + f])
+
+
+class Scene:
+    """An image as regions: `read(rect)` gives the BGR uint8 pixels [x0, x1) x [y0, y1)."""
+    name: str
+    width: int
+    height: int
+    georef: GeoReference | None = None
+    georef_problem: str | None = None   # georeferencing there but unusable: why
+    damaged: int = 0          # segments that could not be decoded (read as black)
+    segments: int = 0
+
+    def read(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        raise NotImplementedError
+
+    @property
+    def whole(self) -> np.ndarray | None:
+        """The whole image when it is in memory anyway, else None."""
+        return None
+
+    def overview(self, max_side: int) -> np.ndarray:
+        """The image shrunk (INTER_AREA) so that its longer side is at most `max_side`, read in
+        bands so that only one band is decoded at a time."""
+        factor = max(self.width, self.height) / max_side
+        if factor <= 1:
+            return self.read(0, 0, self.width, self.height)
+        out_w, out_h = max(1, round(self.width / factor)), max(1, round(self.height / factor))
+        band = max(1, math.ceil(factor)) * 64
+        rows = []
+        for y in range(0, self.height, band):
+            y1 = min(y + band, self.height)
+            top, bottom = round(y * out_h / self.height), round(y1 * out_h / self.height)
+            if bottom > top:
+                rows.append(cv2.resize(self.read(0, y, self.width, y1), (out_w, bottom - top),
+                                       interpolation=cv2.INTER_AREA))
+        return np.concatenate(rows)
+
+    def close(self) -> None:
+        pass
+
+
+class ArrayScene(Scene):
+    """An image already decoded whole."""
+
+    def __init__(self, image: np.ndarray, name: str):
+        self.image, self.name = image, name
+        self.height, self.width = image.shape[:2]
+
+    def read(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        return self.image[y0:y1, x0:x1]
+
+    @property
+    def whole(self) -> np.ndarray:
+        return self.image
+
+
+def is_tiff(path: Path) -> bool:
+    try:
+        with open(path, 'rb') as f:
+            return f.read(4) in TIFF_MAGICS
+    except OSError:
+        return False
+
+
+class TiffScene(Scene):
+    """A TIFF's first image (its full-resolution level), read by the segments a region touches.
+    `max_pixels` bounds what one segment may decode to (a strip as large as the image is
+    refused: it could only be decoded whole)."""
+
+    def __init__(self, path: Path, name: str, max_pixels: int):
+        import tifffile
+        self.name = name
+        try:
+            self._tif = tifffile.TiffFile(str(path))
+            page = self._tif.pages.first
+            page = page if isinstance(page, tifffile.TiffPage) else page.aspage()
+        except Exception as e:  # noqa: BLE001 - the reader's boundary: whatever tifffile raises on this file
+            raise MrcnnError(f'{name}: not a readable TIFF ({first_line(e)})') from None
+        try:
+            self._setup(page, max_pixels)
+        except BaseException:
+            self._tif.close()
+            raise
+
+    def _setup(self, page: Any, max_pixels: int) -> None:
+        samples, depth, height, width, contig = page.shaped
+        if depth != 1 or page.dtype is None or page.dtype.kind != 'u' or page.dtype.itemsize > 2:
+            raise MrcnnError(f'{self.name}: TIFF samples of type {page.dtype} (depth {depth}) are not supported; '
+                             'need 8- or 16-bit unsigned')
+        self.page, self.height, self.width = page, int(height), int(width)
+        self.channels = samples * contig
+        if page.is_tiled:
+            self.seg_h, self.seg_w = int(page.tilelength), int(page.tilewidth)
+        else:
+            self.seg_h, self.seg_w = int(min(page.rowsperstrip or height, height)), self.width
+        if self.seg_h * self.seg_w > max_pixels:
+            raise MrcnnError(f'{self.name}: its TIFF {"tiles" if page.is_tiled else "strips"} are '
+                             f'{self.seg_w}x{self.seg_h} pixels, more than {option("max_pixels")} '
+                             f'({max_pixels}) to decode at once')
+        self.across = -(-self.width // self.seg_w)
+        self.down = -(-self.height // self.seg_h)
+        self.planes = samples                     # planar configuration: one set of segments per sample
+        self.segments = self.across * self.down * self.planes
+        try:
+            self._decode: Callable[..., Any] = page.decode
+        except Exception as e:  # noqa: BLE001 - a codec tifffile lacks
+            raise MrcnnError(f'{self.name}: cannot decode its {page.compression.name} TIFF data '
+                             f'({first_line(e)}; pip install imagecodecs reads most)') from None
+        self._bad: set[int] = set()
+        try:
+            self.georef = _georeference(page)
+        except GeoTiffProblem as e:
+            self.georef_problem = str(e)
+
+    def read(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        out = np.zeros((y1 - y0, x1 - x0, self.channels), self.page.dtype)
+        fh = self._tif.filehandle
+        for plane in range(self.planes):
+            for row in range(y0 // self.seg_h, -(-y1 // self.seg_h)):
+                for col in range(x0 // self.seg_w, -(-x1 // self.seg_w)):
+                    index = (plane * self.down + row) * self.across + col
+                    segment = self._segment(fh, index)
+                    if segment is None:
+                        continue
+                    sy, sx = row * self.seg_h, col * self.seg_w
+                    top, left = max(y0, sy), max(x0, sx)
+                    bottom, right = min(y1, sy + segment.shape[0]), min(x1, sx + segment.shape[1])
+                    if bottom > top and right > left:
+                        part = segment[top - sy:bottom - sy, left - sx:right - sx]
+                        if self.planes > 1:
+                            out[top - y0:bottom - y0, left - x0:right - x0, plane] = part[..., 0]
+                        else:
+                            out[top - y0:bottom - y0, left - x0:right - x0] = part
+        return self._to_bgr(out)
+
+    def _segment(self, fh: Any, index: int) -> np.ndarray | None:
+        """One strip or tile, (h, w, samples); None when it is empty or damaged (counted once)."""
+        page = self.page
+        offset, count = page.dataoffsets[index], page.databytecounts[index]
+        if not count:
+            return None
+        try:
+            with fh.lock:
+                fh.seek(offset)
+                data = fh.read(count)
+            segment, _, _ = self._decode(data, index, jpegtables=page.jpegtables, jpegheader=page.jpegheader,
+                                         _fullsize=page.is_tiled)
+            if segment is None or len(data) < count:
+                raise ValueError('cut short')
+            return segment.reshape(segment.shape[-3:])
+        except Exception:  # noqa: BLE001 - a damaged segment: read as black, reported once per file
+            if index not in self._bad:
+                self._bad.add(index)
+                self.damaged += 1
+            return None
+
+    def _to_bgr(self, img: np.ndarray) -> np.ndarray:
+        """As cv2.imread's IMREAD_COLOR would: 16-bit to 8 (>> 8), grey to three channels, alpha
+        dropped, a palette applied, RGB to BGR."""
+        if img.dtype == np.uint16:
+            img = (img >> 8).astype(np.uint8)
+        photometric = int(self.page.photometric)
+        if photometric == 3 and self.page.colormap is not None:    # palette
+            lut = (np.asarray(self.page.colormap).T >> 8).astype(np.uint8)
+            return np.ascontiguousarray(lut[img[..., 0]][..., ::-1])
+        if img.shape[2] < 3:
+            grey = img[..., 0]
+            if photometric == 0:   # white is zero
+                grey = 255 - grey
+            return cv2.cvtColor(np.ascontiguousarray(grey), cv2.COLOR_GRAY2BGR)
+        return np.ascontiguousarray(img[..., 2::-1])
+
+    def close(self) -> None:
+        self._tif.close()
+
+
+def open_scene(path: Path, name: str, max_pixels: int, read_whole: Callable[[], np.ndarray]) -> Scene:
+    """A TIFF file as a TiffScene; anything else decoded whole by `read_whole`."""
+    if is_tiff(path):
+        return TiffScene(path, name, max_pixels)
+    return ArrayScene(read_whole(), name)
+
+
+# GeoTIFF: tag numbers and geo keys (OGC GeoTIFF 1.1)
+MODEL_PIXEL_SCALE, MODEL_TIEPOINT, MODEL_TRANSFORMATION, GEO_KEY_DIRECTORY = 33550, 33922, 34264, 34735
+GT_RASTER_TYPE, GEOGRAPHIC_TYPE, PROJECTED_CS_TYPE = 1025, 2048, 3072
+RASTER_PIXEL_IS_POINT, USER_DEFINED = 2, 32767
+
+
+class GeoTiffProblem(ValueError):
+    """Georeferencing tags present but unusable (the caller warns and keeps pixel coordinates)."""
+
+
+def _georeference(page: Any) -> GeoReference | None:
+    tags = {tag.code: tag.value for tag in page.tags.values()}
+    if not any(code in tags for code in (MODEL_TIEPOINT, MODEL_TRANSFORMATION)):
+        return None
+    return georeference_from_tags(tags)
+
+
+def georeference_from_tags(tags: dict[int, Any]) -> GeoReference:
+    """The pixel-to-map transform and EPSG code of a GeoTIFF's tags (tag number -> value)."""
+    keys = _geo_keys(tags.get(GEO_KEY_DIRECTORY))
+    try:
+        if MODEL_TRANSFORMATION in tags:
+            m = [float(v) for v in tags[MODEL_TRANSFORMATION]]
+            if len(m) != 16:
+                raise GeoTiffProblem('its ModelTransformationTag does not hold 16 numbers')
+            transform = (m[0], m[1], m[3], m[4], m[5], m[7])
+        else:
+            tie = [float(v) for v in tags[MODEL_TIEPOINT]][:6]
+            scale = [float(v) for v in tags.get(MODEL_PIXEL_SCALE, ())]
+            if len(tie) < 6 or len(scale) < 2 or not all(math.isfinite(v) for v in tie + scale):
+                raise GeoTiffProblem('its tie point has no ModelPixelScaleTag to go with it')
+            i, j, _, x, y, _ = tie
+            transform = (scale[0], 0.0, x - i * scale[0], 0.0, -scale[1], y + j * scale[1])
+    except (TypeError, ValueError, KeyError) as e:
+        raise GeoTiffProblem(f'its georeferencing tags cannot be read ({e})') from None
+    if keys.get(GT_RASTER_TYPE) == RASTER_PIXEL_IS_POINT:   # the tie point is a pixel's centre
+        a, b, c, d, e, f = transform
+        transform = (a, b, c - 0.5 * (a + b), d, e, f - 0.5 * (d + e))
+    epsg = keys.get(PROJECTED_CS_TYPE) or keys.get(GEOGRAPHIC_TYPE)
+    if epsg is None or epsg == USER_DEFINED or not 1024 <= epsg < USER_DEFINED:
+        raise GeoTiffProblem('its coordinate reference system is not an EPSG code' if epsg else
+                             'it names no coordinate reference system')
+    return GeoReference(transform, int(epsg))
+
+
+def _geo_keys(directory: Any) -> dict[int, int]:
+    """The SHORT-valued keys of a GeoKeyDirectoryTag."""
+    if directory is None:
+        return {}
+    values = [int(v) for v in directory]
+    out = {}
+    for k in range(4, 4 + 4 * values[3] if len(values) >= 4 else 4, 4):
+        key, location, _, value = values[k:k + 4] if len(values) >= k + 4 else (0, 1, 0, 0)
+        if location == 0:
+            out[key] = value
+    return out
