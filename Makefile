@@ -6,9 +6,12 @@ SHARED ?= ../shared
 
 .PHONY: setup lint test test-quick demo bench fuzz gpu-check clean
 
+# SAHI is the tests' independent reference for tiling (its slicer and box NMS); it asks for the GUI build of
+# OpenCV, which would clash with the headless one, and the parts the tests use need nothing else: no deps.
 $(BIN)/mrcnn: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q --no-deps sahi==0.12.8
 	touch $@
 
 setup: $(BIN)/mrcnn

@@ -21,8 +21,9 @@ CLASSES = ('a', 'b')
 def test_tiles_lie_where_sahis_slicer_puts_them(width, height, tile, overlap):
     sahi_slicing = pytest.importorskip('sahi.slicing')
     options = TileOptions(tile, overlap)
-    expected = sahi_slicing.get_slice_bboxes(height, width, options.size[1], options.size[0], auto_slice_resolution=False,
-                                             overlap_height_ratio=overlap, overlap_width_ratio=overlap)
+    expected = sahi_slicing.get_slice_bboxes(height, width, options.size[1], options.size[0],
+                                             auto_slice_resolution=False, overlap_height_ratio=overlap,
+                                             overlap_width_ratio=overlap)
     assert [list(r) for r in tile_grid(width, height, options)] == expected
 
 
@@ -146,7 +147,8 @@ def test_detections_of_one_tile_are_never_joined_nor_different_classes_nor_tiles
                                TileOptions(180), CLASSES)
     assert len(other_class) == 2
     obj = disc(H, W, 150, 100, 40)             # cut exactly at x = 150 by two tiles that share no pixel
-    touching = [tile_pass([obj], [0.9], [0], Rect(0, 0, 150, 200)), tile_pass([obj], [0.8], [0], Rect(150, 0, 300, 200))]
+    touching = [tile_pass([obj], [0.9], [0], Rect(0, 0, 150, 200)),
+                tile_pass([obj], [0.8], [0], Rect(150, 0, 300, 200))]
     assert len(merge_passes(touching, H, W, TileOptions(150, overlap=0.0), CLASSES)) == 2
 
 
@@ -203,7 +205,8 @@ def test_box_nms_over_iou_agrees_with_sahi_on_uncut_box_shaped_detections():
                      for b, s, c in zip(boxes, scores, labels)]
         out = merge_passes(passes, height, width, options, CLASSES)
         predictions = np.array(flat, np.float64)
-        # SAHI suppresses at >= its threshold, the model's NMS and mrcnn's merge above it: the same rule just above 0.5 (in SAHI's float32)
+        # SAHI suppresses at >= its threshold, the model's NMS and mrcnn's merge above it: the same rule
+        # just above 0.5 (as SAHI's float32 sees it)
         kept = combine.batched_nms(predictions, match_metric='IOU', match_threshold=0.5 + 1e-6)
         expected = sorted(map(tuple, np.column_stack([predictions[kept, :4], predictions[kept, 5]]).tolist()))
         got = sorted(map(tuple, np.column_stack([out.boxes, out.labels]).astype(np.float64).tolist()))

@@ -15,7 +15,8 @@ import numpy as np
 from mrcnn_cli.errors import MrcnnError, first_line, option
 
 TIFF_MAGICS = (b'II*\x00', b'MM\x00*', b'II+\x00', b'MM\x00+')   # classic TIFF and BigTIFF
-PREVIEW_MAX_SIDE = 4096   # pictures of larger scenes are drawn on a copy this size
+PREVIEW_MAX_SIDE = 4096
+UNASSOCIATED_ALPHA = 2    # TIFF ExtraSamples   # pictures of larger scenes are drawn on a copy this size
 
 
 @dataclass(frozen=True)
@@ -186,10 +187,13 @@ class TiffScene(Scene):
             return None
 
     def _to_bgr(self, img: np.ndarray) -> np.ndarray:
-        """As cv2.imread's IMREAD_COLOR would: 16-bit to 8 (>> 8), grey to three channels, alpha
-        dropped, a palette applied, RGB to BGR."""
+        """As cv2.imread's IMREAD_COLOR would: 16-bit to 8 (x / 257, rounded), grey to three
+        channels, colour times an unassociated alpha (then dropped), a palette applied, RGB to BGR."""
         if img.dtype == np.uint16:
-            img = (img >> 8).astype(np.uint8)
+            img = ((img.astype(np.uint32) + 128) // 257).astype(np.uint8)
+        if img.shape[2] >= 4 and tuple(self.page.extrasamples or ())[:1] == (UNASSOCIATED_ALPHA,):
+            alpha = img[..., 3:4].astype(np.uint16)
+            img = ((img[..., :3] * alpha + 127) // 255).astype(np.uint8)
         photometric = int(self.page.photometric)
         if photometric == 3 and self.page.colormap is not None:    # palette
             lut = (np.asarray(self.page.colormap).T >> 8).astype(np.uint8)
