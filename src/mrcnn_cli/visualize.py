@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from mrcnn_cli.errors import MrcnnError
+from mrcnn_cli.ops.grid import RectGrid
 from mrcnn_cli.ops.paste import MaskWindow
 
 
@@ -129,10 +130,22 @@ def draw_detections(img: np.ndarray, det: Drawable, options: DrawOptions = DrawO
     if labels and len(det):   # hide_labels hides the whole label; hide_conf only its score (as Ultralytics)
         texts = [det.classes[det.labels[i]] + (f' {det.scores[i]:.2f}' if conf else '') for i in range(len(det))]
         sizes = [_label_size(text, font_scale) for text in texts]
-        spots = place_labels(det.boxes, [s[:2] for s in sizes], w, h)
-        for i in order:
+        shown = _labels_that_fit(sizes, w, h)
+        spots = place_labels(det.boxes[:shown], [s[:2] for s in sizes[:shown]], w, h)
+        for i in range(shown - 1, -1, -1):
             _label(out, texts[i], spots[i], sizes[i], colors[i], font_scale)
     return out
+
+
+MIN_LABELS = 1000   # a picture always gets this many labels (the surest detections first)
+
+
+def _labels_that_fit(sizes: Sequence[tuple[int, int, int]], width: int, height: int) -> int:
+    """How many labels to draw: all, unless (thousands of detections on a large image's preview)
+    they would need more than a quarter of the picture; then the surest that fit, MIN_LABELS at
+    least.  Beyond that labels only cover each other, and placing them costs time for nothing."""
+    areas = np.cumsum([lw * lh for lw, lh, _ in sizes])
+    return max(min(MIN_LABELS, len(sizes)), int(np.searchsorted(areas, width * height / 4, side='right')))
 
 
 def _label_size(text: str, font_scale: float) -> tuple[int, int, int]:
@@ -170,15 +183,18 @@ def place_labels(boxes: np.ndarray, sizes: Sequence[tuple[int, int]], width: int
                  0, np.maximum(height - lh, 0))
     placed = np.zeros((len(boxes), 4), np.float64)
     spots = []
+    grid = RectGrid(128)   # placed labels by the cells they cover: thousands of labels stay linear
     for k in range(len(boxes)):
         best = 0
-        if k:
-            before = placed[:k]
+        near = grid.near(xs[k].min(), ys[k].min(), xs[k].max() + lw[k, 0], ys[k].max() + lh[k, 0])
+        if near:   # only labels that can touch one of its places (the others add no overlap)
+            before = placed[near]
             ix = np.minimum(xs[k, :, None] + lw[k], before[:, 2]) - np.maximum(xs[k, :, None], before[:, 0])
             iy = np.minimum(ys[k, :, None] + lh[k], before[:, 3]) - np.maximum(ys[k, :, None], before[:, 1])
             best = int(np.argmin((np.clip(ix, 0, None) * np.clip(iy, 0, None)).sum(axis=1)))   # first of the least
         x, y = xs[k, best], ys[k, best]
         placed[k] = x, y, x + lw[k, 0], y + lh[k, 0]
+        grid.add(k, *placed[k])
         spots.append((int(x), int(y)))
     return spots
 

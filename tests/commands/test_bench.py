@@ -127,3 +127,27 @@ def test_bench_rows_apply_each_option_or_say_why_not():
                               '--ort-provider applies to the onnx backend')):
         with pytest.raises(MrcnnError, match=message):
             rows_of(**changes)
+
+
+@pytest.mark.slow
+def test_bench_tiled_row_counts_what_predict_tile_does(tmp_path, checkpoint):
+    images = tmp_path / 'imgs'
+    images.mkdir()
+    names = ('000000011813.jpg', '000000034417.jpg')     # 333x500 and 500x375
+    for name in names:
+        (images / name).symlink_to(COCO_IMAGES / name)
+    out = tmp_path / 'bench.json'
+    proc = mrcnn_here('bench', '--weights', checkpoint('r50'), '--style', 'pytorch', *FAST, '--images', images,
+                      '--n', 1, '--warmup', 0, '--device', 'cpu', '--tile', 256, '--json', out)
+    assert proc.returncode == 0, proc.stderr
+    row = {r['backend']: r for r in json.loads(out.read_text())['rows']}['torch tiled']
+    tiled = row['tiled']
+    assert tiled['tile'] == [256, 256] and tiled['tiles'] == 4 + 4 and row['images'] == 2   # 2 x 2 tiles each
+    assert tiled['tiles_per_s'] == pytest.approx(8 / tiled['seconds'])
+    assert tiled['megapixels_per_s'] == pytest.approx((333 * 500 + 500 * 375) / 1e6 / tiled['seconds'])
+    assert 0 < tiled['model_s'] < tiled['seconds'] and tiled['cpu_overhead'] > 0
+    from mrcnn_cli import load
+    predictor = load(weights=checkpoint('r50'), style='pytorch', device='cpu', scale=FAST_SCALE)
+    found = sum(len(predictor(images / name, tile=256, score_thr=0.3)) for name in names)
+    assert row['detections_per_image'] == pytest.approx(found / 2)
+    assert 'tiles of 256x256' in proc.stdout

@@ -177,3 +177,48 @@ def test_labels_are_placed_where_they_cover_no_other_label():
     # twelve labels of one box: stacked above and below it, none on another
     stacked = place_labels(np.array([[100, 150, 200, 250]] * 12, np.float32), [(60, 12)] * 12, 400, 400)
     assert len(set(stacked)) == 12 and overlap_area([(x, y, x + 60, y + 12) for x, y in stacked]) == 0
+
+
+def test_resize_scales_boxes_and_masks_as_opencv_resizes_the_image():
+    full = np.zeros((400, 600), bool)
+    full[100:220, 300:480] = True                   # a rectangle: nearest-neighbour keeps it one
+    det = Detections([[300, 100, 480, 220]], [0.9], [2], [MaskWindow(full[100:220, 300:480].copy(), 300, 100)],
+                     400, 600, COCO_CLASSES)
+    small = det.resize(150, 100)
+    assert (small.width, small.height) == (150, 100)
+    np.testing.assert_allclose(small.boxes, [[75, 25, 120, 55]])
+    expected = cv2.resize(full.view(np.uint8), (150, 100), interpolation=cv2.INTER_NEAREST).astype(bool)
+    assert np.array_equal(small.mask(0), expected)
+    assert small.scores.tolist() == det.scores.tolist() and small.labels.tolist() == [2]
+
+
+def test_pictures_of_large_sliced_images_are_drawn_at_most_4096_a_side():
+    from mrcnn_cli.commands.predict import draw_bounded
+    from mrcnn_cli.engine.stream import StreamItem
+    from mrcnn_cli.engine.tiling import SceneInfo
+    from mrcnn_cli.visualize import DrawOptions
+    det = made([[1000, 2000, 3000, 4000]], [0.9], [0], size=(5000, 8192))
+    preview = np.full((2500, 4096, 3), 90, np.uint8)
+    item = StreamItem('big.tif', image=None, detections=det, scene=SceneInfo(8192, 5000, 40, preview=preview))
+    drawn = draw_bounded(item, det, DrawOptions())
+    assert drawn.shape == (2500, 4096, 3)
+    assert (drawn[1000:2000, 500:1500] != 90).any() and (drawn[:900, :400] == 90).all()   # the mask, halved
+    whole = np.full((5000, 8192, 3), 90, np.uint8)       # held whole: shrunk the same way
+    item = StreamItem('big.png', image=whole, detections=det, scene=SceneInfo(8192, 5000, 40))
+    assert draw_bounded(item, det, DrawOptions()).shape == (2500, 4096, 3)
+    small = made([[10, 20, 30, 40]], [0.9], [0])          # not sliced: as it is
+    assert draw_bounded(StreamItem('a.png', image=np.zeros((60, 80, 3), np.uint8)), small,
+                        DrawOptions()).shape == (60, 80, 3)
+
+
+def test_a_picture_of_thousands_labels_the_surest_that_fit():
+    from mrcnn_cli.visualize import MIN_LABELS, _labels_that_fit
+    sizes = [(60, 15, 3)] * 20000                        # 900 px² each
+    assert _labels_that_fit(sizes, 4096, 4096) == 4096 * 4096 // 4 // 900
+    assert _labels_that_fit(sizes, 640, 480) == MIN_LABELS
+    assert _labels_that_fit(sizes[:30], 640, 480) == 30
+    rng = np.random.default_rng(0)
+    xy = rng.integers(0, 1900, (3000, 2))
+    det = made(np.column_stack([xy, xy + 40]).tolist(), np.linspace(1, 0.3, 3000), [0] * 3000, size=(2000, 2000))
+    drawn = det.plot(np.zeros((2000, 2000, 3), np.uint8), score_thr=0)
+    assert drawn.shape == (2000, 2000, 3) and drawn.any()

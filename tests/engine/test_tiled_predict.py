@@ -34,11 +34,23 @@ def test_a_mosaic_cut_along_its_photos_gives_each_photos_own_detections(model, m
     photos, image = mosaic
     tiled = model(image, tile=TileOptions((640, 480), overlap=0.0), batch_size=2)
     assert (tiled.height, tiled.width) == (960, 1280)
-    own = [model(photo) for photo in photos]
-    assert len(tiled) == sum(len(d) for d in own) > 50
+    assert_each_photos_own(tiled, [model(photo) for photo in photos], [(0, 0), (640, 0), (0, 480), (640, 480)])
+
+
+def test_onnx_runtime_slices_the_same_way(exported, mosaic):
+    from mrcnn_cli import load
+    onnx = load(exported('r50'), device='cpu')
+    photos, image = mosaic
+    tiled = onnx(image[:480], tile=TileOptions((640, 480), overlap=0.0))      # the first two, side by side
+    assert_each_photos_own(tiled, [onnx(photo) for photo in photos[:2]], [(0, 0), (640, 0)])
+
+
+def assert_each_photos_own(tiled, own, offsets):
+    """Each photo's detections are found, shifted, with their masks, among the mosaic's, and
+    nothing else is."""
+    assert len(tiled) == sum(len(d) for d in own) > 20
     got = by_score(tiled)
-    for det, (x, y) in zip(own, [(0, 0), (640, 0), (0, 480), (640, 480)]):
-        # each photo's detections are found, shifted, with their masks, among the mosaic's
+    for det, (x, y) in zip(own, offsets):
         inside = (got.boxes[:, 0] >= x) & (got.boxes[:, 2] <= x + 640) & (got.boxes[:, 1] >= y) & \
                  (got.boxes[:, 3] <= y + 480)
         part = by_score(got[inside])

@@ -42,6 +42,7 @@ class BenchRow:
     speedup_vs_torchvision: float = None
     detections_per_image: float = 0.0
     pipeline: dict = None      # a whole `mrcnn predict` run: {fps, vis, replay, detections_per_image}
+    tiled: dict = None         # `mrcnn predict --tile`: {tile, tiles_per_s, megapixels_per_s, cpu_overhead, ...}
     load_s: float = None       # building the predictor (checkpoint read, model built and rewritten)
     first_result_s: float = None   # load + the first image's detections (the first call compiles, warms up)
 
@@ -192,6 +193,12 @@ def format_table(report):
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
     out = ['  '.join(str(v).ljust(w) for v, w in zip(line, widths)).rstrip() for line in lines]
     for r in rows:
+        if r.tiled:
+            t = r.tiled
+            out.append(f'  {r.backend} {r.precision}: {t["tiles"]} tiles of {t["tile"][0]}x{t["tile"][1]} in '
+                       f'{t["seconds"]:.1f} s: {t["tiles_per_s"]:.2f} tiles/s, {t["megapixels_per_s"]:.2f} '
+                       f'megapixels/s, {t["detections_per_megapixel"]:.0f} detections/megapixel; the CPU side adds '
+                       f'{t["cpu_overhead"]:.1%} to the model time')
         if r.stages_ms:
             parts = ', '.join(f'{k} {v:.0f}' for k, v in r.stages_ms.items())
             start = f'; load {r.load_s:.2f} s, first result {r.first_result_s:.2f} s' if r.first_result_s else ''
@@ -259,6 +266,69 @@ def measure_pipeline(name, predictor, pipeline, n, progress=True, runs=3):
                     pipeline=pipeline)
 
 
+@dataclass(frozen=True)
+class TiledPlan:
+    """`--tile`: sliced inference over each of `paths` once, with `tiles` (TileOptions)."""
+    paths: list
+    tiles: object
+
+
+def measure_tiled(name, predictor, tiled, progress=True):
+    """A whole `mrcnn predict --tile --save-geojson` over `paths` (each image once: large images
+    are slow), with pictures: tiles/s, megapixels/s, and what the CPU side (reading, merging, RLE,
+    polygons, GeoJSON, drawing, writing) adds to the model's own time (each tile's resize and
+    normalisation, the network, NMS and mask paste: what a photo of that size costs, as the fps
+    rows time it): `cpu_overhead` = wall time / model time - 1."""
+    import json
+    import tempfile
+
+    from mrcnn_cli.commands.options import SaveOptions
+    from mrcnn_cli.commands.predict import PredictOptions, predict_sources
+    tiles = tiled.tiles
+    sources, _ = collect_sources(tiled.paths)
+    network = [0.0]
+
+    def timed(method):
+        def run(*args):
+            start = time.perf_counter()
+            out = method(*args)
+            network[0] += time.perf_counter() - start
+            return out
+        return run
+
+    counted = {'tiles': 0, 'pixels': 0}
+    with tempfile.TemporaryDirectory(prefix='mrcnn-bench-') as tmp:
+        opts = PredictOptions(out_dir=Path(tmp) / 'out', progress=progress, tiles=tiles,
+                              save=SaveOptions(geojson=True))
+        predictor.predict_batch([read_image(image_paths()[0])])   # warm-up
+        reset_peak_rss()
+        predictor.prepare, predictor.predict_prepared = timed(predictor.prepare), timed(predictor.predict_prepared)
+        try:
+            start = time.perf_counter()
+            summary = predict_sources(predictor, sources, opts, warn=lambda m: None)
+            wall = time.perf_counter() - start
+        finally:
+            del predictor.prepare, predictor.predict_prepared   # the class's methods again
+        for line in (Path(tmp) / 'out' / 'predictions.jsonl').read_text().splitlines()[1:]:
+            record = json.loads(line)
+            if 'width' in record:
+                counted['pixels'] += record['width'] * record['height']
+                counted['tiles'] += _tile_count(record['width'], record['height'], tiles)
+    megapixels = counted['pixels'] / 1e6
+    tiled = {'tile': list(tiles.size), 'overlap': tiles.overlap, 'full': tiles.full, 'tiles': counted['tiles'],
+             'tiles_per_s': counted['tiles'] / wall, 'megapixels_per_s': megapixels / wall, 'seconds': wall,
+             'model_s': network[0], 'cpu_overhead': wall / network[0] - 1,
+             'detections_per_megapixel': summary.instances / megapixels}
+    return BenchRow(backend=f'{name} tiled', precision=predictor.precision, device=str(predictor.device),
+                    images=summary.images, fps=summary.images / wall, latency_ms={}, stages_ms={},
+                    peak_rss_mb=peak_rss_mb(), detections_per_image=summary.instances / summary.images, tiled=tiled)
+
+
+def _tile_count(width, height, tiles):
+    from mrcnn_cli.engine.tiling import tile_grid
+    return len(tile_grid(width, height, tiles)) + tiles.full
+
+
 def report_dict(report):
     return asdict(report)
 
@@ -315,10 +385,11 @@ def bench_rows(choice, batch_size=1, warn=print):
     return rows
 
 
-def run_bench(make_predictor, rows, plan, *, compare=None, pipeline=None):
+def run_bench(make_predictor, rows, plan, *, compare=None, pipeline=None, tiled=None):
     """Benchmark each row (a ModelChoice, built by `make_predictor`) in this process on the plan's
     images (and first, with `compare='torchvision'`, the torchvision peer on the first row's weights
-    in a process of its own); with `pipeline` (a PipelinePlan) also the whole predict path."""
+    in a process of its own); with `pipeline` (a PipelinePlan) also the whole predict path, with
+    `tiled` (a TiledPlan) sliced inference."""
     report = BenchReport(METHOD, machine_info(plan.device), plan.decode_ms,
                          sorted({tuple(int(v) for v in img.shape[:2]) for img in plan.images}))
     peer_row = None
@@ -343,6 +414,8 @@ def run_bench(make_predictor, rows, plan, *, compare=None, pipeline=None):
         report.rows.append(row)
         if pipeline:   # the whole predict path on the same backend
             report.rows.append(measure_pipeline(predictor.name, predictor, pipeline, plan.n, plan.progress))
+        if tiled:
+            report.rows.append(measure_tiled(predictor.name, predictor, tiled, plan.progress))
         del predictor
         release_freed_memory()   # the next backend's peak RSS must be its own
     if peer_row is not None:

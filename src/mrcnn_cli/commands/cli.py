@@ -310,7 +310,10 @@ def _print_evaluation(evaluation, published, classwise=False):
 @click.option('--replay', is_flag=True,
               help='With --pipeline: the network replays outputs recorded in a first pass (the CPU side alone).')
 @click.option('--no-vis', is_flag=True, help='With --pipeline: no pictures, JSON only.')
-def bench(fps, model, images_dir, count, warmup, batch_size, compare, json_path, pipeline, replay, no_vis):
+@click.option('--tile', default=None, metavar='SIZE',
+              help='Also time `mrcnn predict --tile SIZE --save-geojson` over each of --images once (tiles/s, '
+                   'megapixels/s, what the CPU side adds to the network time).')
+def bench(fps, model, images_dir, count, warmup, batch_size, compare, json_path, pipeline, replay, no_vis, tile):
     """Speed: fps, latency percentiles, peak memory and a per-stage breakdown, per backend."""
     from mrcnn_cli.commands import bench as bench_lib
     from mrcnn_cli.engine.predictor import resolve_device
@@ -323,8 +326,15 @@ def bench(fps, model, images_dir, count, warmup, batch_size, compare, json_path,
     plan = bench_lib.BenchPlan(images, count, warmup, batch_size, str(resolve_device(rows[0].device)),
                                not quiet(), decode_ms)
     paths = bench_lib.PipelinePlan(bench_lib.image_paths(images_dir, limit=min(64, count)), not no_vis, replay)
+    tiled = None
+    if tile is not None:
+        from mrcnn_cli.engine.tiling import TileOptions
+        try:
+            tiled = bench_lib.TiledPlan(bench_lib.image_paths(images_dir, limit=64), TileOptions(tile))
+        except MrcnnError as e:
+            raise click.UsageError(str(e)) from None
     report = bench_lib.run_bench(lambda row: load_model(row, announce=False), rows, plan, compare=compare,
-                                 pipeline=paths if pipeline else None)
+                                 pipeline=paths if pipeline else None, tiled=tiled)
     click.echo(f'method: {report.method}')
     click.echo('machine: ' + ', '.join(f'{k} {v}' for k, v in report.machine.items()))
     click.echo(f'images: {len(images)} ({", ".join(f"{w}x{h}" for h, w in report.image_sizes)}), '

@@ -5,7 +5,7 @@ import difflib
 import json
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
@@ -19,7 +19,7 @@ from mrcnn_cli.io import masks as mask_forms
 from mrcnn_cli.io.coco import category_ids, decode_rle, encode_rle
 from mrcnn_cli.io.coco_checks import segmentation_problem
 from mrcnn_cli.io.files import write_image, write_text
-from mrcnn_cli.io.geojson import feature_collection, write_geojson
+from mrcnn_cli.io.geojson import collection_header, features, write_feature_collection
 from mrcnn_cli.ops.paste import MaskWindow
 
 if TYPE_CHECKING:
@@ -255,13 +255,17 @@ class Detections:
         mask's pixel edges (so its area is the mask's pixel count), with id, class and score; in
         pixel coordinates, or through a GeoTIFF's `georef` (StreamItem.scene.georef) in its map
         coordinates, the CRS named."""
-        return feature_collection(self._windows, self.labels.tolist(), self.scores.tolist(), self.classes, name=name,
-                                  width=self.width, height=self.height, georef=georef)
+        return {**collection_header(name, self.width, self.height, georef),
+                'features': list(self._features(georef))}
 
     def save_geojson(self, path: str | os.PathLike, *, georef: GeoReference | None = None) -> Path:
-        """`to_geojson()` written to `path` (atomically)."""
-        write_geojson(path, self.to_geojson(georef=georef, name=Path(path).stem))
+        """`to_geojson()` written to `path`, feature by feature (atomically)."""
+        write_feature_collection(path, collection_header(Path(path).stem, self.width, self.height, georef),
+                                 self._features(georef))
         return Path(path)
+
+    def _features(self, georef: GeoReference | None) -> Iterator[dict[str, Any]]:
+        return features(self._windows, self.labels.tolist(), self.scores.tolist(), self.classes, georef)
 
     def resize(self, width: int, height: int) -> Detections:
         """These detections on the image resized to width x height (boxes scaled, masks resized

@@ -25,6 +25,7 @@ import numpy as np
 
 from mrcnn_cli.engine.detections import Detections
 from mrcnn_cli.engine.tiling import Rect, TileOptions
+from mrcnn_cli.ops.grid import RectGrid
 from mrcnn_cli.ops.paste import MaskWindow
 
 EDGE_MARGIN = 2   # pixels from an inner tile edge within which a mask counts as cut by it
@@ -91,10 +92,10 @@ def _is_cut(win: MaskWindow, region: Rect, height: int, width: int) -> bool:
 
 
 def _greedy(instances: list[_Instance], tiles: TileOptions) -> list[_Instance]:
-    alive = np.ones(len(instances), bool)
     if not instances:
         return []
-    boxes = np.stack([i.box for i in instances])
+    alive = np.ones(len(instances), bool)
+    index = _BoxIndex(np.stack([i.box for i in instances]))
     labels = np.array([i.label for i in instances])
     seeds = np.array([i.seed for i in instances])
     kept = []
@@ -106,7 +107,9 @@ def _greedy(instances: list[_Instance], tiles: TileOptions) -> list[_Instance]:
         joined = True
         while joined:   # with 'nmm' the keeper grows, and may then reach detections it did not before
             joined = False
-            for j in _candidates(keeper, k, boxes, labels, seeds, alive):
+            for j in index.overlapping(keeper.window):
+                if j <= k or not alive[j] or labels[j] != keeper.label or seeds[j] == keeper.seed:
+                    continue
                 if _measure(keeper, instances[j], tiles.match) > tiles.match_thr:
                     alive[j] = False
                     if tiles.merge == 'nmm':
@@ -115,17 +118,24 @@ def _greedy(instances: list[_Instance], tiles: TileOptions) -> list[_Instance]:
     return kept
 
 
-def _candidates(keeper: _Instance, k: int, boxes: np.ndarray, labels: np.ndarray, seeds: np.ndarray,
-                alive: np.ndarray) -> list[int]:
-    """Later detections of the keeper's class from other passes whose boxes (with the paste
-    window's one-pixel margin) overlap the keeper's mask window."""
-    win = keeper.window
-    h, w = win.mask.shape
-    near = (alive & (labels == keeper.label) & (seeds != keeper.seed)
-            & (boxes[:, 0] - 1 < win.x0 + w) & (boxes[:, 2] + 1 > win.x0)
-            & (boxes[:, 1] - 1 < win.y0 + h) & (boxes[:, 3] + 1 > win.y0))
-    near[:k + 1] = False
-    return np.flatnonzero(near).tolist()
+class _BoxIndex:
+    """Boxes by the grid cells they cover, so that a detection is compared only with those near it
+    (a scene has tens of thousands)."""
+
+    def __init__(self, boxes: np.ndarray):
+        self.boxes = boxes
+        self.grid = RectGrid()
+        for i, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
+            self.grid.add(i, x0 - 1, y0 - 1, x1 + 1, y1 + 1)
+
+    def overlapping(self, win: MaskWindow) -> list[int]:
+        """The boxes (with the paste window's one-pixel margin) that overlap a mask window, in order."""
+        h, w = win.mask.shape
+        x0, y0, x1, y1 = win.x0, win.y0, win.x0 + w, win.y0 + h
+        near = self.grid.near(x0, y0, x1, y1)
+        b = self.boxes[near] if near else np.zeros((0, 4), np.float32)
+        hit = (b[:, 0] - 1 < x1) & (b[:, 2] + 1 > x0) & (b[:, 1] - 1 < y1) & (b[:, 3] + 1 > y0)
+        return [i for i, h in zip(near, hit.tolist()) if h]
 
 
 def _measure(a: _Instance, b: _Instance, metric: str) -> float:

@@ -13,7 +13,7 @@ from mrcnn_cli.engine.merge import TilePass, merge_passes
 from mrcnn_cli.engine.pipeline import StreamItem, pipelined
 from mrcnn_cli.engine.preprocess import Prepared, rescale_size
 from mrcnn_cli.engine.tiling import Rect, SceneInfo, TileOptions, TilePart, tile_grid
-from mrcnn_cli.errors import MrcnnError, warn
+from mrcnn_cli.errors import MrcnnError, option, warn
 from mrcnn_cli.io.fetch import fetch_url
 from mrcnn_cli.io.images import MAX_PIXELS, as_bgr, check_max_pixels, decode_image, read_image, too_large
 from mrcnn_cli.io.scene import PREVIEW_MAX_SIDE, ArrayScene, Scene, TiffScene, is_tiff
@@ -83,10 +83,13 @@ def scene_frames(si: int, src: Source, max_pixels: int, tiles: TileOptions,
         return
     try:
         grid = tile_grid(scene.width, scene.height, tiles)
+        whole = scene.whole
+        scene.keep_for(*tiles.size)
+        if whole is None:
+            scene.start_preview(PREVIEW_MAX_SIDE)
         for rect in grid:
             yield StreamItem(src.name, src.kind, source_index=si, image=scene.read(*rect), tile=TilePart(rect))
-        whole = scene.whole
-        preview = None if whole is not None else scene.overview(PREVIEW_MAX_SIDE)
+        preview = None if whole is not None else scene.preview(PREVIEW_MAX_SIDE)
         if tiles.full:
             yield _full_pass_frame(si, src, scene, whole, preview, scale)
         info = SceneInfo(scene.width, scene.height, len(grid), tiles.full, preview, scene.georef)
@@ -146,6 +149,8 @@ def stream_sources(predictor: Predictor, sources: Sequence[Source], *, vid_strid
     if errors not in ERROR_MODES:
         raise MrcnnError(f'errors must be one of {", ".join(map(repr, ERROR_MODES))}, not {errors!r}')
     max_pixels = check_max_pixels(max_pixels)
+    if tiles is not None and any(s.is_video for s in sources):
+        warn(f'{option("tile")} slices images; videos, cameras and streams run whole')
     infer = _filtered(predictor.predict_prepared, selection, predictor.classes)
     return _items(predictor, sources, infer, vid_stride, max_frames, batch_size, errors, max_pixels, tiles)
 

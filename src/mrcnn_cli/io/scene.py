@@ -4,10 +4,11 @@ tifffile; any other image decoded whole and sliced.  A GeoTIFF's georeferencing 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -25,6 +26,12 @@ class GeoReference:
     corners (a tie point for a pixel's centre is moved by half a pixel), and the CRS's EPSG code."""
     transform: tuple[float, float, float, float, float, float]
     epsg: int | None
+
+    @property
+    def mirrors(self) -> bool:
+        """Whether the transform flips orientation (as map y up against pixel rows down does)."""
+        a, b, _, d, e, _ = self.transform
+        return a * e - b * d < 0
 
     def to_map(self, points: np.ndarray) -> np.ndarray:
         a, b, c, d, e, f = self.transform
@@ -49,6 +56,15 @@ class Scene:
     def whole(self) -> np.ndarray | None:
         """The whole image when it is in memory anyway, else None."""
         return None
+
+    def keep_for(self, tile_width: int, tile_height: int) -> None:
+        """A hint: tiles of this size will be read, row by row."""
+
+    def start_preview(self, max_side: int) -> None:
+        """A hint: `preview(max_side)` will be asked for once the tiles are read."""
+
+    def preview(self, max_side: int) -> np.ndarray:
+        return self.overview(max_side)
 
     def overview(self, max_side: int) -> np.ndarray:
         """The image shrunk (INTER_AREA) so that its longer side is at most `max_side`, read in
@@ -139,31 +155,88 @@ class TiffScene(Scene):
             raise MrcnnError(f'{self.name}: cannot decode its {page.compression.name} TIFF data '
                              f'({first_line(e)}; pip install imagecodecs reads most)') from None
         self._bad: set[int] = set()
+        self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._capacity = 16
+        self._preview: np.ndarray | None = None
+        self._painted = np.zeros((0, 0), bool)
         try:
             self.georef = _georeference(page)
         except GeoTiffProblem as e:
             self.georef_problem = str(e)
 
+    def keep_for(self, tile_width: int, tile_height: int) -> None:
+        """Keep the decoded segments a row of tiles this size touches, so that overlapping tiles,
+        read row by row, decode each segment once."""
+        rows = -(-tile_height // self.seg_h) + 1
+        self._capacity = max(self._capacity, min(self.across * rows, self.segments))
+
+    def start_preview(self, max_side: int) -> None:
+        """Shrink each segment into a preview (at most `max_side` a side) as it is first decoded,
+        when segments are large enough for that; `preview()` finishes it."""
+        factor = max(self.width, self.height) / max_side
+        if factor > 1 and min(self.seg_w, self.seg_h) >= 2 * factor:
+            out_w, out_h = max(1, round(self.width / factor)), max(1, round(self.height / factor))
+            self._preview = np.zeros((out_h, out_w, 3), np.uint8)
+            self._painted = np.zeros((self.down, self.across), bool)
+
+    def preview(self, max_side: int) -> np.ndarray:
+        """The image shrunk to at most `max_side` a side: the segments painted while reading, the
+        rest read now (or, for segments too thin to paint, the image read again in bands)."""
+        if self._preview is None:
+            return self.overview(max_side)
+        for row, col in zip(*np.nonzero(~self._painted)):
+            self._block(int(row), int(col))
+        return self._preview
+
     def read(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
-        out = np.zeros((y1 - y0, x1 - x0, self.channels), self.page.dtype)
+        out = np.empty((y1 - y0, x1 - x0, 3), np.uint8)
+        for row in range(y0 // self.seg_h, -(-y1 // self.seg_h)):
+            for col in range(x0 // self.seg_w, -(-x1 // self.seg_w)):
+                block = self._block(row, col)
+                sy, sx = row * self.seg_h, col * self.seg_w
+                top, left = max(y0, sy), max(x0, sx)
+                bottom, right = min(y1, sy + block.shape[0]), min(x1, sx + block.shape[1])
+                out[top - y0:bottom - y0, left - x0:right - x0] = block[top - sy:bottom - sy, left - sx:right - sx]
+        return out
+
+    def _block(self, row: int, col: int) -> np.ndarray:
+        """The BGR pixels of the segment at (row, col), all its planes, decoded once while it is
+        among the `keep_for` most recent; painted into the preview when first decoded."""
+        key = (row, col)
+        block = self._cache.get(key)
+        if block is not None:
+            self._cache.move_to_end(key)
+            return block
+        sy, sx = row * self.seg_h, col * self.seg_w
+        h, w = min(self.seg_h, self.height - sy), min(self.seg_w, self.width - sx)
+        raw = np.zeros((h, w, self.channels), self.page.dtype)
         fh = self._tif.filehandle
         for plane in range(self.planes):
-            for row in range(y0 // self.seg_h, -(-y1 // self.seg_h)):
-                for col in range(x0 // self.seg_w, -(-x1 // self.seg_w)):
-                    index = (plane * self.down + row) * self.across + col
-                    segment = self._segment(fh, index)
-                    if segment is None:
-                        continue
-                    sy, sx = row * self.seg_h, col * self.seg_w
-                    top, left = max(y0, sy), max(x0, sx)
-                    bottom, right = min(y1, sy + segment.shape[0]), min(x1, sx + segment.shape[1])
-                    if bottom > top and right > left:
-                        part = segment[top - sy:bottom - sy, left - sx:right - sx]
-                        if self.planes > 1:
-                            out[top - y0:bottom - y0, left - x0:right - x0, plane] = part[..., 0]
-                        else:
-                            out[top - y0:bottom - y0, left - x0:right - x0] = part
-        return self._to_bgr(out)
+            segment = self._segment(fh, (plane * self.down + row) * self.across + col)
+            if segment is None:
+                continue
+            part = segment[:h, :w]
+            if self.planes > 1:
+                raw[:part.shape[0], :part.shape[1], plane] = part[..., 0]
+            else:
+                raw[:part.shape[0], :part.shape[1]] = part
+        block = self._to_bgr(raw)
+        self._cache[key] = block
+        if len(self._cache) > self._capacity:
+            self._cache.popitem(last=False)
+        if self._preview is not None and not self._painted[row, col]:
+            self._paint(block, sx, sy)
+            self._painted[row, col] = True
+        return block
+
+    def _paint(self, block: np.ndarray, sx: int, sy: int) -> None:
+        """A segment shrunk into its part of the preview (the parts of neighbours tile it exactly)."""
+        out_h, out_w = cast(np.ndarray, self._preview).shape[:2]
+        tx0, tx1 = sx * out_w // self.width, (sx + block.shape[1]) * out_w // self.width
+        ty0, ty1 = sy * out_h // self.height, (sy + block.shape[0]) * out_h // self.height
+        if tx1 > tx0 and ty1 > ty0:
+            cast(np.ndarray, self._preview)[ty0:ty1, tx0:tx1] = cv2.resize(block, (tx1 - tx0, ty1 - ty0),
+                                                                          interpolation=cv2.INTER_AREA)
 
     def _segment(self, fh: Any, index: int) -> np.ndarray | None:
         """One strip or tile, (h, w, samples); None when it is empty or damaged (counted once)."""
