@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SHARED ?= ../shared
 
-.PHONY: setup lint test test-quick demo bench fuzz gpu-check clean
+.PHONY: setup lint test test-quick demo bench bench-large fuzz gpu-check clean
 
 # SAHI is the tests' independent reference for tiling (its slicer and box NMS); it asks for the GUI build of
 # OpenCV, which would clash with the headless one, and the parts the tests use need nothing else: no deps.
@@ -55,6 +55,11 @@ weights/synthetic_r50.pth: | setup
 # re-exported when the weights or the model code change
 runs/bench/r50.onnx: weights/synthetic_r50.pth $(wildcard src/mrcnn_cli/*.py src/mrcnn_cli/*/*.py)
 	$(BIN)/mrcnn export --onnx $@ --weights weights/synthetic_r50.pth --style pytorch
+
+# Sliced inference (`predict --tile 1024 --save-geojson`, with pictures) on generated GeoTIFFs of 2,000 to
+# 20,000 pixels a side: time against area and each run's peak RSS, in runs/bench-large/ (about 12 minutes).
+bench-large: weights/synthetic_r50.pth
+	$(BIN)/python tools/large_image_bench.py --weights weights/synthetic_r50.pth --bf16
 
 bench: runs/bench/r50.onnx
 	$(BIN)/mrcnn bench --fps --weights weights/synthetic_r50.pth --style pytorch --backend all --onnx runs/bench/r50.onnx \

@@ -40,6 +40,11 @@ def test_every_polygon_is_valid_and_covers_exactly_its_masks_pixels():
         assert np.array_equal(shapely.contains(shape, centres).reshape(mask.shape), mask)
 
 
+def test_an_empty_mask_has_no_geometry():
+    for mask in (np.zeros((0, 0), bool), np.zeros((3, 0), bool), np.zeros((4, 5), bool)):
+        assert geometry(MaskWindow(mask, 2, 2)) is None
+
+
 def test_rings_are_oriented_as_rfc_7946_asks_and_closed():
     mask = np.ones((6, 6), bool)
     mask[2:4, 2:4] = False     # one hole

@@ -25,6 +25,8 @@ def mask_rings(win: MaskWindow) -> tuple[list[np.ndarray], list[int], list[bool]
     repeats still in), the polygon it belongs to, and whether it is that polygon's exterior: one
     polygon per 4-connected part of the mask (parts touching only at a corner are separate
     polygons: one polygon through such a point would not be valid)."""
+    if not win.mask.any():   # no pixels (a 0 x 0 window too)
+        return [], [], []
     mask = win.mask.astype(np.uint8)
     count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=4)
     components = cv2.connectedComponents(mask, connectivity=4)[1] if count > 2 else mask
@@ -60,18 +62,20 @@ def geometry(win: MaskWindow, georef: GeoReference | None = None) -> dict[str, A
     mapped = georef.to_map(pts) if georef is not None else pts
     flips = georef is not None and georef.mirrors
     polygons: dict[int, list[list[list[float]]]] = {}
-    for i, segment in enumerate(np.split(mapped, np.cumsum(lengths)[:-1])):
-        if lengths[i] < 3 or area[i] == 0:   # a spur the halving leaves: no area
+    positions = mapped.tolist()   # one conversion; rings are slices of it
+    ends = np.cumsum(lengths).tolist()
+    for i, (end, length) in enumerate(zip(ends, lengths.tolist())):
+        if length < 3 or area[i] == 0:   # a spur the halving leaves: no area
             continue
+        ring = positions[end - length:end]
         if ((area[i] > 0) != flips) != exterior[i]:
-            segment = segment[::-1]
-        positions = segment.tolist()
-        positions.append(positions[0])
+            ring.reverse()
+        ring.append(ring[0])
         ring_list = polygons.setdefault(polygon_of[i], [])
         if exterior[i]:
-            ring_list.insert(0, positions)
+            ring_list.insert(0, ring)
         else:
-            ring_list.append(positions)
+            ring_list.append(ring)
     coordinates = list(polygons.values())
     if len(coordinates) == 1:
         return {'type': 'Polygon', 'coordinates': coordinates[0]}
