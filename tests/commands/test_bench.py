@@ -142,8 +142,8 @@ def test_bench_tiled_row_counts_what_predict_tile_does(tmp_path, checkpoint):
     assert proc.returncode == 0, proc.stderr
     row = {r['backend']: r for r in json.loads(out.read_text())['rows']}['torch tiled']
     tiled = row['tiled']
-    assert tiled['tile'] == [256, 256] and tiled['tiles'] == 4 + 4 and row['images'] == 2   # 2 x 2 tiles each
-    assert tiled['tiles_per_s'] == pytest.approx(8 / tiled['seconds'])
+    assert tiled['tile'] == [256, 256] and tiled['tiles'] == 6 + 6 and row['images'] == 2   # 2 x 3 and 3 x 2
+    assert tiled['tiles_per_s'] == pytest.approx(12 / tiled['seconds'])
     assert tiled['megapixels_per_s'] == pytest.approx((333 * 500 + 500 * 375) / 1e6 / tiled['seconds'])
     assert 0 < tiled['model_s'] < tiled['seconds'] and tiled['cpu_overhead'] > 0
     from mrcnn_cli import load
