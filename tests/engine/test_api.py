@@ -31,8 +31,8 @@ def same(a, b):
 
 def test_public_names():
     assert sorted(mrcnn_cli.__all__) == sorted(['Detections', 'ModelChoice', 'MrcnnError', 'MrcnnWarning', 'Precision',
-                                                'Predictor', 'StreamItem', 'load', 'tune_cpu_allocator',
-                                                '__version__'])
+                                                'Predictor', 'StreamItem', 'TileOptions', 'load',
+                                                'tune_cpu_allocator', '__version__'])
     for name in mrcnn_cli.__all__:
         assert getattr(mrcnn_cli, name) is not None
 

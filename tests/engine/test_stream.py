@@ -18,8 +18,10 @@ CLASSES = ('person', 'car', 'cat')
 
 class FakePredictor:
     """What stream_sources asks of a predictor: prepare in the reader thread, predict in the model
-    thread; each image gets a detection of every class, scored 0.9, 0.5, 0.2, and is counted."""
+    thread (and its input scale, for a sliced image's whole-image pass); each image gets a
+    detection of every class, scored 0.9, 0.5, 0.2, and is counted."""
     classes = CLASSES
+    scale = (1333, 800)
 
     def __init__(self):
         self.inferred = 0
