@@ -71,7 +71,7 @@ def test_readme_option_tables_are_clicks_options():
     from mrcnn_cli.commands.cli import cli
     tables = readme_option_tables()
     commands = {'predict': cli.commands['predict'], 'eval coco': cli.commands['eval'].commands['coco'],
-                'bench': cli.commands['bench'], 'export': cli.commands['export']}
+                'bench': cli.commands['bench'], 'export': cli.commands['export'], 'serve': cli.commands['serve']}
     assert set(tables) == {'mrcnn', 'model', *(f'mrcnn {c}' for c in commands)}
     common = tables['model']
     assert tables['mrcnn'] == click_options(cli) | {'--help', '-h'}

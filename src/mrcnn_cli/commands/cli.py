@@ -344,6 +344,45 @@ def bench(fps, model, images_dir, count, warmup, batch_size, compare, json_path,
         write_json(json_path, bench_lib.report_dict(report))
 
 
+@cli.command()
+@model_choice()
+@click.option('--host', default='127.0.0.1', show_default=True,
+              help='Address to listen on (0.0.0.0 for every interface: only behind a firewall or with --api-key).')
+@click.option('--port', type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option('--max-batch', type=click.IntRange(1), default=4, show_default=True,
+              help='Images per network call, gathered from concurrent requests (results identical to 1).')
+@click.option('--max-delay-ms', type=click.FloatRange(0), default=5.0, show_default=True,
+              help='How long the first request of a batch waits for others.')
+@click.option('--queue', 'queue_size', type=click.IntRange(1), default=64, show_default=True,
+              help='Requests waiting for the model; beyond, 503 with Retry-After.')
+@click.option('--timeout', type=click.FloatRange(0.1), default=30.0, show_default=True,
+              help='Seconds a request may wait for its result; then 504.')
+@click.option('--api-key', envvar='MRCNN_API_KEY', default=None,
+              help='Require this key (Authorization: Bearer KEY or X-API-Key); also $MRCNN_API_KEY.')
+@click.option('--max-body', type=click.IntRange(1), default=50 * 2 ** 20, show_default=True,
+              help='Largest request body in bytes; beyond, 413 before it is read.')
+@click.option('--score-thr', type=click.FloatRange(0, 1), default=0.3, show_default=True,
+              help="Default lowest score returned (a request's score_thr overrides it).")
+@max_pixels_option
+def serve(model, host, port, max_batch, max_delay_ms, queue_size, timeout, api_key, max_body, score_thr, max_pixels):
+    """Serve the model over HTTP: POST /v1/predict, a page at /, OpenAPI docs at /docs
+    (needs pip install 'mrcnn-cli[serve]')."""
+    try:
+        import uvicorn
+
+        from mrcnn_cli.serve.app import ServeOptions, create_app
+    except ImportError as e:
+        raise MrcnnError(f"mrcnn serve needs {e.name}: pip install 'mrcnn-cli[serve]'") from None
+    predictor = load_model(model, announce=True)
+    options = ServeOptions(max_batch, max_delay_ms, queue_size, timeout, api_key, max_body, max_pixels, score_thr)
+    if host not in ('127.0.0.1', 'localhost', '::1') and not api_key:
+        warn(f'warning: listening on {host} without --api-key: anyone who can reach it can use the model')
+    if not quiet():
+        click.echo(f'serving on http://{host}:{port}/ (API: POST /v1/predict, docs: /docs); Ctrl-C stops', err=True)
+    uvicorn.run(create_app(predictor, options), host=host, port=port, log_level='warning',
+                timeout_keep_alive=5, timeout_graceful_shutdown=int(timeout) + 5)
+
+
 @cli.group()
 def zoo():
     """The mmdetection Mask R-CNN model zoo."""
