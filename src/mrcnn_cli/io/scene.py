@@ -282,13 +282,6 @@ class TiffScene(Scene):
         self._tif.close()
 
 
-def open_scene(path: Path, name: str, max_pixels: int, read_whole: Callable[[], np.ndarray]) -> Scene:
-    """A TIFF file as a TiffScene; anything else decoded whole by `read_whole`."""
-    if is_tiff(path):
-        return TiffScene(path, name, max_pixels)
-    return ArrayScene(read_whole(), name)
-
-
 # GeoTIFF: tag numbers and geo keys (OGC GeoTIFF 1.1)
 MODEL_PIXEL_SCALE, MODEL_TIEPOINT, MODEL_TRANSFORMATION, GEO_KEY_DIRECTORY = 33550, 33922, 34264, 34735
 GT_RASTER_TYPE, GEOGRAPHIC_TYPE, PROJECTED_CS_TYPE = 1025, 2048, 3072
