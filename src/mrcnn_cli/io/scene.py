@@ -39,6 +39,12 @@ class GeoReference:
         return np.column_stack([a * x + b * y + c, d * x + e * y + f])
 
 
+def shrunk_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """(width, height) scaled so that the longer side is `max_side` (for images larger than that)."""
+    factor = max(width, height) / max_side
+    return max(1, round(width / factor)), max(1, round(height / factor))
+
+
 class Scene:
     """An image as regions: `read(rect)` gives the BGR uint8 pixels [x0, x1) x [y0, y1)."""
     name: str
@@ -72,7 +78,7 @@ class Scene:
         factor = max(self.width, self.height) / max_side
         if factor <= 1:
             return self.read(0, 0, self.width, self.height)
-        out_w, out_h = max(1, round(self.width / factor)), max(1, round(self.height / factor))
+        out_w, out_h = shrunk_size(self.width, self.height, max_side)
         band = max(1, math.ceil(factor)) * 64
         rows = []
         for y in range(0, self.height, band):
@@ -118,16 +124,18 @@ class TiffScene(Scene):
     def __init__(self, path: Path, name: str, max_pixels: int):
         import tifffile
         self.name = name
+        # our own handle: tifffile leaves the file open when a damaged header stops it in __init__
+        self._file = open(path, 'rb')  # noqa: SIM115 - closed in close() or below
         try:
-            self._tif = tifffile.TiffFile(str(path))
-            page = self._tif.pages.first
-            page = page if isinstance(page, tifffile.TiffPage) else page.aspage()
-        except Exception as e:  # noqa: BLE001 - the reader's boundary: whatever tifffile raises on this file
-            raise MrcnnError(f'{name}: not a readable TIFF ({first_line(e)})') from None
-        try:
+            try:
+                self._tif = tifffile.TiffFile(self._file)
+                page = self._tif.pages.first
+                page = page if isinstance(page, tifffile.TiffPage) else page.aspage()
+            except Exception as e:  # noqa: BLE001 - the reader's boundary: whatever tifffile raises on this file
+                raise MrcnnError(f'{name}: not a readable TIFF ({first_line(e)})') from None
             self._setup(page, max_pixels)
         except BaseException:
-            self._tif.close()
+            self.close()
             raise
 
     def _setup(self, page: Any, max_pixels: int) -> None:
@@ -175,7 +183,7 @@ class TiffScene(Scene):
         when segments are large enough for that; `preview()` finishes it."""
         factor = max(self.width, self.height) / max_side
         if factor > 1 and min(self.seg_w, self.seg_h) >= 2 * factor:
-            out_w, out_h = max(1, round(self.width / factor)), max(1, round(self.height / factor))
+            out_w, out_h = shrunk_size(self.width, self.height, max_side)
             self._preview = np.zeros((out_h, out_w, 3), np.uint8)
             self._painted = np.zeros((self.down, self.across), bool)
 
@@ -279,7 +287,9 @@ class TiffScene(Scene):
         return np.ascontiguousarray(img[..., 2::-1])
 
     def close(self) -> None:
-        self._tif.close()
+        if getattr(self, '_tif', None) is not None:
+            self._tif.close()
+        self._file.close()
 
 
 # GeoTIFF: tag numbers and geo keys (OGC GeoTIFF 1.1)
