@@ -27,7 +27,7 @@ from mrcnn_cli.io.results_log import (
     unfinished_parts,
     write_document,
 )
-from mrcnn_cli.io.scene import PREVIEW_MAX_SIDE
+from mrcnn_cli.io.scene import PREVIEW_MAX_SIDE, shrunk_size
 from mrcnn_cli.io.sources import IMAGE, output_names
 from mrcnn_cli.io.video import VideoSink, display_available, video_suffix
 from mrcnn_cli.visualize import DrawOptions
@@ -184,9 +184,7 @@ def draw_bounded(item, det, draw):
 
 
 def shrink(image, max_side):
-    factor = max_side / max(image.shape[:2])
-    size = (max(1, round(image.shape[1] * factor)), max(1, round(image.shape[0] * factor)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return cv2.resize(image, shrunk_size(image.shape[1], image.shape[0], max_side), interpolation=cv2.INTER_AREA)
 
 
 class VideoOutput:

@@ -1,6 +1,7 @@
 """`Predictor.stream`: every image and video frame of any source through the pipeline, in order."""
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -42,7 +43,7 @@ def source_frames(sources: Sequence[Source], vid_stride: int = 1, max_frames: in
             try:
                 yield StreamItem(src.name, src.kind, source_index=si, image=read_source_image(src, max_pixels))
             except MrcnnError as e:
-                yield StreamItem(src.name, src.kind, source_index=si, error=str(e))
+                yield _problem(si, src, error=str(e))
         else:
             yield from _video_frames(si, src, vid_stride, max_frames, max_pixels)
 
@@ -61,6 +62,11 @@ def read_source_image(src: Source, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     return decode_image(data, src.name, max_pixels)
 
 
+def _problem(si: int, src: Source, error: str | None = None, warning: str | None = None) -> StreamItem:
+    """The item that reports a source's problem (no image, no detections)."""
+    return StreamItem(src.name, src.kind, source_index=si, error=error, warning=warning)
+
+
 def open_scene(src: Source, max_pixels: int) -> Scene:
     """A still-image Source as a Scene: a TIFF file read by regions (`max_pixels` then bounds what
     is decoded at once, not the whole image), anything else decoded whole."""
@@ -74,8 +80,7 @@ def scene_frames(si: int, src: Source, max_pixels: int, tiles: TileOptions,
     """A sliced image's frames: one per tile (its pixels, `tile` its region), the whole-image
     pass's, and a closing frame with `scene` set and no image (the image itself when it is held
     whole anyway).  Damaged TIFF segments (read as black) follow as a warning."""
-    def problem(error: str | None = None, warning: str | None = None) -> StreamItem:
-        return StreamItem(src.name, src.kind, source_index=si, error=error, warning=warning)
+    problem = functools.partial(_problem, si, src)
     try:
         scene = open_scene(src, max_pixels)
     except MrcnnError as e:
@@ -121,8 +126,7 @@ def _full_pass_frame(si: int, src: Source, scene: Scene, whole: np.ndarray | Non
 
 def _video_frames(si: int, src: Source, vid_stride: int, max_frames: int | None,
                   max_pixels: int) -> Iterator[StreamItem]:
-    def problem(error: str | None = None, warning: str | None = None) -> StreamItem:
-        return StreamItem(src.name, src.kind, source_index=si, error=error, warning=warning)
+    problem = functools.partial(_problem, si, src)
     try:
         cap, info = open_capture(src.location, src.name, max_pixels)
     except MrcnnError as e:

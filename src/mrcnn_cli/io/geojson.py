@@ -28,8 +28,7 @@ def mask_rings(win: MaskWindow) -> tuple[list[np.ndarray], list[int], list[bool]
     if not win.mask.any():   # no pixels (a 0 x 0 window too)
         return [], [], []
     mask = win.mask.astype(np.uint8)
-    count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=4)
-    components = cv2.connectedComponents(mask, connectivity=4)[1] if count > 2 else mask
+    count, components, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=4)
     rings, polygon_of, exterior = [], [], []
     for k in range(1, count):
         x, y, w, h = (int(v) for v in stats[k, :4])

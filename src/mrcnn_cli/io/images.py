@@ -16,9 +16,13 @@ def check_max_pixels(max_pixels: int) -> int:
     return int(max_pixels)
 
 
+class ImageTooLarge(MrcnnError):
+    """An image (or a video's frames) over the pixel limit, found before decoding where a header says."""
+
+
 def too_large(name, width: int, height: int, max_pixels: int, what: str = 'is') -> MrcnnError:
     """The one message for an image (or, with what='frames are', a video) over the pixel limit."""
-    return MrcnnError(f'{name}: {width}x{height} {what} {width * height / 1e6:.1f} megapixels, more than the limit '
+    return ImageTooLarge(f'{name}: {width}x{height} {what} {width * height / 1e6:.1f} megapixels, more than the limit '
                       f'of {max_pixels / 1e6:g} ({option("max_pixels")})')
 
 

@@ -23,8 +23,8 @@ from starlette.concurrency import run_in_threadpool
 from mrcnn_cli.engine.detections import check_score_thr, select_classes
 from mrcnn_cli.errors import MrcnnError, first_line
 from mrcnn_cli.io.coco import category_ids
-from mrcnn_cli.io.image_header import MAX_PIXELS, declared_size
-from mrcnn_cli.io.images import decode_image
+from mrcnn_cli.io.image_header import MAX_PIXELS
+from mrcnn_cli.io.images import ImageTooLarge, decode_image
 from mrcnn_cli.serve.batcher import Batcher, QueueFull
 
 if TYPE_CHECKING:
@@ -54,6 +54,10 @@ class ClientError(Exception):
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.headers = status, headers or {}
+
+    def response(self) -> JSONResponse:
+        """The one JSON line a refusal is."""
+        return JSONResponse({'error': str(self)}, status_code=self.status, headers=self.headers)
 
 
 def create_app(model: Predictor, options: ServeOptions = ServeOptions()) -> FastAPI:
@@ -89,15 +93,15 @@ def create_app(model: Predictor, options: ServeOptions = ServeOptions()) -> Fast
             if length is not None and (not length.isdigit() or int(length) > options.max_body):
                 raise ClientError(413, f'the body is larger than the limit of {options.max_body} bytes')
             response = await call_next(request)
-        except ClientError as e:
-            response = JSONResponse({'error': str(e)}, status_code=e.status, headers=e.headers)
+        except ClientError as e:   # raised here, outside the exception handlers' reach
+            response = e.response()
         metrics.requests.labels(str(response.status_code)).inc()
         metrics.latency.observe(time.perf_counter() - start)
         return response
 
     @app.exception_handler(ClientError)
     async def client_error(request: Request, e: ClientError):
-        return JSONResponse({'error': str(e)}, status_code=e.status, headers=e.headers)
+        return e.response()
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError):
@@ -259,16 +263,14 @@ def _replayed(request: Any, data: bytes) -> Any:
 
 
 def _decode(data: bytes, name: str, max_pixels: int) -> np.ndarray:
-    """The image, or ClientError: 413 over the pixel limit (from the header, before decoding),
-    415 for what is not a readable image."""
-    size = declared_size(data[:1 << 20])
-    if size and size[0] * size[1] > max_pixels:
-        raise ClientError(413, f'{name}: {size[0]}x{size[1]} is more than the limit of {max_pixels} pixels')
+    """The image, or ClientError: 413 over the pixel limit (`decode_image` reads it from the
+    header, before decoding), 415 for what is not a readable image."""
     try:
         return decode_image(data, name, max_pixels)
+    except ImageTooLarge as e:
+        raise ClientError(413, str(e)) from None
     except MrcnnError as e:
-        status = 413 if 'more than the limit' in str(e) else 415
-        raise ClientError(status, str(e)) from None
+        raise ClientError(415, str(e)) from None
 
 
 def _encode(det: Any, image: np.ndarray, query: _Query, classes: tuple[str, ...]) -> dict[str, Any]:
