@@ -1,0 +1,73 @@
+"""Scale-out on Ray Serve (`pip install 'mrcnn-cli[ray]'`): the app `mrcnn serve` runs, one per
+replica, behind Ray's HTTP proxy.
+
+    from ray import serve
+    from mrcnn_cli.serve.ray_serve import deployment
+    serve.run(deployment('mask-rcnn_r50_fpn_1x_coco', num_replicas=2), route_prefix='/')
+
+or, from a shell, `serve run mrcnn_cli.serve.ray_serve:app_builder model=mask-rcnn_r50_fpn_1x_coco
+num_replicas=2`.  Each replica loads its own model in its own process and batches what reaches it
+as `mrcnn serve` does; Ray decides how much reaches it: `max_ongoing_requests` per replica (default
+twice `max_batch`, so a batch can fill while the previous one runs) and `max_queued_requests` in
+front of all replicas (default `ServeOptions.queue`; Ray answers 503 beyond it).  Answers carry an
+`X-Replica` header naming the replica that ran them.  Ray is imported when a deployment is made,
+never with the package."""
+from __future__ import annotations
+
+from typing import Any
+
+from mrcnn_cli.serve.app import ServeOptions
+
+# the `mrcnn serve` options an `app_builder` argument may set, and how each is read
+_SERVE_FIELDS = {'max_batch': int, 'max_delay_ms': float, 'queue': int, 'timeout': float, 'api_key': str,
+                 'max_body': int, 'max_pixels': int, 'score_thr': float}
+_RAY_FIELDS = {'num_replicas': int, 'num_cpus': float, 'max_ongoing_requests': int, 'max_queued_requests': int,
+               'name': str}
+
+
+def deployment(model: str | None = None, *, options: ServeOptions = ServeOptions(), num_replicas: int = 1,
+               num_cpus: float = 1, max_ongoing_requests: int | None = None, max_queued_requests: int | None = None,
+               name: str = 'mrcnn', **load_options: Any) -> Any:
+    """A Ray Serve application (give it to `serve.run`) of `num_replicas` replicas, each
+    `mrcnn_cli.load(model, **load_options)` behind `create_app(…, options)`.  `num_cpus` is each
+    replica's share of a node (Ray also sets its torch threads to it)."""
+    from ray import serve
+
+    @serve.deployment(name=name, num_replicas=num_replicas, ray_actor_options={'num_cpus': num_cpus},
+                      max_ongoing_requests=max_ongoing_requests or 2 * options.max_batch,
+                      max_queued_requests=options.queue if max_queued_requests is None else max_queued_requests)
+    @serve.ingress()
+    class MrcnnReplica:
+        def __init__(self, model: str | None, options: ServeOptions, load_options: dict[str, Any]):
+            from mrcnn_cli.api import load
+            self.predictor = load(model, **load_options)
+            self.options = options
+            self.replica = serve.get_replica_context().replica_id.unique_id
+
+        def __serve_build_asgi_app__(self) -> Any:
+            from mrcnn_cli.serve.app import create_app
+            app = create_app(self.predictor, self.options)
+
+            @app.middleware('http')
+            async def label(request: Any, call_next: Any) -> Any:   # which replica answered
+                response = await call_next(request)
+                response.headers['X-Replica'] = self.replica
+                return response
+            return app
+
+    return MrcnnReplica.bind(model, options, load_options)
+
+
+def app_builder(args: dict[str, str]) -> Any:
+    """For `serve run mrcnn_cli.serve.ray_serve:app_builder key=value …` (or a Serve config
+    file's `args`): `model`, `weights`, `onnx`, `backend`, `device`, `precision`, `style`,
+    `scale` (`1333,800`), the Ray options of `deployment` and the `mrcnn serve` options by their
+    ServeOptions names (`max_batch`, `queue`, `api_key`, …)."""
+    args = dict(args)
+    serve_options = ServeOptions(**{k: kind(args.pop(k)) for k, kind in _SERVE_FIELDS.items() if k in args})
+    ray_options = {k: kind(args.pop(k)) for k, kind in _RAY_FIELDS.items() if k in args}
+    model = args.pop('model', None)
+    if 'scale' in args:
+        args['scale'] = tuple(int(v) for v in str(args['scale']).split(','))
+    return deployment(model, options=serve_options, **ray_options, **args)
+
