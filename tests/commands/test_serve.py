@@ -213,7 +213,7 @@ def test_ray_serve_runs_the_same_app_on_two_replicas(checkpoint, expected):
         with ThreadPoolExecutor(4) as pool:
             answers = list(pool.map(lambda job: httpx.post(base + '/v1/predict', content=job[0].read_bytes(),
                                                            timeout=120), jobs))
-        assert all(r.status_code == 200 for r in answers), [(r.status_code, r.text[:200]) for r in answers if r.status_code != 200]
+        assert all(r.status_code == 200 for r in answers), [r.text[:200] for r in answers if r.status_code != 200]
         assert [without_names(r.json()['detections']) for r in answers] == [entries for _, entries in jobs]
         assert len({r.headers['x-replica'] for r in answers}) == 2
         assert serve.status().applications['default'].deployments['mrcnn'].replica_states == {'RUNNING': 2}
