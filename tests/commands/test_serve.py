@@ -36,18 +36,17 @@ def client(model, **options):
 
 @pytest.fixture(scope='module')
 def expected(checkpoint, tmp_path_factory):
-    """Per image: the COCO result entries `mrcnn predict` writes for it (without image_id, id, iscrowd)."""
+    """Per image: the COCO result entries `mrcnn predict` writes for it (without image_id, id, iscrowd),
+    each with its category's name from the file's categories."""
     out = tmp_path_factory.mktemp('predict')
     proc = mrcnn_here('predict', *IMAGES, '--weights', checkpoint('r50'), '--style', 'pytorch', '--device', 'cpu',
                       *FAST, '--no-vis', '--out', out)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads((out / 'predictions.json').read_text())
-    return [[{k: v for k, v in a.items() if k not in ('image_id', 'id', 'iscrowd')}
+    names = {c['id']: c['name'] for c in doc['categories']}
+    return [[{**{k: v for k, v in a.items() if k not in ('image_id', 'id', 'iscrowd')},
+              'category_name': names[a['category_id']]}
              for a in doc['annotations'] if a['image_id'] == image_id] for image_id in range(1, len(IMAGES) + 1)]
-
-
-def without_names(detections):
-    return [{k: v for k, v in d.items() if k != 'category_name'} for d in detections]
 
 
 def test_answers_are_the_entries_mrcnn_predict_writes(model, expected):
@@ -56,9 +55,8 @@ def test_answers_are_the_entries_mrcnn_predict_writes(model, expected):
             r = c.post('/v1/predict', files={'file': (path.name, path.read_bytes(), 'image/jpeg')})
             assert r.status_code == 200, r.text
             body = r.json()
-            assert without_names(body['detections']) == entries and len(entries) > 0
+            assert body['detections'] == entries and len(entries) > 0
             assert (body['width'], body['height']) == tuple(cv2.imread(str(path)).shape[1::-1])
-            assert all(d['category_name'] in model.classes for d in body['detections'])
         raw = c.post('/v1/predict', content=IMAGES[0].read_bytes())           # the raw body works too
         assert raw.json()['detections'] == c.post(
             '/v1/predict', files={'file': ('a.jpg', IMAGES[0].read_bytes())}).json()['detections']
@@ -142,22 +140,31 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_a_real_server_answers_refuses_beyond_its_queue_and_drains_on_sigterm(checkpoint):
+def start_server(checkpoint, *options):
+    """`mrcnn serve` in a process of its own on 127.0.0.1, ready: (process, base URL)."""
     import httpx
     port = free_port()
     proc = subprocess.Popen([sys.executable, '-m', 'mrcnn_cli', 'serve', '--weights', str(checkpoint('r50')),
-                             '--style', 'pytorch', '--device', 'cpu', *FAST, '--port', str(port), '-q',
-                             '--queue', '1', '--max-batch', '1'],
+                             '--style', 'pytorch', '--device', 'cpu', *FAST, '--port', str(port), '-q', *options],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f'http://127.0.0.1:{port}'
+    for _ in range(600):
+        try:
+            if httpx.get(base + '/readyz').status_code == 200:
+                return proc, base
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(f'the server did not get ready: {proc.communicate()[1][-2000:]}')
+
+
+def test_a_real_server_answers_refuses_beyond_its_queue_and_drains_on_sigterm(checkpoint):
+    import httpx
+    proc, base = start_server(checkpoint, '--queue', '1', '--max-batch', '1')
     try:
-        base = f'http://127.0.0.1:{port}'
-        for _ in range(600):
-            try:
-                if httpx.get(base + '/readyz').status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
         page = httpx.get(base + '/')
         assert page.status_code == 200 and '<title>mrcnn</title>' in page.text and 'http' not in page.text.split(
             '<script>')[1].split('fetch(')[0]   # no external script or CDN: the page works offline
@@ -214,7 +221,7 @@ def test_ray_serve_runs_the_same_app_on_two_replicas(checkpoint, expected):
             answers = list(pool.map(lambda job: httpx.post(base + '/v1/predict', content=job[0].read_bytes(),
                                                            timeout=120), jobs))
         assert all(r.status_code == 200 for r in answers), [r.text[:200] for r in answers if r.status_code != 200]
-        assert [without_names(r.json()['detections']) for r in answers] == [entries for _, entries in jobs]
+        assert [r.json()['detections'] for r in answers] == [entries for _, entries in jobs]
         assert len({r.headers['x-replica'] for r in answers}) == 2
         assert serve.status().applications['default'].deployments['mrcnn'].replica_states == {'RUNNING': 2}
         with ThreadPoolExecutor(24) as pool:   # more than 2 x 4 ongoing and 4 queued
@@ -226,3 +233,71 @@ def test_ray_serve_runs_the_same_app_on_two_replicas(checkpoint, expected):
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+CHROMIUM = '/usr/bin/chromium'   # Debian's package (`make browser`)
+# what Chromium must not do in a closed network: reach Google's services at start-up
+CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+                 '--disable-component-update', '--disable-sync']
+
+
+def browser_or_skip():
+    """Playwright driving Debian's Chromium; a skip where either is missing, unless
+    MRCNN_REQUIRE_BROWSER=1 (CI sets it) turns that into a failure."""
+    missing = [what for what, ok in [('Chromium at ' + CHROMIUM, os.path.exists(CHROMIUM)),
+                                     ('playwright', __import__('importlib').util.find_spec('playwright'))] if not ok]
+    if missing and os.environ.get('MRCNN_REQUIRE_BROWSER') == '1':
+        pytest.fail(f'{" and ".join(missing)} not installed (make browser)')
+    if missing:
+        pytest.skip(f'{" and ".join(missing)} not installed (make browser)')
+    from playwright.sync_api import sync_playwright
+    return sync_playwright
+
+
+def test_the_page_in_a_real_browser_asks_for_the_key_draws_and_tables_the_detections(checkpoint, expected, tmp_path):
+    sync_playwright = browser_or_skip()
+    proc, base = start_server(checkpoint, '--api-key', 's3cret')
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={'width': 1280, 'height': 1600})
+            asked = []
+            page.on('request', lambda r: asked.append(r.url))
+            page.goto(base + '/')
+            page.wait_for_selector('#keyform', state='visible')      # /v1/model answered 401
+            page.fill('#key', 's3cret')
+            page.click('#keyform button')
+            page.wait_for_function("document.getElementById('model').textContent.includes('torch backend')")
+
+            page.set_input_files('#file', str(IMAGES[1]))
+            page.wait_for_selector('#status[data-done="yes"]', timeout=120_000)
+            rows = page.eval_on_selector_all('#table tbody tr',
+                                             'rows => rows.map(r => [...r.cells].map(c => c.textContent))')
+            size = page.eval_on_selector('#picture', 'img => [img.naturalWidth, img.naturalHeight]')
+            drawn = page.eval_on_selector('#picture', 'img => img.src')
+            page.screenshot(path=str(tmp_path / 'page.png'), full_page=True)
+
+            page.set_input_files('#file', {'name': 'notes.txt', 'mimeType': 'text/plain', 'buffer': b'not an image'})
+            page.wait_for_selector('#status[data-done="error"]')
+            refusal = page.text_content('#status')
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+    entries = expected[1]
+    assert len(rows) == len(entries) > 0
+    for row, entry in zip(rows, entries):
+        assert row[1] == entry['category_name'] and float(row[2]) == round(entry['score'], 3)
+        assert [float(v) for v in row[3].split(', ')] == [round(v, 1) for v in entry['bbox']]
+        assert int(row[4]) == entry['area']
+    original = cv2.imread(str(IMAGES[1]))
+    assert tuple(size) == original.shape[1::-1]
+    picture = cv2.imdecode(np.frombuffer(__import__('base64').b64decode(drawn.split(',', 1)[1]), np.uint8),
+                           cv2.IMREAD_COLOR)
+    x, y, w, h = map(int, entries[0]['bbox'])   # the surest detection's mask is painted in its box
+    assert np.abs(picture[y:y + h, x:x + w].astype(int) - original[y:y + h, x:x + w]).mean() > 10
+    shot = cv2.imread(str(tmp_path / 'page.png'))
+    assert shot.shape[1] == 1280 and shot.std() > 20
+    assert refusal.startswith('error: ') and 'not a readable image' in refusal
+    assert asked and all(url.startswith(base) or url.startswith('data:') for url in asked), asked   # works offline

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 MASK_FORMATS = ('rle', 'polygon', 'none')
 PICTURE_FORMATS = ('none', 'jpeg', 'png')
-EXEMPT = ('/healthz', '/readyz')   # probes answer without the API key
+EXEMPT = ('/healthz', '/readyz', '/')   # probes and the page (it asks for the key) answer without it
 
 
 @dataclass(frozen=True)
