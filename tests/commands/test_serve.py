@@ -235,6 +235,72 @@ def test_ray_serve_runs_the_same_app_on_two_replicas(checkpoint, expected):
         ray.shutdown()
 
 
+
+def read_until_closed(sock, limit=30):
+    """Everything the server sends until it closes the connection (or `limit` seconds pass)."""
+    sock.settimeout(limit)
+    data = b''
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except TimeoutError:
+        data += b'<still open>'
+    return data
+
+
+def test_slow_and_vanishing_clients_are_cut_off_and_cost_nothing(checkpoint):
+    """Slow-loris headers and bodies get 408 and a closed connection after --read-timeout; a
+    client gone mid-upload or mid-inference leaves the server answering the next one."""
+    import httpx
+    proc, base = start_server(checkpoint, '--read-timeout', '2')
+    port = int(base.rsplit(':', 1)[1])
+    image = IMAGES[0].read_bytes()
+    try:
+        slow = []
+        for opening in (b'POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Le',   # headers never finish
+                        b'POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n' % len(image)
+                        + image[:1000],                                              # the body never finishes
+                        b'POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n'
+                        b'Content-Length: 5000\r\n\r\n--b\r\nContent-Disposition: form-data; name="file"; '
+                        b'filename="a.jpg"\r\n\r\n' + image[:1000]):                     # nor does this form
+            sock = socket.create_connection(('127.0.0.1', port))
+            sock.sendall(opening)
+            started = time.perf_counter()
+            slow.append((read_until_closed(sock), time.perf_counter() - started))
+            sock.close()
+        for answer, seconds in slow:
+            assert answer.startswith(b'HTTP/1.1 408 ') and b'"error":' in answer and 1.5 < seconds < 10, answer
+        assert b'not sent in time' in slow[0][0] and all(b'did not arrive within 2 s' in a for a, _ in slow[1:])
+        # a trickle that keeps each read short is still cut at the deadline of the whole body
+        sock = socket.create_connection(('127.0.0.1', port))
+        sock.sendall(b'POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n' % len(image))
+        started, cut = time.perf_counter(), False
+        for i in range(0, 60):
+            try:
+                sock.sendall(image[i * 10:(i + 1) * 10])
+            except OSError:
+                cut = True
+                break
+            time.sleep(0.2)
+        assert (cut or read_until_closed(sock, 5).startswith(b'HTTP/1.1 408 ')) and time.perf_counter() - started < 8
+        sock.close()
+
+        for cut_at in (len(image) // 2, len(image)):   # gone mid-upload, and gone while the model runs
+            sock = socket.create_connection(('127.0.0.1', port))
+            sock.sendall(b'POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n' % len(image)
+                         + image[:cut_at])
+            time.sleep(0.3)
+            sock.close()
+        r = httpx.post(base + '/v1/predict', content=image, timeout=60)
+        assert r.status_code == 200 and r.json()['detections']
+        metrics = httpx.get(base + '/metrics').text
+        assert 'mrcnn_requests_total{status="500"}' not in metrics
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=60) == 0
+    assert 'Traceback' not in proc.stderr.read()
+
+
 CHROMIUM = '/usr/bin/chromium'   # Debian's package (`make browser`)
 # what Chromium must not do in a closed network: reach Google's services at start-up
 CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',

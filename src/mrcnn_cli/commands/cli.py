@@ -363,24 +363,28 @@ def bench(fps, model, images_dir, count, warmup, batch_size, compare, json_path,
               help='Largest request body in bytes; beyond, 413 before it is read.')
 @click.option('--score-thr', type=click.FloatRange(0, 1), default=0.3, show_default=True,
               help="Default lowest score returned (a request's score_thr overrides it).")
+@click.option('--read-timeout', type=click.FloatRange(0.1), default=60.0, show_default=True,
+              help="Seconds a client has for a request's headers, and again for its body; then 408 (slow-loris).")
 @max_pixels_option
-def serve(model, host, port, max_batch, max_delay_ms, queue_size, timeout, api_key, max_body, score_thr, max_pixels):
+def serve(model, host, port, max_batch, max_delay_ms, queue_size, timeout, api_key, max_body, score_thr, read_timeout,
+          max_pixels):
     """Serve the model over HTTP: POST /v1/predict, a page at /, OpenAPI docs at /docs
     (needs pip install 'mrcnn-cli[serve]')."""
     try:
-        import uvicorn
-
+        from mrcnn_cli.serve import server
         from mrcnn_cli.serve.app import ServeOptions, create_app
     except ImportError as e:
         raise MrcnnError(f"mrcnn serve needs {e.name}: pip install 'mrcnn-cli[serve]'") from None
     predictor = load_model(model, announce=True)
-    options = ServeOptions(max_batch, max_delay_ms, queue_size, timeout, api_key, max_body, max_pixels, score_thr)
+    options = ServeOptions(max_batch=max_batch, max_delay_ms=max_delay_ms, queue=queue_size, timeout=timeout,
+                           api_key=api_key, max_body=max_body, max_pixels=max_pixels, score_thr=score_thr,
+                           read_timeout=read_timeout)
     if host not in ('127.0.0.1', 'localhost', '::1') and not api_key:
         warn(f'warning: listening on {host} without --api-key: anyone who can reach it can use the model')
     if not quiet():
         click.echo(f'serving on http://{host}:{port}/ (API: POST /v1/predict, docs: /docs); Ctrl-C stops', err=True)
-    uvicorn.run(create_app(predictor, options), host=host, port=port, log_level='warning',
-                timeout_keep_alive=5, timeout_graceful_shutdown=int(timeout) + 5)
+    server.run(create_app(predictor, options), host=host, port=port, read_timeout=read_timeout,
+               graceful_timeout=timeout + 5)
 
 
 @cli.group()

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 MASK_FORMATS = ('rle', 'polygon', 'none')
 PICTURE_FORMATS = ('none', 'jpeg', 'png')
+TOO_SLOW = 'mrcnn.read_timeout'   # set in a request's scope when its body came too slowly
 EXEMPT = ('/healthz', '/readyz', '/')   # probes and the page (it asks for the key) answer without it
 
 
@@ -46,6 +47,7 @@ class ServeOptions:
     max_body: int = 50 * 2 ** 20
     max_pixels: int = MAX_PIXELS
     score_thr: float = 0.3       # the default threshold, as `mrcnn predict`'s
+    read_timeout: float = 60.0   # seconds a client has to send a request's body; then 408 (slow-loris)
 
 
 class ClientError(Exception):
@@ -98,6 +100,8 @@ def create_app(model: Predictor, options: ServeOptions = ServeOptions()) -> Fast
         metrics.requests.labels(str(response.status_code)).inc()
         metrics.latency.observe(time.perf_counter() - start)
         return response
+
+    app.add_middleware(_BodyDeadline, seconds=options.read_timeout)   # outermost: times every read
 
     @app.exception_handler(ClientError)
     async def client_error(request: Request, e: ClientError):
@@ -222,13 +226,25 @@ class _Query:
 
 async def _uploads(request: Any, max_body: int) -> list[tuple[str, bytes]]:
     """(name, bytes) of the request's images: multipart fields named `file`, or the raw body,
-    read at most `max_body` bytes (413 beyond, before the rest is read)."""
+    read at most `max_body` bytes (413 beyond, before the rest is read); 408 for a body slower
+    than the read timeout, 499 for a client gone mid-upload."""
+    from starlette.requests import ClientDisconnect
+    try:
+        return await _read_uploads(request, max_body)
+    except ClientDisconnect:
+        if TOO_SLOW in request.scope:
+            raise ClientError(408, f'the body did not arrive within {request.scope[TOO_SLOW]:g} s') from None
+        raise ClientError(499, 'client closed the request') from None
+
+
+async def _read_uploads(request: Any, max_body: int) -> list[tuple[str, bytes]]:
+    from starlette.requests import ClientDisconnect
     if request.headers.get('content-type', '').startswith('multipart/form-data'):
         if 'content-length' not in request.headers:   # chunked: read within the limit, then parse
             request = _replayed(request, await _read_within(request, max_body))
         try:
             form = await request.form(max_files=64, max_fields=64)
-        except ClientError:
+        except (ClientError, ClientDisconnect):
             raise
         except Exception as e:  # noqa: BLE001 - a malformed multipart body
             raise ClientError(422, f'not a readable multipart body ({first_line(e)})') from None
@@ -260,6 +276,37 @@ def _replayed(request: Any, data: bytes) -> Any:
         sent = True
         return {'type': 'http.request', 'body': data, 'more_body': False}
     return Request(request.scope, receive)
+
+
+class _BodyDeadline:
+    """ASGI middleware: a request's body must have arrived `seconds` after the request began.
+    Past that, reading it gives a disconnect (an exception raised here would reach the handlers
+    wrapped in other middleware's task groups) and marks the scope, so that the reader answers
+    408 rather than 499; the connection then closes, the rest never read."""
+
+    def __init__(self, app: Any, seconds: float):
+        self.app, self.seconds = app, seconds
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope['type'] != 'http':
+            return await self.app(scope, receive, send)
+        loop = asyncio.get_running_loop()
+        deadline, complete = loop.time() + self.seconds, False
+
+        async def timed_receive() -> dict[str, Any]:
+            nonlocal complete
+            if scope.get(TOO_SLOW):
+                return {'type': 'http.disconnect'}
+            if complete:   # after the body only a disconnect can come: no deadline for waiting on it
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                scope[TOO_SLOW] = self.seconds
+                return {'type': 'http.disconnect'}
+            complete = message['type'] != 'http.request' or not message.get('more_body', False)
+            return message
+        await self.app(scope, timed_receive, send)
 
 
 def _decode(data: bytes, name: str, max_pixels: int) -> np.ndarray:
