@@ -301,6 +301,45 @@ def test_slow_and_vanishing_clients_are_cut_off_and_cost_nothing(checkpoint):
     assert 'Traceback' not in proc.stderr.read()
 
 
+
+HTTP_FUZZ_CASES = 300   # a share of `make fuzz`'s image corpus, as raw bodies and inside multipart forms
+
+
+def test_fuzzed_uploads_get_answers_or_refusals_never_a_500(checkpoint):
+    """tests/fuzzing.py's mutated images (and mutated multipart bodies around them) through HTTP to
+    a real server: every answer a 200 or a one-line 4xx refusal, no traceback, and it serves on."""
+    import random
+
+    import httpx
+
+    import fuzzing
+    seeds = fuzzing.image_seeds()
+    proc, base = start_server(checkpoint, '--max-body', '200000')
+    statuses = {}
+    try:
+        with httpx.Client(base_url=base, timeout=60) as c:
+            for case in range(HTTP_FUZZ_CASES):
+                rng = random.Random(f'1:http:{case}')
+                ext, data = rng.choice(seeds)
+                if case % 4 == 3:   # the whole form mutated: boundaries, headers and the image
+                    body = (b'--fz\r\nContent-Disposition: form-data; name="file"; filename="a%s"\r\n'
+                            b'Content-Type: image/x\r\n\r\n%s\r\n--fz--\r\n' % (ext.encode(), data))
+                    r = c.post('/v1/predict', content=fuzzing.mutate_bytes(body, rng),
+                               headers={'content-type': 'multipart/form-data; boundary=fz'})
+                else:
+                    r = c.post('/v1/predict', content=fuzzing.mutate_bytes(data, rng))
+                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+                assert r.status_code in (200, 413, 415, 422), (case, r.status_code, r.text)
+                assert r.status_code == 200 or list(r.json()) == ['error'], (case, r.text)
+            after = c.post('/v1/predict', content=IMAGES[0].read_bytes())
+            assert after.status_code == 200 and after.json()['detections']
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    assert statuses.get(200, 0) > 20 and statuses.get(415, 0) > 20, statuses   # both paths were reached
+    assert 'Traceback' not in proc.stderr.read()
+
+
 CHROMIUM = '/usr/bin/chromium'   # Debian's package (`make browser`)
 # what Chromium must not do in a closed network: reach Google's services at start-up
 CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
