@@ -1,8 +1,9 @@
 """Load benchmark for `mrcnn serve`, on 127.0.0.1 only: starts the server, then a bounded client
 (fixed request count, fixed concurrency, stops by itself) at 1x load (concurrency = --max-batch)
 and at 4x overload, and `mrcnn predict` on the same images in the same run as the reference.
-Reports images/s, p50/p99 latency, statuses, and the server's RSS before and after, as JSON and
-a markdown table in runs/bench-serve/."""
+Reports images/s, p50/p99 latency, statuses, and the server's RSS before and after, as JSON in
+runs/bench-serve/.  `--soak N` then sends N more requests at 1x load in chunks of 100, with the
+server's RSS after each chunk: whether memory stays flat once every thread has been used."""
 import argparse
 import json
 import socket
@@ -74,6 +75,7 @@ def main():
     parser.add_argument('--requests', type=int, default=200)
     parser.add_argument('--max-batch', type=int, default=2)
     parser.add_argument('--scale', default='1333,800')
+    parser.add_argument('--soak', type=int, default=0, help='requests after the two phases, RSS every 100')
     args = parser.parse_args()
     model = ['--weights', args.weights, '--style', 'pytorch', '--device', 'cpu', '--scale', args.scale]
     OUT.mkdir(parents=True, exist_ok=True)
@@ -107,16 +109,24 @@ def main():
                          'p99_ms': percentile(latencies, 0.99), 'rss_mb': rss_mb(server.pid),
                          'statuses': {str(k): v for k, v in statuses.items()}})
             print(json.dumps(rows[-1]), flush=True)
+        soak = []
+        for done in range(100, args.soak + 1, 100):
+            _, _, statuses = load(base, 100, args.max_batch, IMAGES)
+            soak.append({'requests': done, 'rss_mb': rss_mb(server.pid), 'statuses': {str(k): v for k, v in
+                                                                                       statuses.items()}})
+            print(json.dumps(soak[-1]), flush=True)
     finally:
         server.terminate()
         code = server.wait(timeout=120)
     report = {'predict_images_per_s': predict_ips, 'rss_before_mb': rss_before, 'server_exit': code, 'rows': rows,
-              'ratio_1x_vs_predict': rows[0]['images_per_s'] / predict_ips}
+              'ratio_1x_vs_predict': rows[0]['images_per_s'] / predict_ips, 'soak': soak}
     (OUT / 'report.json').write_text(json.dumps(report, indent=1))
     print(f'mrcnn predict: {predict_ips:.2f} images/s; server RSS {rss_before:.0f} MB after warm-up; exit {code}')
     for r in rows:
         print(f'{r["run"]}: {r["images_per_s"]:.2f} images/s ({r["images_per_s"] / predict_ips:.2f}x predict), '
               f'p50 {r["p50_ms"]:.0f} ms, p99 {r["p99_ms"]:.0f} ms, statuses {r["statuses"]}, RSS {r["rss_mb"]:.0f} MB')
+    if soak:
+        print('soak, RSS (MB) after each 100 requests: ' + ', '.join(f'{r["rss_mb"]:.0f}' for r in soak))
 
 
 if __name__ == '__main__':

@@ -71,6 +71,8 @@ def test_batching_changes_no_answer(model):
     assert [r['detections'] for r in a] == [r['detections'] for r in b] and len(a) == 3
     batched = [line for line in metrics.splitlines() if line.startswith('mrcnn_batch_size_count')]
     assert batched and float(batched[0].split()[-1]) < 4   # warm-up + fewer calls than images
+    rss = [line for line in metrics.splitlines() if line.startswith('process_resident_memory_bytes')]
+    assert rss and float(rss[0].split()[-1]) > 100e6        # the process's own memory, for replicas' limits
 
 
 def test_options_masks_polygons_pictures_and_classes(model):
@@ -180,14 +182,17 @@ def test_a_real_server_answers_refuses_beyond_its_queue_and_drains_on_sigterm(ch
         assert statuses.count(200) >= 1 and statuses.count(503) >= 1 and set(statuses) <= {200, 503}, statuses
         assert all(r.headers['retry-after'] == '1' and 'queue is full' in r.json()['error']
                    for r in answers if r.status_code == 503)
-        answer = {}
+        answer, two = {}, [('file', p.read_bytes()) for p in IMAGES[:2]]   # one running, one queued
         worker = threading.Thread(target=lambda: answer.setdefault(
-            'r', httpx.post(base + '/v1/predict', content=IMAGES[2].read_bytes(), timeout=60)))
+            'r', httpx.post(base + '/v1/predict/batch', files=two, timeout=60)))
         worker.start()
         time.sleep(0.3)                     # in flight when the signal comes
         os.kill(proc.pid, signal.SIGTERM)
+        time.sleep(0.3)
+        with pytest.raises(httpx.ConnectError):   # draining: new connections are refused
+            httpx.get(base + '/healthz')
         worker.join()
-        assert answer['r'].status_code == 200 and answer['r'].json()['detections']
+        assert answer['r'].status_code == 200 and all(r['detections'] for r in answer['r'].json()['results'])
         assert proc.wait(timeout=60) == 0
         assert 'Traceback' not in proc.stderr.read()
     finally:
@@ -212,7 +217,7 @@ def test_ray_serve_runs_the_same_app_on_two_replicas(checkpoint, expected):
         # as `serve run mrcnn_cli.serve.ray_serve:app_builder key=value ...` gives them: strings
         serve.run(app_builder({'weights': str(checkpoint('r50')), 'style': 'pytorch', 'device': 'cpu',
                                'scale': ','.join(map(str, FAST_SCALE)), 'num_replicas': '2', 'num_cpus': '2',
-                               'max_batch': '2', 'max_queued_requests': '4'}), route_prefix='/')
+                               'max_batch': '2', 'max_queued_requests': '4', 'timeout': '300'}), route_prefix='/')
         base = f'http://127.0.0.1:{port}'
         assert httpx.get(base + '/readyz').json() == {'status': 'ready'}
         jobs = [(path, entries) for path, entries in zip(IMAGES, expected)] * 2

@@ -13,12 +13,13 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import anyio
+import anyio.to_thread
 import cv2
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from starlette.concurrency import run_in_threadpool
 
 from mrcnn_cli.engine.detections import check_score_thr, select_classes
 from mrcnn_cli.errors import MrcnnError, first_line
@@ -68,6 +69,14 @@ def create_app(model: Predictor, options: ServeOptions = ServeOptions()) -> Fast
 
     metrics = _Metrics(options)
     state = {'ready': False}
+    # Decoding and encoding run on at most this many threads of the event loop's pool at once: more
+    # would not feed the one model thread faster, and each thread that touches images keeps an
+    # allocator arena of its own (the server's memory would creep up with every new one).
+    workers = anyio.CapacityLimiter(2 * options.max_batch + 2)
+
+    async def off_loop(fn: Any, *args: Any) -> Any:
+        return await anyio.to_thread.run_sync(fn, *args, limiter=workers)
+
     batcher = Batcher(model.predict_prepared, max_batch=options.max_batch, max_delay=options.max_delay_ms / 1000,
                       queue_size=options.queue, on_batch=metrics.batch.observe)
     metrics.depth.set_function(lambda: batcher.depth)
@@ -76,11 +85,11 @@ def create_app(model: Predictor, options: ServeOptions = ServeOptions()) -> Fast
     async def lifespan(app: FastAPI):   # warm up once (the first call is slow), then ready
         from mrcnn_cli.backends.onnx_export import DEMO_IMAGE
         image = cv2.imread(str(DEMO_IMAGE))
-        await asyncio.wrap_future(batcher.submit(await run_in_threadpool(model.prepare, image)))
+        await asyncio.wrap_future(batcher.submit(await off_loop(model.prepare, image)))
         state['ready'] = True
         yield
         state['ready'] = False
-        await run_in_threadpool(batcher.close)
+        await off_loop(batcher.close)
 
     app = FastAPI(title='mrcnn', summary='Mask R-CNN instance segmentation', lifespan=lifespan)
 
@@ -143,8 +152,8 @@ def create_app(model: Predictor, options: ServeOptions = ServeOptions()) -> Fast
 
     async def one(request: Request, data: bytes, name: str, query: _Query) -> dict[str, Any]:
         started = time.perf_counter()
-        image = await run_in_threadpool(_decode, data, name, options.max_pixels)
-        prepared = await run_in_threadpool(model.prepare, image)
+        image = await off_loop(_decode, data, name, options.max_pixels)
+        prepared = await off_loop(model.prepare, image)
         decoded = time.perf_counter()
         try:
             future = batcher.submit(prepared)
@@ -164,7 +173,7 @@ def create_app(model: Predictor, options: ServeOptions = ServeOptions()) -> Fast
                 raise ClientError(504, f'no result within {options.timeout:g} s')
         det = waiting.result()
         inferred = time.perf_counter()
-        body = await run_in_threadpool(_encode, det, image, query, model.classes)
+        body = await off_loop(_encode, det, image, query, model.classes)
         body['timings'] = {'decode_ms': (decoded - started) * 1000, 'infer_ms': (inferred - decoded) * 1000,
                            'encode_ms': (time.perf_counter() - inferred) * 1000}
         metrics.images.inc()
@@ -350,8 +359,9 @@ class _Metrics:
     """Prometheus metrics in a registry of the app's own (never the process-wide default)."""
 
     def __init__(self, options: ServeOptions):
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
         self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)   # process_resident_memory_bytes: memory per replica
         self.requests = Counter('mrcnn_requests', 'HTTP requests by status', ['status'], registry=self.registry)
         self.latency = Histogram('mrcnn_request_seconds', 'request latency', registry=self.registry,
                                  buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64))

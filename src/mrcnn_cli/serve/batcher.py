@@ -69,6 +69,7 @@ class Batcher:
                     break
                 batch.append(job)
             self._run([job for job in batch if job.future.set_running_or_notify_cancel()])   # cancelled: skipped
+            first = batch = job = None   # the answers belong to their requests now, not to this idle thread
             if closing:
                 return
 
