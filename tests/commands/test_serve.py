@@ -200,6 +200,13 @@ def test_a_real_server_answers_refuses_beyond_its_queue_and_drains_on_sigterm(ch
             proc.kill()
 
 
+
+def test_ray_serve_refuses_a_misspelt_option_before_any_replica_starts():
+    from mrcnn_cli.errors import MrcnnError
+    from mrcnn_cli.serve.ray_serve import app_builder
+    with pytest.raises(MrcnnError, match="unknown option 'weigths'"):
+        app_builder({'weigths': 'r50.pth', 'num_replicas': '2'})
+
 def test_ray_serve_runs_the_same_app_on_two_replicas(checkpoint, expected):
     """A local Ray cluster, two replicas: both answer, with `mrcnn predict`'s entries; Ray's own
     queue bound (max_queued_requests) turns a burst into 200s and 503s only."""

@@ -20,6 +20,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.requests import ClientDisconnect
 
 from mrcnn_cli.engine.detections import check_score_thr, select_classes
 from mrcnn_cli.errors import MrcnnError, first_line
@@ -237,7 +238,6 @@ async def _uploads(request: Any, max_body: int) -> list[tuple[str, bytes]]:
     """(name, bytes) of the request's images: multipart fields named `file`, or the raw body,
     read at most `max_body` bytes (413 beyond, before the rest is read); 408 for a body slower
     than the read timeout, 499 for a client gone mid-upload."""
-    from starlette.requests import ClientDisconnect
     try:
         return await _read_uploads(request, max_body)
     except ClientDisconnect:
@@ -247,7 +247,6 @@ async def _uploads(request: Any, max_body: int) -> list[tuple[str, bytes]]:
 
 
 async def _read_uploads(request: Any, max_body: int) -> list[tuple[str, bytes]]:
-    from starlette.requests import ClientDisconnect
     if request.headers.get('content-type', '').startswith('multipart/form-data'):
         if 'content-length' not in request.headers:   # chunked: read within the limit, then parse
             request = _replayed(request, await _read_within(request, max_body))

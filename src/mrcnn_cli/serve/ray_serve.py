@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mrcnn_cli.errors import MrcnnError
 from mrcnn_cli.serve.app import ServeOptions
 
 # the `mrcnn serve` options an `app_builder` argument may set, and how each is read
@@ -30,7 +31,12 @@ def deployment(model: str | None = None, *, options: ServeOptions = ServeOptions
                name: str = 'mrcnn', **load_options: Any) -> Any:
     """A Ray Serve application (give it to `serve.run`) of `num_replicas` replicas, each
     `mrcnn_cli.load(model, **load_options)` behind `create_app(…, options)`.  `num_cpus` is each
-    replica's share of a node (Ray also sets its torch threads to it)."""
+    replica's share of a node (Ray also sets its torch threads to it).  Unknown options are
+    refused here, not in replicas that would fail to start one after another."""
+    from mrcnn_cli.api import LoadOptions
+    unknown = sorted(set(load_options) - set(LoadOptions.__annotations__))
+    if unknown:
+        raise MrcnnError(f'unknown option {unknown[0]!r} (model options: {", ".join(LoadOptions.__annotations__)})')
     from ray import serve
 
     @serve.deployment(name=name, num_replicas=num_replicas, ray_actor_options={'num_cpus': num_cpus},
@@ -69,5 +75,7 @@ def app_builder(args: dict[str, str]) -> Any:
     model = args.pop('model', None)
     if 'scale' in args:
         args['scale'] = tuple(int(v) for v in str(args['scale']).split(','))
+    if 'compile' in args:
+        args['compile'] = str(args['compile']).lower() in ('1', 'true', 'yes')
     return deployment(model, options=serve_options, **ray_options, **args)
 
