@@ -46,7 +46,10 @@ def deployment(model: str | None = None, *, options: ServeOptions = ServeOptions
     class MrcnnReplica:
         def __init__(self, model: str | None, options: ServeOptions, load_options: dict[str, Any]):
             from mrcnn_cli.api import load
+            from mrcnn_cli.engine.memory import tune_cpu_allocator
             self.predictor = load(model, **load_options)
+            if self.predictor.device.type == 'cpu':   # the replica's process is ours, as `mrcnn serve`'s is
+                tune_cpu_allocator()
             self.options = options
             self.replica = serve.get_replica_context().replica_id.unique_id
 
