@@ -146,10 +146,12 @@ def create_app(model: Predictor, options: ServeOptions = ServeOptions()) -> Fast
     async def describe() -> dict[str, Any]:
         return {**model.identity(), 'describe': model.describe(), 'max_batch': options.max_batch}
 
+    from importlib.resources import files
+    page_html = (files('mrcnn_cli') / 'data' / 'serve.html').read_text()
+
     @app.get('/', response_class=HTMLResponse)
     async def page() -> str:
-        from importlib.resources import files
-        return (files('mrcnn_cli') / 'data' / 'serve.html').read_text()
+        return page_html
 
     async def one(request: Request, data: bytes, name: str, query: _Query) -> dict[str, Any]:
         started = time.perf_counter()
