@@ -108,10 +108,11 @@ def plain_predictor(checkpoint):
     the baseline that tells rewrite effects from a CPU's own float rounding."""
     import torch
 
+    from mrcnn_cli.backends.base import Backend
     from mrcnn_cli.backends.pytorch import load_torch_model
-    from mrcnn_cli.engine.predictor import Predictor
+    from mrcnn_cli.predictor import Predictor
 
-    class PlainPredictor(Predictor):
+    class PlainBackend(Backend):
         name = 'plain'
 
         def __init__(self, model, classes, source):
@@ -127,6 +128,6 @@ def plain_predictor(checkpoint):
     def get(variant, style):
         if (variant, style) not in cache:
             loaded = load_torch_model(weights=checkpoint(variant), style=style)
-            cache[variant, style] = PlainPredictor(loaded.model, loaded.classes, loaded.source)
+            cache[variant, style] = Predictor(PlainBackend(loaded.model, loaded.classes, loaded.source))
         return cache[variant, style]
     return get

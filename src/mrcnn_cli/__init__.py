@@ -19,7 +19,7 @@ _LAZY = {
     'Detections': 'mrcnn_cli.engine.detections',
     'ModelChoice': 'mrcnn_cli.engine.choice',
     'Precision': 'mrcnn_cli.engine.choice',
-    'Predictor': 'mrcnn_cli.engine.predictor',
+    'Predictor': 'mrcnn_cli.predictor',
     'StreamItem': 'mrcnn_cli.engine.stream',
     'TileOptions': 'mrcnn_cli.engine.tiling',
     'tune_cpu_allocator': 'mrcnn_cli.engine.memory',

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from mrcnn_cli.backends.registry import load_choice
 from mrcnn_cli.engine.choice import ModelChoice, Precision
-from mrcnn_cli.engine.predictor import Predictor
 from mrcnn_cli.errors import MrcnnError, option
 from mrcnn_cli.io.files import model_file_kind
+from mrcnn_cli.predictor import Predictor
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -60,7 +60,7 @@ def load(name: str | os.PathLike | ModelChoice | None = None, **options: Unpack[
         if 'precision' in fields:
             fields['precision'] = Precision.of(fields['precision'])
         choice = ModelChoice(name=name, **fields)   # an unknown keyword is a TypeError, as for any function
-    return load_choice(sorted_files(choice))
+    return Predictor(load_choice(sorted_files(choice)))
 
 
 def sorted_files(choice: ModelChoice) -> ModelChoice:

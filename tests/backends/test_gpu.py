@@ -44,8 +44,8 @@ def test_mmdetection_reference_on_cuda_fp32(cuda_predictor, variant, style, ref_
 
 @pytest.mark.parametrize('image', STAGE_IMAGES, ids=[p.name for p in STAGE_IMAGES])
 def test_fp16_roi_heads_keep_detections_and_masks(cuda_predictor, image):
-    fp32_model = cuda_predictor('r50', 'pytorch').model
-    fp16_model = cuda_predictor('r50', 'pytorch', precision='fp16').model
+    fp32_model = cuda_predictor('r50', 'pytorch').torch_model()
+    fp16_model = cuda_predictor('r50', 'pytorch', precision='fp16').torch_model()
     p, _, feats, proposals = fp32_stage_inputs(fp32_model, read_image(image), device='cuda')
     ref = heads_detections(fp32_model, feats, proposals, p)
     got = heads_detections(fp16_model, feats, proposals, p, torch.float16)
@@ -81,7 +81,7 @@ def test_onnxruntime_gpu_providers_match_the_cpu_provider(exported, provider):
     path = exported('r50')
     cpu = load(onnx=path, device='cpu')
     gpu = load(onnx=path, device='cuda', ort_provider=provider)
-    assert gpu.providers[0] == name
+    assert gpu.backend.providers[0] == name
     for image in ('000000397133.jpg', '000000011813.jpg'):
         img = read_image(COCO_IMAGES / image)
         assert_matches_reference(cpu(img), gpu(img))

@@ -10,8 +10,9 @@ import torch
 
 from mrcnn_cli import MrcnnError
 from mrcnn_cli.backends.onnx_export import export_onnx
-from mrcnn_cli.backends.onnx_runtime import OnnxPredictor
+from mrcnn_cli.backends.onnx_runtime import OnnxBackend
 from mrcnn_cli.io.images import read_image
+from mrcnn_cli.predictor import Predictor
 
 from conftest import COCO_IMAGES, DEMO, SHARED
 from helpers import EXPORT_CASES, FAST, assert_one_error_line, mrcnn_here
@@ -38,21 +39,22 @@ def test_onnxruntime_matches_pytorch(exported, torch_predictor, variant, style, 
     # FPN upsampling by constant scales (no `sizes` input): onnxruntime keeps it in NCHWc layout
     resizes = [n for n in proto.graph.node if n.op_type == 'Resize']
     assert len(resizes) == 3 and all(len(n.input) == 3 and n.input[2] for n in resizes)
-    ort_predictor = OnnxPredictor(path, device='cpu')
-    assert ort_predictor.providers == ['CPUExecutionProvider']
-    opts = ort_predictor.session.get_session_options()
+    ort_backend = OnnxBackend(path, device='cpu')
+    ort_predictor = Predictor(ort_backend)
+    assert ort_backend.providers == ['CPUExecutionProvider']
+    opts = ort_backend.session.get_session_options()
     assert opts.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     assert opts.intra_op_num_threads == os.cpu_count() and not opts.enable_mem_pattern
     assert opts.get_session_config_entry('session.intra_op.allow_spinning') == '0'
     assert ort_predictor.classes == torch_predictor(variant, style).classes
     assert ort_predictor.spec == torch_predictor(variant, style).spec
-    torch_side = copy.copy(torch_predictor(variant, style))
+    torch_side = Predictor(copy.copy(torch_predictor(variant, style).backend))
     if scale:
-        torch_side.scale = ort_predictor.scale = scale
+        torch_side.backend.scale = ort_backend.scale = scale
     for name in images:
         img = read_image(COCO_IMAGES / name)
-        ref = torch_side(img)
-        got = ort_predictor(img)
+        ref = torch_side(img, score_thr=0)
+        got = ort_predictor(img, score_thr=0)
         assert len(ref) > 0
         assert_matches_reference(ref, got)
 
@@ -61,10 +63,10 @@ def test_onnxruntime_matches_pytorch(exported, torch_predictor, variant, style, 
 def test_image_with_no_detections(checkpoint, tmp_path):
     from mrcnn_cli import load
     p = load(weights=checkpoint('r50'), style='pytorch', device='cpu')
-    p.model.roi_head.bbox_head.fc_cls.bias[-1] = 1e4   # background wins every RoI
+    p.torch_model().roi_head.bbox_head.fc_cls.bias[-1] = 1e4   # background wins every RoI
     path = tmp_path / 'empty.onnx'
     export_onnx(p, path)
-    det = OnnxPredictor(path, device='cpu')(read_image(DEMO))
+    det = Predictor(OnnxBackend(path, device='cpu'))(read_image(DEMO), score_thr=0)
     assert len(det) == 0 and det.boxes.shape == (0, 4) and det.masks.shape == (0, 427, 640)
     assert len(p(read_image(DEMO))) == 0
 
@@ -104,11 +106,11 @@ def test_bad_onnx_inputs(tmp_path):
     bad = tmp_path / 'bad.onnx'
     bad.write_bytes(b'\x08\x07garbage' * 100)
     with pytest.raises(MrcnnError, match='cannot load the ONNX model'):
-        OnnxPredictor(bad, device='cpu')
+        OnnxBackend(bad, device='cpu')
     assert_one_error_line(mrcnn_here('predict', DEMO, '--backend', 'onnx', '--onnx', bad), 'cannot load the ONNX model')
     assert_one_error_line(mrcnn_here('predict', DEMO, '--backend', 'onnx'), 'needs --onnx')
     plain = tmp_path / 'plain.onnx'
     x = torch.zeros(1, 3)
     torch.onnx.export(torch.nn.Identity(), (x,), str(plain), dynamo=False)
     with pytest.raises(MrcnnError, match='not an mrcnn ONNX export'):
-        OnnxPredictor(plain, device='cpu')
+        OnnxBackend(plain, device='cpu')

@@ -7,6 +7,7 @@ import pytest
 
 from mrcnn_cli import MrcnnError, load
 from mrcnn_cli.io.images import read_image
+from mrcnn_cli.predictor import Predictor
 
 from conftest import COCO_IMAGES
 from helpers import EXPORT_CASES, FAST, FAST_SCALE, assert_one_error_line, mrcnn_here
@@ -27,23 +28,23 @@ def own_cache(tmp_path_factory, monkeypatch):
 def test_openvino_matches_pytorch(exported, torch_predictor, variant, style, images, scale):
     path = exported(variant, style)
     ov_predictor = load(onnx=path, backend='openvino', device='cpu', scale=scale or (1333, 800))
-    torch_side = copy.copy(torch_predictor(variant, style))
+    torch_side = Predictor(copy.copy(torch_predictor(variant, style).backend))
     assert ov_predictor.classes == torch_side.classes and ov_predictor.spec == torch_side.spec
-    assert ov_predictor.ov_device == 'CPU' and ov_predictor.precision == 'fp32'
+    assert ov_predictor.backend.ov_device == 'CPU' and ov_predictor.precision == 'fp32'
     if scale:
-        torch_side.scale = scale
+        torch_side.backend.scale = scale
     for name in images:
         img = read_image(COCO_IMAGES / name)
-        ref = torch_side(img)
+        ref = torch_side(img, score_thr=0)
         assert len(ref) > 0
-        assert_matches_reference(ref, ov_predictor(img))
+        assert_matches_reference(ref, ov_predictor(img, score_thr=0))
 
 
 @pytest.mark.slow
 def test_compiled_models_are_cached_between_loads(exported, tmp_path):
     cache = tmp_path / 'ov-cache'
-    from mrcnn_cli.backends.openvino import OpenVinoPredictor
-    OpenVinoPredictor(exported('r50'), device='cpu', cache_dir=cache, scale=FAST_SCALE)
+    from mrcnn_cli.backends.openvino import OpenVinoBackend
+    OpenVinoBackend(exported('r50'), device='cpu', cache_dir=cache, scale=FAST_SCALE)
     assert any(cache.iterdir())
 
 
@@ -78,7 +79,7 @@ def test_the_bf16_hint_keeps_backbone_stages_at_bf16_rounding(torch_predictor, t
 
     from mrcnn_cli.backends.openvino import check_precision, compile_config
     from mrcnn_cli.engine.preprocess import pad_batch, prepare
-    model = torch_predictor('r50').model
+    model = torch_predictor('r50').torch_model()
     core = ov.Core()
     check_precision(core, 'CPU', 'bf16')
     net = model.backbone

@@ -62,7 +62,7 @@ def test_path_array_and_list_give_the_same_detections(model):
 
 def test_detections_index_filter_serialise_and_draw(model):
     from pycocotools.coco import COCO
-    det = model(STREET)
+    det = model(STREET, score_thr=0)
     assert det.boxes.dtype == np.float32 and det.scores.dtype == np.float32 and det.labels.dtype == np.int64
     assert det.boxes.shape == (len(det), 4) and (np.diff(det.scores) <= 0).all()
     assert det.class_names == [model.classes[i] for i in det.labels]
@@ -129,12 +129,13 @@ def test_stream_a_real_clip_with_stride(model):
 
 @pytest.mark.slow
 def test_two_predictors_from_one_model_and_the_model_is_unchanged(checkpoint):
-    from mrcnn_cli.backends.pytorch import TorchPredictor, load_torch_model
+    from mrcnn_cli.backends.pytorch import TorchBackend, load_torch_model
+    from mrcnn_cli.predictor import Predictor
     got = load_torch_model(weights=checkpoint('r50'), style='pytorch')
     loaded = got.model
     before = {k: v.clone() for k, v in loaded.state_dict().items()}
-    first = TorchPredictor(got, 'cpu')
-    second = TorchPredictor(got, 'cpu')
+    first = Predictor(TorchBackend(got, 'cpu'))
+    second = Predictor(TorchBackend(got, 'cpu'))
     img = cv2.imread(str(STREET))
     assert same(first(img), second(img)) and len(first(img)) > 0
     after = loaded.state_dict()

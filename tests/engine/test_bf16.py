@@ -31,10 +31,10 @@ def bf16_predictor(checkpoint):
 @pytest.mark.slow
 @pytest.mark.parametrize('image', IMAGES, ids=[p.name for p in IMAGES])
 def test_bf16_roi_heads_keep_detections_and_masks(torch_predictor, bf16_predictor, image):
-    fp32_model = torch_predictor('r50').model
+    fp32_model = torch_predictor('r50').torch_model()
     p, _, feats, proposals = fp32_stage_inputs(fp32_model, read_image(image))
     ref = heads_detections(fp32_model, feats, proposals, p)
-    got = heads_detections(bf16_predictor.model, feats, proposals, p, torch.bfloat16)
+    got = heads_detections(bf16_predictor.torch_model(), feats, proposals, p, torch.bfloat16)
     agreement = HeadsAgreement(ref, got)
     assert agreement.total >= 30 and len(agreement.big_ious) >= 5
     assert not agreement.failures()
@@ -44,11 +44,11 @@ def test_bf16_roi_heads_keep_detections_and_masks(torch_predictor, bf16_predicto
 def test_bf16_check_catches_rounded_boxes(torch_predictor, bf16_predictor):
     """Proposals rounded to BF16 (a classic mixed-precision bug: 4 px steps at x ~ 800)
     fail the same check."""
-    fp32_model = torch_predictor('r50').model
+    fp32_model = torch_predictor('r50').torch_model()
     p, _, feats, proposals = fp32_stage_inputs(fp32_model, read_image(IMAGES[0]))
     ref = heads_detections(fp32_model, feats, proposals, p)
     rounded = [b.to(torch.bfloat16).float() for b in proposals]
-    got = heads_detections(bf16_predictor.model, feats, rounded, p, torch.bfloat16)
+    got = heads_detections(bf16_predictor.torch_model(), feats, rounded, p, torch.bfloat16)
     assert len(HeadsAgreement(ref, got).failures()) >= 2
 
 
@@ -56,7 +56,7 @@ def test_bf16_check_catches_rounded_boxes(torch_predictor, bf16_predictor):
 def test_bf16_backbone_and_fpn_at_rounding_level(torch_predictor, bf16_predictor):
     """Each BF16 backbone block and the FPN, fed the FP32 model's input, is within 2 % (relative
     L2) of FP32: BF16 keeps 8 mantissa bits (0.4 % per rounding)."""
-    fp32_model, bf16_model = torch_predictor('r50').model, bf16_predictor.model
+    fp32_model, bf16_model = torch_predictor('r50').torch_model(), bf16_predictor.torch_model()
     _, batch, _, _ = fp32_stage_inputs(fp32_model, read_image(IMAGES[0]))
 
     def rel(a, b):

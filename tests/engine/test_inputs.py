@@ -254,4 +254,4 @@ def test_the_library_speaks_python_and_points_warnings_at_the_callers_line(check
     messages = [(str(w.message), w.filename) for w in caught if issubclass(w.category, mrcnn_cli.MrcnnWarning)]
     assert len(messages) == 2 and all(filename == __file__ for _, filename in messages), messages
     assert "pass style='caffe' for a caffe-style checkpoint" in messages[0][0]
-    assert repr(model) == f'<TorchPredictor: {model.describe()}>' and 'R-50 pytorch' in repr(model)
+    assert repr(model) == f'<TorchBackend: {model.describe()}>' and 'R-50 pytorch' in repr(model)

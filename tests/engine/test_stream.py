@@ -16,8 +16,8 @@ CLIP = SHARED / 'data' / 'video' / 'mmaction2_demo.mp4'
 CLASSES = ('person', 'car', 'cat')
 
 
-class FakePredictor:
-    """What stream_sources asks of a predictor: prepare in the reader thread, predict in the model
+class FakeRunner:
+    """A Runner, what stream_sources asks of a model: prepare in the reader thread, predict in the model
     thread (and its input scale, for a sliced image's whole-image pass); each image gets a
     detection of every class, scored 0.9, 0.5, 0.2, and is counted."""
     classes = CLASSES
@@ -29,7 +29,7 @@ class FakePredictor:
     def prepare(self, image):
         return image.shape[:2]
 
-    def predict_prepared(self, prepared):
+    def predict_prepared(self, prepared, stage=None):
         self.inferred += len(prepared)
         out = []
         for h, w in prepared:
@@ -60,7 +60,7 @@ def test_frames_in_order_with_the_stride_and_problems_as_items(inputs):
 def test_each_error_mode(inputs):
     good, broken = inputs
     sources, _ = collect_sources([good, broken])
-    fake = FakePredictor()
+    fake = FakeRunner()
     yielded = list(stream_sources(fake, sources, errors='yield'))
     assert [i.ok for i in yielded] == [True, False] and yielded[1].detections is None
     with pytest.warns(MrcnnWarning, match='not a readable image'):
@@ -73,7 +73,7 @@ def test_each_error_mode(inputs):
 
 def test_the_stride_reuses_detections_and_the_selection_applies_once_per_inferred_frame():
     sources, _ = collect_sources([CLIP])
-    fake = FakePredictor()
+    fake = FakeRunner()
     items = list(stream_sources(fake, sources, vid_stride=4, max_frames=9, batch_size=2,
                                 selection=Selection(score_thr=0.4, classes=['person', 2])))
     assert fake.inferred == 3 and [i.inferred for i in items] == [i % 4 == 0 for i in range(9)]

@@ -106,14 +106,15 @@ def load_hub(path):
 @pytest.mark.slow
 def test_caffe_training_file_gives_the_caffe_models_detections(plain, tmp_path, torch_predictor):
     """The file's config says caffe: with --weights alone it runs as caffe (as mmdetection would)."""
-    from mrcnn_cli.backends.pytorch import LoadedModel, TorchPredictor
+    from mrcnn_cli.backends.pytorch import LoadedModel, TorchBackend
     from mrcnn_cli.io.images import read_image
+    from mrcnn_cli.predictor import Predictor
 
     from matching import assert_matches_reference, from_reference
     path = save(mmdet2_published(plain['caffe'], 'caffe'), tmp_path / 'caffe.pth', legacy=True)
     model, classes = model_from_checkpoint(load_checkpoint(path))
-    det = TorchPredictor(LoadedModel(model, classes, str(path), None), torch.device('cpu'))(
-        read_image(COCO_IMAGES / '000000397133.jpg'))
+    det = Predictor(TorchBackend(LoadedModel(model, classes, str(path), None), torch.device('cpu')))(
+        read_image(COCO_IMAGES / '000000397133.jpg'), score_thr=0)
     ref = json.loads((SHARED / 'data' / 'reference' / 'r50_caffe_fpn__000000397133.json').read_text())
     assert_matches_reference(from_reference(ref['detections']), det)
 

@@ -13,7 +13,7 @@ from matching import REFERENCES, assert_matches_reference, assert_same_to_roundi
 @pytest.mark.parametrize('variant,style,ref_name,image', REFERENCES, ids=[r[2] for r in REFERENCES])
 def test_matches_mmdetection_reference(torch_predictor, variant, style, ref_name, image):
     ref = json.loads((SHARED / 'data' / 'reference' / ref_name).read_text())
-    det = torch_predictor(variant, style)(read_image(image))
+    det = torch_predictor(variant, style)(read_image(image), score_thr=0)
     assert (det.height, det.width) == (ref['height'], ref['width'])
     assert_matches_reference(from_reference(ref['detections']), det)
 
@@ -22,7 +22,7 @@ def test_matches_mmdetection_reference(torch_predictor, variant, style, ref_name
 def test_reference_check_can_fail(torch_predictor):
     """The matcher rejects the pytorch-style reference when the model runs with caffe preprocessing."""
     ref = json.loads((SHARED / 'data' / 'reference' / 'r50_fpn__mmdet_demo.json').read_text())
-    det = torch_predictor('r50', 'caffe')(read_image(SHARED / 'data' / 'demo' / 'mmdet_demo.jpg'))
+    det = torch_predictor('r50', 'caffe')(read_image(SHARED / 'data' / 'demo' / 'mmdet_demo.jpg'), score_thr=0)
     unmatched, n_ref, _ = match_reference(from_reference(ref['detections']), det)
     assert len(unmatched) > 0.5 * n_ref
 
@@ -37,7 +37,8 @@ def test_fp32_inference_rewrites_stay_at_rounding_level(torch_predictor, plain_p
     CPU, the synthetic weights amplify float rounding to ~1e-3 whatever the code does: the matcher
     above holds that comparison to the records' own rule.)"""
     img = read_image(image)
-    assert_same_to_rounding(torch_predictor(variant, style)(img), plain_predictor(variant, style)(img))
+    assert_same_to_rounding(torch_predictor(variant, style)(img, score_thr=0),
+                            plain_predictor(variant, style)(img, score_thr=0))
 
 
 @pytest.mark.slow
@@ -51,7 +52,7 @@ def test_gpu_roi_path_matches_reference(torch_predictor, plain_predictor, monkey
     variant, style, ref_name, image = REFERENCES[0]
     ref = json.loads((SHARED / 'data' / 'reference' / ref_name).read_text())['detections']
     img = read_image(image)
-    det = torch_predictor(variant, style)(img)
+    det = torch_predictor(variant, style)(img, score_thr=0)
     assert calls == [1, 1]   # box head, mask head
     assert_matches_reference(from_reference(ref), det)
-    assert_same_to_rounding(det, plain_predictor(variant, style)(img))
+    assert_same_to_rounding(det, plain_predictor(variant, style)(img, score_thr=0))

@@ -1,1 +1,1 @@
-"""Thin backends behind the one Predictor interface: PyTorch, ONNX Runtime (and the ONNX export)."""
+"""Thin backends behind one interface (backends.base.Backend, a Runner): PyTorch, ONNX Runtime (and the ONNX export)."""

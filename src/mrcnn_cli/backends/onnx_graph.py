@@ -3,7 +3,7 @@ names, and one image per call in, one NetworkOutput out."""
 import numpy as np
 import torch
 
-from mrcnn_cli.engine.predictor import Predictor
+from mrcnn_cli.backends.base import Backend
 from mrcnn_cli.engine.timing import no_stage
 from mrcnn_cli.model.roi_heads import NetworkOutput
 
@@ -11,7 +11,7 @@ INPUT_NAMES = ['image', 'img_shape']
 OUTPUT_NAMES = ['boxes', 'scores', 'labels', 'mask_probs']
 
 
-class GraphPredictor(Predictor):
+class GraphBackend(Backend):
     """A backend of the exported graph (onnxruntime, OpenVINO): it implements `run_graph`."""
 
     batches = False      # the graph takes one image per call

@@ -1,12 +1,12 @@
-"""ONNX Runtime backend: the exported network behind the same Predictor interface."""
+"""ONNX Runtime backend: the exported network behind the same Backend interface."""
 from __future__ import annotations
 
 import os
 
-from mrcnn_cli.backends.onnx_graph import GraphPredictor
+from mrcnn_cli.backends.base import resolve_device
+from mrcnn_cli.backends.onnx_graph import GraphBackend
 from mrcnn_cli.backends.onnx_metadata import parse_metadata
 from mrcnn_cli.engine.choice import ModelChoice
-from mrcnn_cli.engine.predictor import resolve_device
 from mrcnn_cli.engine.preprocess import TEST_SCALE
 from mrcnn_cli.errors import MrcnnError, first_line
 
@@ -49,7 +49,7 @@ def choose_providers(device, requested=None):
     return chosen + ['CPUExecutionProvider']
 
 
-class OnnxPredictor(GraphPredictor):
+class OnnxBackend(GraphBackend):
     """An `mrcnn export` file run by ONNX Runtime (its CUDA or TensorRT provider on a GPU)."""
 
     name = 'onnx'
@@ -58,7 +58,7 @@ class OnnxPredictor(GraphPredictor):
     precision_hint = '; the graph runs as exported: `mrcnn export --fp16` makes an FP16 one'
 
     @classmethod
-    def from_choice(cls, choice: ModelChoice) -> OnnxPredictor:
+    def from_choice(cls, choice: ModelChoice) -> OnnxBackend:
         return cls(choice.onnx, choice.device, choice.ort_provider, scale=choice.scale)
 
     def __init__(self, path, device='auto', provider=None, threads=None, scale=TEST_SCALE):

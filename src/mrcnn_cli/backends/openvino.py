@@ -1,5 +1,5 @@
 """OpenVINO backend: the same ONNX file `mrcnn export` writes, compiled by OpenVINO (Intel CPUs,
-GPUs and NPUs; BF16 on CPUs that have it), behind the same Predictor interface."""
+GPUs and NPUs; BF16 on CPUs that have it), behind the same Backend interface."""
 from __future__ import annotations
 
 import os
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mrcnn_cli.backends.onnx_graph import GraphPredictor
+from mrcnn_cli.backends.onnx_graph import GraphBackend
 from mrcnn_cli.backends.onnx_metadata import parse_metadata
 from mrcnn_cli.engine.choice import ModelChoice, Precision
 from mrcnn_cli.engine.preprocess import TEST_SCALE
@@ -63,7 +63,7 @@ def check_precision(core, target, precision):
                          f'(it has {", ".join(caps)})')
 
 
-class OpenVinoPredictor(GraphPredictor):
+class OpenVinoBackend(GraphBackend):
     """An `mrcnn export` file compiled by OpenVINO (Intel CPUs, GPUs and NPUs), BF16/FP16 as hints."""
 
     name = 'openvino'
@@ -71,7 +71,7 @@ class OpenVinoPredictor(GraphPredictor):
     describe_template = 'OpenVINO on {device}'
 
     @classmethod
-    def from_choice(cls, choice: ModelChoice) -> OpenVinoPredictor:
+    def from_choice(cls, choice: ModelChoice) -> OpenVinoBackend:
         return cls(choice.onnx, choice.device, choice.precision, scale=choice.scale)
 
     @classmethod

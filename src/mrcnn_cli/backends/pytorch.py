@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
+from mrcnn_cli.backends.base import Backend, resolve_device
 from mrcnn_cli.engine.choice import ModelChoice, Precision
-from mrcnn_cli.engine.predictor import Predictor, resolve_device
 from mrcnn_cli.engine.preprocess import TEST_SCALE
 from mrcnn_cli.engine.timing import no_stage
 from mrcnn_cli.errors import MrcnnError, option, speaking_to_command_line, warn
@@ -27,8 +27,8 @@ class LoadedModel:
     palette: tuple[tuple[int, int, int], ...] | None       # the checkpoint's class colours (RGB)
 
 
-class TorchPredictor(Predictor):
-    """A loaded MaskRCNN behind the Predictor interface.  The model it is given is not changed:
+class TorchBackend(Backend):
+    """A loaded MaskRCNN behind the Backend interface.  The model it is given is not changed:
     it runs an optimised copy (see `optimized_for_inference`), unless `copy_model=False` says
     the model is its own (as `load` builds it)."""
 
@@ -37,7 +37,7 @@ class TorchPredictor(Predictor):
     compiles = True
 
     @classmethod
-    def from_choice(cls, choice: ModelChoice) -> TorchPredictor:
+    def from_choice(cls, choice: ModelChoice) -> TorchBackend:
         device = resolve_device(choice.device)
         check_precision(choice.precision, device)   # before the checkpoint is read
         loaded = load_torch_model(choice.name, choice.weights, choice.style, choice.weights_dir)

@@ -11,14 +11,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from mrcnn_cli.backends.base import Backend
 from mrcnn_cli.backends.pytorch import load_torch_model
 from mrcnn_cli.backends.registry import BACKENDS, backend_for
 from mrcnn_cli.engine.choice import Precision
 from mrcnn_cli.engine.memory import release_freed_memory
-from mrcnn_cli.engine.timing import StageTimer
+from mrcnn_cli.engine.preprocess import pad_batch
+from mrcnn_cli.engine.timing import StageTimer, no_stage
 from mrcnn_cli.errors import MrcnnError
 from mrcnn_cli.io.images import read_image
 from mrcnn_cli.io.sources import collect_sources, list_images
+from mrcnn_cli.predictor import Predictor
 
 METHOD = ('warm-up iterations not counted, then N images at the given batch size, cycled from the image set; '
           'the timed span covers preprocessing (resize, normalise, pad), the network, NMS and the '
@@ -206,26 +209,26 @@ def format_table(report):
     return '\n'.join(out)
 
 
-def replay_network(predictor, images):
-    """Make `predictor` (one bench made for itself) return, call by call, the network outputs of a
-    real pass over `images`: what remains is the CPU side's own cost, the ceiling it puts on any
-    accelerator."""
-    recorded, real = [], predictor.run_network
+class ReplayBackend(Backend):
+    """A backend whose network returns, call by call, the outputs `backend`'s network gave for
+    `images` (one image a call), from the first again after `restart()`: what remains of a run is
+    the CPU side's own cost, the ceiling it puts on any accelerator."""
 
-    def record(batch, img_shapes, stage=None):
-        outs = real(batch, img_shapes) if stage is None else real(batch, img_shapes, stage)
-        recorded.append(outs)
-        return outs
+    def __init__(self, backend: Backend, images: list[np.ndarray]) -> None:
+        super().__init__(backend.spec, backend.classes, backend.device, backend.source, backend.precision,
+                         backend.palette, backend.scale)
+        self.name = backend.name   # type: ignore[misc] # this instance stands for that backend
+        self.recorded = []
+        for img in images:
+            p = backend.prepare(img)
+            self.recorded.append(backend.run_network(pad_batch([p.tensor]), [p.img_shape]))
+        self.restart()
 
-    predictor.run_network = record
-    for img in images:
-        predictor.predict_batch([img])
+    def restart(self) -> None:
+        self._replay = itertools.cycle(self.recorded)
 
-    def restart():   # from the first image's outputs again
-        replay = itertools.cycle(recorded)
-        predictor.run_network = lambda batch, img_shapes, stage=None: next(replay)
-    restart()
-    return restart
+    def run_network(self, batch, img_shapes, stage=no_stage):
+        return next(self._replay)
 
 
 def measure_pipeline(name, predictor, pipeline, n, progress=True, runs=3):
@@ -238,7 +241,11 @@ def measure_pipeline(name, predictor, pipeline, n, progress=True, runs=3):
     import tempfile
 
     from mrcnn_cli.commands.predict import PredictOptions, predict_sources
-    restart = replay_network(predictor, [read_image(p) for p in paths]) if replay else (lambda: None)
+    if replay:
+        replaying = ReplayBackend(predictor.backend, [read_image(p) for p in paths])
+        predictor, restart = Predictor(replaying), replaying.restart
+    else:
+        restart = lambda: None  # noqa: E731
     fps_runs = []
     with tempfile.TemporaryDirectory(prefix='mrcnn-bench-') as tmp:
         inputs = Path(tmp) / 'in'
@@ -286,29 +293,16 @@ def measure_tiled(name, predictor, tiled, progress=True):
     from mrcnn_cli.commands.predict import PredictOptions, predict_sources
     tiles = tiled.tiles
     sources, _ = collect_sources(tiled.paths)
-    network = [0.0]
-
-    def timed(method):
-        def run(*args):
-            start = time.perf_counter()
-            out = method(*args)
-            network[0] += time.perf_counter() - start
-            return out
-        return run
-
+    model_time = StageTimer(predictor.device)   # preparing each tile, the network, NMS and the paste
     counted = {'tiles': 0, 'pixels': 0}
     with tempfile.TemporaryDirectory(prefix='mrcnn-bench-') as tmp:
         opts = PredictOptions(out_dir=Path(tmp) / 'out', progress=progress, tiles=tiles,
-                              save=SaveOptions(geojson=True))
-        predictor.predict_batch([read_image(image_paths()[0])])   # warm-up
+                              save=SaveOptions(geojson=True), stage=model_time)
+        predictor.backend.predict_batch([read_image(image_paths()[0])])   # warm-up
         reset_peak_rss()
-        predictor.prepare, predictor.predict_prepared = timed(predictor.prepare), timed(predictor.predict_prepared)
-        try:
-            start = time.perf_counter()
-            summary = predict_sources(predictor, sources, opts, warn=lambda m: None)
-            wall = time.perf_counter() - start
-        finally:
-            del predictor.prepare, predictor.predict_prepared   # the class's methods again
+        start = time.perf_counter()
+        summary = predict_sources(predictor, sources, opts, warn=lambda m: None)
+        wall = time.perf_counter() - start
         for line in (Path(tmp) / 'out' / 'predictions.jsonl').read_text().splitlines()[1:]:
             record = json.loads(line)
             if 'width' in record:
@@ -317,7 +311,7 @@ def measure_tiled(name, predictor, tiled, progress=True):
     megapixels = counted['pixels'] / 1e6
     tiled = {'tile': list(tiles.size), 'overlap': tiles.overlap, 'full': tiles.full, 'tiles': counted['tiles'],
              'tiles_per_s': counted['tiles'] / wall, 'megapixels_per_s': megapixels / wall, 'seconds': wall,
-             'model_s': network[0], 'cpu_overhead': wall / network[0] - 1,
+             'model_s': model_time.total, 'cpu_overhead': wall / model_time.total - 1,
              'detections_per_megapixel': summary.instances / megapixels}
     return BenchRow(backend=f'{name} tiled', precision=predictor.precision, device=str(predictor.device),
                     images=summary.images, fps=summary.images / wall, latency_ms={}, stages_ms={},
@@ -404,7 +398,7 @@ def run_bench(make_predictor, rows, plan, *, compare=None, pipeline=None, tiled=
         predictor = make_predictor(row_choice)
         load_s = time.perf_counter() - start
         compiled = predictor.compiled
-        row = measure(predictor.name, predictor.precision, predictor.device, predictor.predict_batch, plan,
+        row = measure(predictor.name, predictor.precision, predictor.device, predictor.backend.predict_batch, plan,
                       batch_size=None if predictor.batches else 1, warm_every_batch=compiled)
         row.device = predictor.execution_device
         row.load_s = load_s

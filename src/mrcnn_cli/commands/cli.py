@@ -315,8 +315,8 @@ def _print_evaluation(evaluation, published, classwise=False):
                    'megapixels/s, what the CPU side adds to the network time).')
 def bench(fps, model, images_dir, count, warmup, batch_size, compare, json_path, pipeline, replay, no_vis, tile):
     """Speed: fps, latency percentiles, peak memory and a per-stage breakdown, per backend."""
+    from mrcnn_cli.backends.base import resolve_device
     from mrcnn_cli.commands import bench as bench_lib
-    from mrcnn_cli.engine.predictor import resolve_device
     from mrcnn_cli.io.files import write_json
     if (replay or no_vis) and not pipeline:
         raise click.UsageError('--replay and --no-vis go with --pipeline')

@@ -15,8 +15,10 @@ import cv2
 from mrcnn_cli.commands.options import RunOptions, SaveOptions, VideoOptions
 from mrcnn_cli.engine.detections import Selection
 from mrcnn_cli.engine.distributed import partition, process_group
+from mrcnn_cli.engine.runner import Stage
 from mrcnn_cli.engine.stream import stream_sources
 from mrcnn_cli.engine.tiling import TileOptions
+from mrcnn_cli.engine.timing import no_stage
 from mrcnn_cli.errors import MrcnnError
 from mrcnn_cli.io.files import write_image, write_text
 from mrcnn_cli.io.images import MAX_PIXELS
@@ -50,6 +52,7 @@ class PredictOptions:
     video: VideoOptions = VideoOptions()
     run: RunOptions = RunOptions()
     tiles: TileOptions | None = None      # sliced inference (--tile)
+    stage: Stage = no_stage               # timing hook (bench): see engine.runner
 
 
 @dataclass
@@ -374,7 +377,8 @@ def _run(predictor, sources, writer, opts, show_progress):
         for item in (stream_sources(predictor, sources, vid_stride=opts.video.vid_stride,
                                     max_frames=opts.video.max_frames, max_pixels=opts.max_pixels,
                                     batch_size=opts.batch_size, errors='yield', tiles=opts.tiles,
-                                    selection=Selection(opts.score_thr, opts.classes)) if sources else ()):
+                                    selection=Selection(opts.score_thr, opts.classes), stage=opts.stage)
+                     if sources else ()):
             if item.video is not None and item.source_index not in opened:
                 opened.add(item.source_index)
                 frames = min(item.video.frames, opts.video.max_frames or item.video.frames)

@@ -29,7 +29,10 @@ if TYPE_CHECKING:
 
 # Classes to keep: a name or a 0-based index, or several of them (names and indexes may mix).
 ClassSelection = Union[str, int, Iterable[Union[str, int]], None]  # noqa: UP007 - evaluated on 3.10 too
-DEFAULT_PLOT_SCORE_THR = 0.3   # what `mrcnn predict` draws by default
+# The one default lowest score: what `model(img)`, `mrcnn predict`, `plot` and `mrcnn serve` keep unless told
+# otherwise (inside the model mmdetection's 0.05 / 100 per image always apply; eval keeps all of those).
+DEFAULT_SCORE_THR = 0.3
+DEFAULT_PLOT_SCORE_THR = DEFAULT_SCORE_THR
 
 
 @dataclass(frozen=True)

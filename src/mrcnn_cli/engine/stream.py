@@ -1,10 +1,10 @@
-"""`Predictor.stream`: every image and video frame of any source through the pipeline, in order."""
+"""`Predictor.stream`: every image and video frame of any source through a Runner, in order."""
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import Literal, cast, get_args
 
 import cv2
 import numpy as np
@@ -13,7 +13,9 @@ from mrcnn_cli.engine.detections import Detections, Selection, check_score_thr, 
 from mrcnn_cli.engine.merge import TilePass, merge_passes
 from mrcnn_cli.engine.pipeline import StreamItem, pipelined
 from mrcnn_cli.engine.preprocess import Prepared, rescale_size
+from mrcnn_cli.engine.runner import Runner, Stage
 from mrcnn_cli.engine.tiling import Rect, SceneInfo, TileOptions, TilePart, tile_grid
+from mrcnn_cli.engine.timing import no_stage
 from mrcnn_cli.errors import MrcnnError, option, warn
 from mrcnn_cli.io.fetch import fetch_url
 from mrcnn_cli.io.images import MAX_PIXELS, as_bgr, check_max_pixels, decode_image, read_image, too_large
@@ -22,10 +24,8 @@ from mrcnn_cli.io.sources import ARRAY, ENCODED, IMAGE, URL, Source
 from mrcnn_cli.io.video import ReadStats, open_capture, read_frames
 from mrcnn_cli.model.spec import TEST_SCALE
 
-if TYPE_CHECKING:
-    from mrcnn_cli.engine.predictor import Predictor
-
-ERROR_MODES = ('warn', 'raise', 'yield')
+ErrorMode = Literal['warn', 'raise', 'yield']
+ERROR_MODES: tuple[str, ...] = get_args(ErrorMode)
 Infer = Callable[[Sequence['Prepared']], list[Detections]]
 
 
@@ -145,18 +145,20 @@ def _video_frames(si: int, src: Source, vid_stride: int, max_frames: int | None,
         yield problem(warning=f'{src.name}: {stats.skipped} unreadable frames skipped')
 
 
-def stream_sources(predictor: Predictor, sources: Sequence[Source], *, vid_stride: int = 1,
-                   max_frames: int | None = None, batch_size: int = 1, errors: str = 'warn',
+def stream_sources(runner: Runner, sources: Sequence[Source], *, vid_stride: int = 1,
+                   max_frames: int | None = None, batch_size: int = 1, errors: ErrorMode = 'warn',
                    max_pixels: int = MAX_PIXELS, selection: Selection = Selection(),
-                   tiles: TileOptions | None = None) -> Iterator[StreamItem]:
-    """StreamItems for `sources` (see `Predictor.stream`)."""
+                   tiles: TileOptions | None = None, stage: Stage = no_stage) -> Iterator[StreamItem]:
+    """StreamItems for `sources` (see `Predictor.stream`).  `stage` is the timing hook (see
+    engine.runner): each image's preparation runs in `stage('preprocess')` on the reader thread,
+    and the runner gets it for its own stages on the model thread."""
     if errors not in ERROR_MODES:
         raise MrcnnError(f'errors must be one of {", ".join(map(repr, ERROR_MODES))}, not {errors!r}')
     max_pixels = check_max_pixels(max_pixels)
     if tiles is not None and any(s.is_video for s in sources):
         warn(f'{option("tile")} slices images; videos, cameras and streams run whole')
-    infer = _filtered(predictor.predict_prepared, selection, predictor.classes)
-    return _items(predictor, sources, infer, vid_stride, max_frames, batch_size, errors, max_pixels, tiles)
+    infer = _filtered(functools.partial(runner.predict_prepared, stage=stage), selection, runner.classes)
+    return _items(runner, sources, infer, vid_stride, max_frames, batch_size, errors, max_pixels, tiles, stage)
 
 
 def _filtered(infer: Infer, selection: Selection, names: Sequence[str]) -> Infer:
@@ -169,17 +171,18 @@ def _filtered(infer: Infer, selection: Selection, names: Sequence[str]) -> Infer
     return lambda prepared: [det.filter(score_thr=score_thr, classes=keep) for det in infer(prepared)]
 
 
-def _items(predictor: Predictor, sources: Sequence[Source], infer: Infer, vid_stride: int, max_frames: int | None,
-           batch_size: int, errors: str, max_pixels: int, tiles: TileOptions | None) -> Iterator[StreamItem]:
-    frames = source_frames(sources, vid_stride, max_frames, max_pixels, tiles, predictor.scale)
+def _items(runner: Runner, sources: Sequence[Source], infer: Infer, vid_stride: int, max_frames: int | None,
+           batch_size: int, errors: ErrorMode, max_pixels: int, tiles: TileOptions | None,
+           stage: Stage) -> Iterator[StreamItem]:
+    frames = source_frames(sources, vid_stride, max_frames, max_pixels, tiles, runner.scale)
     passes: list[TilePass] = []
-    for item in pipelined(frames, infer, batch_size, prepare=lambda frame: _prepare(predictor, frame)):
+    for item in pipelined(frames, infer, batch_size, prepare=lambda frame: _prepare(runner, frame, stage)):
         if item.tile is not None:   # a tile's detections, held until its scene is complete
             passes.append(TilePass(cast(Detections, item.detections), item.tile.region))
             continue
         if item.scene is not None:
             item.detections = merge_passes(passes, item.scene.height, item.scene.width, cast(TileOptions, tiles),
-                                           predictor.classes)
+                                           runner.classes)
         passes = []
         if item.ok or errors == 'yield':
             yield item
@@ -189,10 +192,11 @@ def _items(predictor: Predictor, sources: Sequence[Source], infer: Infer, vid_st
             warn(item.error or item.warning or '')
 
 
-def _prepare(predictor: Predictor, frame: StreamItem) -> Prepared:
+def _prepare(runner: Runner, frame: StreamItem, stage: Stage) -> Prepared:
     """The frame made ready for the network; a whole-scene pass on a shrunk copy is mapped back
     onto the full scene (its masks are pasted there, as for any image)."""
-    prepared = predictor.prepare(cast(np.ndarray, frame.image))
+    with stage('preprocess'):
+        prepared = runner.prepare(cast(np.ndarray, frame.image))
     if frame.tile is None or frame.tile.scene_shape is None:
         return prepared
     height, width = frame.tile.scene_shape

@@ -1,7 +1,13 @@
-"""Per-stage timing for `mrcnn bench`: a StageTimer is passed down the call as `stage`."""
+"""Per-stage timing, the hook `mrcnn bench` times through: a StageTimer is passed down a call as
+`stage` (Runner.predict_prepared, stream_sources, PredictOptions.stage), and each stage of the work
+runs inside `stage(name)`: 'preprocess', 'network' (or the network's own parts), 'paste'."""
+from __future__ import annotations
+
 import contextlib
+import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 
 import torch
 
@@ -9,26 +15,34 @@ from mrcnn_cli.model.layers import no_stage  # noqa: F401 - the untimed stage, h
 
 
 class StageTimer:
-    """Accumulates wall time per named stage; synchronises CUDA so GPU time lands in its stage."""
+    """Accumulates wall time per named stage, from any thread; synchronises CUDA so GPU time lands
+    in its stage."""
 
-    def __init__(self, device):
+    def __init__(self, device: str | torch.device = 'cpu') -> None:
         self.cuda = torch.device(device).type == 'cuda'
-        self.totals = defaultdict(float)
+        self.totals: defaultdict[str, float] = defaultdict(float)
+        self._lock = threading.Lock()
 
-    def _sync(self):
+    def _sync(self) -> None:
         if self.cuda:
             torch.cuda.synchronize()
 
     @contextlib.contextmanager
-    def __call__(self, name):
+    def __call__(self, name: str) -> Iterator[None]:
         self._sync()
         start = time.perf_counter()
         try:
             yield
         finally:
             self._sync()
-            self.totals[name] += time.perf_counter() - start
+            with self._lock:
+                self.totals[name] += time.perf_counter() - start
 
-    def reset(self):
-        self.totals = defaultdict(float)
+    @property
+    def total(self) -> float:
+        """Seconds in every stage together."""
+        return sum(self.totals.values())
 
+    def reset(self) -> None:
+        with self._lock:
+            self.totals = defaultdict(float)

@@ -30,7 +30,7 @@ from mrcnn_cli.io.images import ImageTooLarge, decode_image
 from mrcnn_cli.serve.batcher import Batcher, QueueFull
 
 if TYPE_CHECKING:
-    from mrcnn_cli.engine.predictor import Predictor
+    from mrcnn_cli.predictor import Predictor
 
 MASK_FORMATS = ('rle', 'polygon', 'none')
 PICTURE_FORMATS = ('none', 'jpeg', 'png')
