@@ -83,4 +83,3 @@ def test_prepare_runs_in_the_reader_thread_on_the_frames_to_infer_only():
     out = list(pipelined(iter(frames), lambda ready: [f'det-{r}' for r in ready], 2, prepare=prepare))
     assert prepared_in == [(0, 'mrcnn-reader'), (2, 'mrcnn-reader'), (4, 'mrcnn-reader')]
     assert [f.detections for f in out] == ['det-ready0', 'det-ready0', 'det-ready2', 'det-ready2', 'det-ready4', None]
-    assert all(f.prepared is None for f in out)   # not held once inferred

@@ -1,13 +1,16 @@
-"""Three stages joined by bounded queues: decoding in a reader thread, the network in a model
-thread, and the caller consuming results in its own thread (drawing, encoding, writing), so that
+"""Three stages joined by bounded queues: decoding in a reader thread, the network in the batching
+engine's model thread, and the caller consuming results in its own thread (drawing, encoding, writing), so that
 no stage waits on another longer than it must and memory stays flat whatever the input length."""
 from __future__ import annotations
 
 import contextvars
 import queue
 import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from mrcnn_cli.engine.batching import BatchEngine, EngineClosed
 
 if TYPE_CHECKING:
     import numpy as np
@@ -18,6 +21,7 @@ if TYPE_CHECKING:
 
 _END = object()
 _POLL_S = 0.1
+_READER_JOIN_S = 60.0   # a reader stuck in a read (a camera, a URL) is not waited on for ever
 
 
 @dataclass
@@ -48,7 +52,6 @@ class StreamItem:
     warning: str | None = None
     scene: SceneInfo | None = None        # how a sliced image was read (tile=)
     tile: TilePart | None = field(default=None, repr=False, compare=False)   # a tile's frame, until merged
-    prepared: Any = field(default=None, repr=False, compare=False)   # the reader thread's work, until inferred
 
     @property
     def ok(self) -> bool:
@@ -60,21 +63,11 @@ class StreamItem:
 
 
 class _Failure:
-    def __init__(self, exc):
+    def __init__(self, exc: BaseException) -> None:
         self.exc = exc
 
 
-def _put(q, item, stop):
-    while not stop.is_set():
-        try:
-            q.put(item, timeout=_POLL_S)
-            return True
-        except queue.Full:
-            continue
-    return False
-
-
-def _get(q, stop):
+def _get(q: queue.Queue[Any], stop: threading.Event) -> Any:
     while not stop.is_set():
         try:
             return q.get(timeout=_POLL_S)
@@ -83,81 +76,61 @@ def _get(q, stop):
     return _END
 
 
-def pipelined(frames, infer, batch_size=1, queue_size=8, prepare=None):
+def pipelined(frames: Iterable[StreamItem], infer: Callable[[Sequence[Any]], Sequence[Detections]],
+              batch_size: int = 1, queue_size: int = 8,
+              prepare: Callable[[StreamItem], Any] | None = None) -> Iterator[StreamItem]:
     """Yield every StreamItem of `frames` (an iterable, consumed in a reader thread), in order,
-    with its `detections` set.  `infer(list of images) -> list of detections` runs in a model
-    thread on batches of up to `batch_size` frames to infer; with `prepare`, the reader thread
-    turns each frame to infer into `prepare(frame)` and `infer` gets those instead; a frame with
-    inferred=False gets the detections of the last inferred frame of its source, a problem None.
-    An error in the reader or the model is raised here; when the caller stops (break, an exception, Ctrl-C) both threads
-    stop, the model thread after its current batch."""
+    with its `detections` set.  Each frame to infer goes to the batching engine
+    (engine.batching), whose model thread runs `infer(list of images)` on groups of up to
+    `batch_size`; with `prepare`, the reader thread turns each frame to infer into `prepare(frame)`
+    and `infer` gets those instead.  A frame with inferred=False gets the detections of the last
+    inferred frame of its source, a frame without an image None.  An error in the reader or the
+    model is raised here; when the caller stops (break, an exception, Ctrl-C) the reader and the
+    model thread stop too, the model after its group in flight, and both have ended when this
+    returns (a native thread left running at interpreter exit would abort the process)."""
+    # A group runs when `batch_size` frames wait or the input has ended.  The frames to infer are
+    # bounded by the engine's queue (the reader waits for room); the frames between them (vid_stride)
+    # wait in `order` with them, as many as the stride puts between `queue_size` frames to infer.
+    engine: BatchEngine[Any, Detections] = BatchEngine(infer, max_batch=batch_size, max_delay=None,
+                                                       queue_size=max(queue_size, batch_size))
+    order: queue.Queue[Any] = queue.Queue()   # every frame in order, with its future
     stop = threading.Event()
-    q_in = queue.Queue(maxsize=queue_size)
-    q_out = queue.Queue(maxsize=queue_size)
 
-    def reader():
+    def reader() -> None:
         try:
             for frame in frames:
-                if prepare is not None and frame.to_infer:
-                    frame.prepared = prepare(frame)
-                if not _put(q_in, frame, stop):
+                if stop.is_set():
                     return
-            _put(q_in, _END, stop)
+                future = None
+                if frame.to_infer:
+                    future = engine.submit(frame.image if prepare is None else prepare(frame), block=True)
+                order.put((frame, future))
+            order.put(_END)
+        except EngineClosed:   # the caller stopped
+            return
         except BaseException as e:  # noqa: BLE001 - handed to the caller
-            _put(q_in, _Failure(e), stop)
+            order.put(_Failure(e))
+        finally:
+            engine.flush()   # the last group runs, however few it holds
 
-    def model():
-        pending, last = [], {}
-
-        def flush():
-            todo = [f for f in pending if f.to_infer]
-            dets = iter(infer([f.image if prepare is None else f.prepared for f in todo]) if todo else [])
-            for f in pending:
-                if f.image is None:
-                    f.detections = None
-                elif f.inferred:
-                    f.detections = last[f.source_index] = next(dets)
-                else:
-                    f.detections = last.get(f.source_index)
-                f.prepared = None   # not held while the caller works
-                if not _put(q_out, f, stop):
-                    return False
-            pending.clear()
-            return True
-
-        try:
-            while True:
-                item = _get(q_in, stop)
-                if item is _END:
-                    if flush():
-                        _put(q_out, _END, stop)
-                    return
-                if isinstance(item, _Failure):
-                    _put(q_out, item, stop)
-                    return
-                pending.append(item)
-                n_infer = sum(f.to_infer for f in pending)
-                if n_infer >= batch_size or not item.to_infer and n_infer == 0:
-                    if not flush():
-                        return
-        except BaseException as e:  # noqa: BLE001 - handed to the caller
-            _put(q_out, _Failure(e), stop)
-
-    # each thread runs in a copy of the caller's context (how messages name options, see errors.option)
-    threads = [threading.Thread(target=contextvars.copy_context().run, args=(reader,), daemon=True,
-                                name='mrcnn-reader'),
-               threading.Thread(target=contextvars.copy_context().run, args=(model,), daemon=True,
-                                name='mrcnn-model')]
-    for t in threads:
-        t.start()
+    # the reader runs in a copy of the caller's context (how messages name options, see errors.option)
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(reader,), daemon=True, name='mrcnn-reader')
+    thread.start()
+    last: dict[int, Detections | None] = {}
     try:
         while True:
-            item = _get(q_out, stop)
+            item = _get(order, stop)
             if item is _END:
                 return
             if isinstance(item, _Failure):
                 raise item.exc
-            yield item
+            frame, future = item
+            if future is not None:
+                frame.detections = last[frame.source_index] = future.result()
+            elif frame.image is not None:   # between vid_stride steps
+                frame.detections = last.get(frame.source_index)
+            yield frame
     finally:
         stop.set()
-        threads[1].join(timeout=60)   # at most the batch in flight
+        engine.close(cancel=True)
+        thread.join(_READER_JOIN_S)
