@@ -43,7 +43,8 @@ def test_onnx_runtime_slices_the_same_way(exported, mosaic):
     from mrcnn_cli import load
     onnx = load(exported('r50'), device='cpu')
     photos, image = mosaic
-    tiled = onnx(image[:480], tile=TileOptions((640, 480), overlap=0.0), score_thr=ALL)      # the first two, side by side
+    # the first two, side by side
+    tiled = onnx(image[:480], tile=TileOptions((640, 480), overlap=0.0), score_thr=ALL)
     assert_each_photos_own(tiled, [onnx(photo, score_thr=ALL) for photo in photos[:2]], [(0, 0), (640, 0)])
 
 
@@ -57,7 +58,7 @@ def assert_each_photos_own(tiled, own, offsets):
                  (got.boxes[:, 3] <= y + 480)
         part = by_score(got[inside])
         det = by_score(det)
-        assert len(part) == len(det) > 0
+        assert len(part) == len(det)   # some photos have none: the total above has more than 20
         np.testing.assert_array_equal(part.boxes, det.boxes + np.array([x, y, x, y], np.float32))
         np.testing.assert_array_equal(part.scores, det.scores)
         np.testing.assert_array_equal(part.labels, det.labels)

@@ -15,6 +15,7 @@ from mrcnn_cli.commands.options import (
     model_choice,
     run_options,
     save_options,
+    serve_options,
     tile_options,
     video_options,
     weights_dir_option,
@@ -349,43 +350,28 @@ def bench(fps, model, images_dir, count, warmup, batch_size, compare, json_path,
 @model_choice()
 @click.option('--host', default='127.0.0.1', show_default=True,
               help='Address to listen on (0.0.0.0 for every interface: only behind a firewall or with --api-key).')
-@click.option('--port', type=click.IntRange(1, 65535), default=8000, show_default=True)
-@click.option('--max-batch', type=click.IntRange(1), default=4, show_default=True,
-              help='Images per network call, gathered from concurrent requests (results identical to 1).')
-@click.option('--max-delay-ms', type=click.FloatRange(0), default=5.0, show_default=True,
-              help='How long the first request of a batch waits for others.')
-@click.option('--queue', 'queue_size', type=click.IntRange(1), default=64, show_default=True,
-              help='Requests waiting for the model; beyond, 503 with Retry-After.')
-@click.option('--timeout', type=click.FloatRange(0.1), default=30.0, show_default=True,
-              help='Seconds a request may wait for its result; then 504.')
-@click.option('--api-key', envvar='MRCNN_API_KEY', default=None,
-              help='Require this key (Authorization: Bearer KEY or X-API-Key); also $MRCNN_API_KEY.')
-@click.option('--max-body', type=click.IntRange(1), default=50 * 2 ** 20, show_default=True,
-              help='Largest request body in bytes; beyond, 413 before it is read.')
-@click.option('--score-thr', type=click.FloatRange(0, 1), default=0.3, show_default=True,
-              help="Default lowest score returned (a request's score_thr overrides it).")
-@click.option('--read-timeout', type=click.FloatRange(0.1), default=60.0, show_default=True,
-              help="Seconds a client has for a request's headers, and again for its body; then 408 (slow-loris).")
-@max_pixels_option
-def serve(model, host, port, max_batch, max_delay_ms, queue_size, timeout, api_key, max_body, score_thr, read_timeout,
-          max_pixels):
+@click.option('--port', type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help='Port to listen on; 0 takes any free one (the line "serving on URL" names it).')
+@serve_options
+def serve(model, host, port, **options):
     """Serve the model over HTTP: POST /v1/predict, a page at /, OpenAPI docs at /docs
     (needs pip install 'mrcnn-cli[serve]')."""
+    from mrcnn_cli.serve.options import ServeOptions
     try:
         from mrcnn_cli.serve import server
-        from mrcnn_cli.serve.app import ServeOptions, create_app
+        from mrcnn_cli.serve.app import create_app
     except ImportError as e:
         raise MrcnnError(f"mrcnn serve needs {e.name}: pip install 'mrcnn-cli[serve]'") from None
+    opts = ServeOptions(**options)
+    sock = server.bind(host, port)   # before the model loads: a port in use is said at once
     predictor = load_model(model, announce=True)
-    options = ServeOptions(max_batch=max_batch, max_delay_ms=max_delay_ms, queue=queue_size, timeout=timeout,
-                           api_key=api_key, max_body=max_body, max_pixels=max_pixels, score_thr=score_thr,
-                           read_timeout=read_timeout)
-    if host not in ('127.0.0.1', 'localhost', '::1') and not api_key:
+    if host not in ('127.0.0.1', 'localhost', '::1') and not opts.api_key:
         warn(f'warning: listening on {host} without --api-key: anyone who can reach it can use the model')
     if not quiet():
-        click.echo(f'serving on http://{host}:{port}/ (API: POST /v1/predict, docs: /docs); Ctrl-C stops', err=True)
-    server.run(create_app(predictor, options), host=host, port=port, read_timeout=read_timeout,
-               graceful_timeout=timeout + 5)
+        where = f'[{host}]' if ':' in host else host
+        click.echo(f'serving on http://{where}:{sock.getsockname()[1]}/ (API: POST /v1/predict, docs: /docs); '
+                   'Ctrl-C stops', err=True)
+    server.run(create_app(predictor, opts), sock, read_timeout=opts.read_timeout, graceful_timeout=opts.timeout + 5)
 
 
 @cli.group()

@@ -245,3 +245,21 @@ tile_options = grouped(
                                 help='Match masks by intersection over the smaller one (ios) or over their union.')),
     ('tile_match_thr', click.option('--tile-match-thr', type=float, default=0.5, show_default=True,
                                     help='Masks match above this.')))
+
+
+def serve_options(f: Callable) -> Callable:
+    """`mrcnn serve`'s options, one per ServeOptions field (its name with dashes, its help and
+    bounds), so that the command line, the app and the Ray deployment take the same options."""
+    from mrcnn_cli.serve.options import option_fields
+    for name, kind, default, meta in reversed(option_fields()):
+        low, high = meta['min'], meta['max']
+        if kind is str:
+            click_type: click.ParamType = click.STRING
+        elif kind is int:
+            click_type = click.IntRange(None if low is None else int(low), None if high is None else int(high))
+        else:
+            click_type = click.FloatRange(low, high)
+        f = click.option(f'--{name.replace("_", "-")}', name, type=click_type, default=default,
+                         show_default=default is not None and name != 'api_key', envvar=meta['envvar'],
+                         help=meta['help'])(f)
+    return f

@@ -14,14 +14,13 @@ front of all replicas (default `ServeOptions.queue`; Ray answers 503 beyond it).
 never with the package."""
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 from mrcnn_cli.errors import MrcnnError
-from mrcnn_cli.serve.app import ServeOptions
+from mrcnn_cli.serve.options import ServeOptions
 
-# the `mrcnn serve` options an `app_builder` argument may set, and how each is read
-_SERVE_FIELDS = {'max_batch': int, 'max_delay_ms': float, 'queue': int, 'timeout': float, 'api_key': str,
-                 'max_body': int, 'max_pixels': int, 'score_thr': float}
+_SERVE_FIELDS = {f.name for f in fields(ServeOptions)}   # every `mrcnn serve` option, by its ServeOptions name
 _RAY_FIELDS = {'num_replicas': int, 'num_cpus': float, 'max_ongoing_requests': int, 'max_queued_requests': int,
                'name': str}
 
@@ -72,13 +71,12 @@ def app_builder(args: dict[str, str]) -> Any:
     file's `args`): `model`, `weights`, `onnx`, `backend`, `device`, `precision`, `style`,
     `scale` (`1333,800`), the Ray options of `deployment` and the `mrcnn serve` options by their
     ServeOptions names (`max_batch`, `queue`, `api_key`, …)."""
-    args = dict(args)
-    serve_options = ServeOptions(**{k: kind(args.pop(k)) for k, kind in _SERVE_FIELDS.items() if k in args})
-    ray_options = {k: kind(args.pop(k)) for k, kind in _RAY_FIELDS.items() if k in args}
-    model = args.pop('model', None)
-    if 'scale' in args:
-        args['scale'] = tuple(int(v) for v in str(args['scale']).split(','))
-    if 'compile' in args:
-        args['compile'] = str(args['compile']).lower() in ('1', 'true', 'yes')
-    return deployment(model, options=serve_options, **ray_options, **args)
-
+    rest: dict[str, Any] = dict(args)
+    serve_options = ServeOptions.from_strings({k: rest.pop(k) for k in _SERVE_FIELDS if k in rest})
+    ray_options = {k: kind(rest.pop(k)) for k, kind in _RAY_FIELDS.items() if k in rest}
+    model = rest.pop('model', None)
+    if 'scale' in rest:
+        rest['scale'] = tuple(int(v) for v in str(rest['scale']).split(','))
+    if 'compile' in rest:
+        rest['compile'] = str(rest['compile']).lower() in ('1', 'true', 'yes')
+    return deployment(model, options=serve_options, **ray_options, **rest)

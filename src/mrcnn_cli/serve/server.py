@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from typing import Any
 
 import uvicorn
@@ -18,11 +19,34 @@ REQUEST_TIMEOUT = (b'HTTP/1.1 408 Request Timeout\r\ncontent-type: application/j
                    b'content-length: %d\r\n\r\n%s' % (len(TOO_SLOW), TOO_SLOW))
 
 
-def run(app: Any, *, host: str, port: int, read_timeout: float, graceful_timeout: float) -> None:
-    """Serve `app` until SIGINT or SIGTERM; then stop taking connections, let the requests in
-    flight finish (at most `graceful_timeout` seconds) and return."""
-    uvicorn.run(app, host=host, port=port, log_level='warning', timeout_keep_alive=5,
-                timeout_graceful_shutdown=int(graceful_timeout), http=header_deadline_protocol(read_timeout))
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before the model loads: a port in use is one error at once,
+    and port 0 gets a free port from the system (read it back with getsockname)."""
+    from mrcnn_cli.errors import MrcnnError
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise MrcnnError(f'cannot listen on {host}: {e.strerror}') from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # a restart reuses a port in TIME_WAIT
+    try:
+        sock.bind(address)
+    except OSError as e:
+        sock.close()
+        raise MrcnnError(f'cannot listen on {host}:{port}: {e.strerror} (another server there? pick another '
+                         '--port, or --port 0 for any free one)') from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def run(app: Any, sock: socket.socket, *, read_timeout: float, graceful_timeout: float) -> None:
+    """Serve `app` on the bound `sock` until SIGINT or SIGTERM; then stop taking connections, let
+    the requests in flight finish (at most `graceful_timeout` seconds) and return."""
+    config = uvicorn.Config(app, log_level='warning', timeout_keep_alive=5,
+                            timeout_graceful_shutdown=int(graceful_timeout),
+                            http=header_deadline_protocol(read_timeout))
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 def header_deadline_protocol(seconds: float) -> type[asyncio.Protocol]:
