@@ -4,17 +4,27 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SHARED ?= ../shared
 
-.PHONY: setup browser lint test test-quick demo bench bench-large fuzz gpu-check clean
+.PHONY: setup test-deps browser lint test test-quick demo bench bench-large fuzz gpu-check clean
 
-# SAHI is the tests' independent reference for tiling (its slicer and box NMS); it asks for the GUI build of
-# OpenCV, which would clash with the headless one, and the parts the tests use need nothing else: no deps.
+# What the main job needs, and no more: a user's first prediction does not wait for the test tools.
 $(BIN)/mrcnn: pyproject.toml
 	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -e .
+	touch $@
+
+setup: $(BIN)/mrcnn
+
+# The test and lint tools, the serving stack, OpenVINO and Ray (the `test` extra), installed by the
+# commands that need them.  SAHI is the tests' independent reference for tiling (its slicer and box NMS); it
+# asks for the GUI build of OpenCV, which would clash with the headless one, and the parts the tests use
+# need nothing else: no deps.
+TEST_DEPS := $(VENV)/.test-deps
+$(TEST_DEPS): $(BIN)/mrcnn
 	$(BIN)/pip install -q -e '.[test]'
 	$(BIN)/pip install -q --no-deps sahi==0.12.8
 	touch $@
 
-setup: $(BIN)/mrcnn
+test-deps: $(TEST_DEPS)
 
 # Debian's Chromium, which the test of `mrcnn serve`'s page drives through Playwright.  Installing it takes
 # root and apt-get; elsewhere that test is skipped (a failure with MRCNN_REQUIRE_BROWSER=1, as CI sets).
@@ -23,29 +33,29 @@ browser:
 	@test -x /usr/bin/chromium || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null \
 	  || $(APT_CHROMIUM) >/dev/null || { apt-get update -q >/dev/null && $(APT_CHROMIUM) >/dev/null; }
 
-# ruff, import-linter's contract that imports only go down the layers, and mypy on the typed public
-# surface (all three configured in pyproject.toml)
-lint: setup
+# ruff, import-linter's contract that imports only go down the layers, and mypy over the whole package
+# (all three configured in pyproject.toml)
+lint: test-deps
 	$(BIN)/ruff check src tests tools
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
-test: setup browser
+test: test-deps browser
 	$(BIN)/python -m pytest -q
 
 # the quick loop while working: everything but the end-to-end runs and the long model runs (`slow`)
-test-quick: setup
+test-quick: test-deps
 	$(BIN)/python -m pytest -q -m "not slow"
 
 # Mutation fuzzing of every input kind (images, videos, checkpoints, ONNX, COCO JSON) through the CLI's
 # code paths; CI runs a short round in the tests.  FUZZ_CASES per kind; any case replays by its number.
 FUZZ_CASES ?= 10000
-fuzz: setup
+fuzz: test-deps
 	$(BIN)/python tests/fuzzing.py --cases $(FUZZ_CASES)
 
 # Every CUDA path (the GPU tests, then bench rows for torch FP32/FP16/compile, onnxruntime CUDA/TensorRT and
 # torchvision) with a report in runs/gpu-check/; on a machine without a GPU it says so and exits 0.
-gpu-check: setup
+gpu-check: test-deps
 	$(BIN)/python tools/gpu_check.py
 
 # Set up if needed, download the default R-50 model on first use, predict on the bundled demo photo.
@@ -65,7 +75,7 @@ runs/bench/r50.onnx: weights/synthetic_r50.pth $(wildcard src/mrcnn_cli/*.py src
 
 # Sliced inference (`predict --tile 1024 --save-geojson`, with pictures) on generated GeoTIFFs of 2,000 to
 # 20,000 pixels a side: time against area and each run's peak RSS, in runs/bench-large/ (about 12 minutes).
-bench-large: weights/synthetic_r50.pth
+bench-large: weights/synthetic_r50.pth | test-deps
 	$(BIN)/python tools/large_image_bench.py --weights weights/synthetic_r50.pth --bf16
 
 bench: runs/bench/r50.onnx

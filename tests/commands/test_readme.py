@@ -83,3 +83,16 @@ def test_readme_option_tables_are_clicks_options():
     for sub in ('list', 'download'):
         assert click_options(cli.commands['zoo'].commands[sub]) <= common
     assert not click_options(cli.commands['merge'])
+
+
+def test_the_set_up_command_installs_what_the_main_job_needs_and_the_test_command_the_rest():
+    """`make demo` (setup) installs the package alone; the test extra (Ray, Playwright, OpenVINO,
+    mypy, ...) comes with `make test`, `make lint` and the quick loop."""
+    import re
+    makefile = (ROOT / 'Makefile').read_text()
+    recipes = dict(re.findall(r'^(\S+):[^\n]*\n((?:\t[^\n]*\n)+)', makefile, flags=re.M))
+    assert "-e '.[test]'" not in recipes['$(BIN)/mrcnn'] and '-e .' in recipes['$(BIN)/mrcnn']
+    assert "-e '.[test]'" in recipes['$(TEST_DEPS)']
+    targets = dict(re.findall(r'^([\w-]+):([^\n]*)$', makefile, flags=re.M))
+    assert 'test-deps' in targets['test'] and 'test-deps' in targets['lint'] and 'test-deps' in targets['test-quick']
+    assert 'test-deps' not in targets['setup'] and 'setup' in targets['demo']

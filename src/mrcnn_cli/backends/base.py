@@ -87,8 +87,8 @@ class Backend:
         return device
 
     @classmethod
-    def bench_precisions(cls, requested: Precision, device: str = 'cpu') -> tuple[Precision, ...]:
-        """The precisions `mrcnn bench --backend all` times this backend in on `device`."""
+    def bench_precisions(cls, requested: Precision) -> tuple[Precision, ...]:
+        """The precisions `mrcnn bench --backend all` times this backend in."""
         return (requested,) if requested in cls.precisions else (Precision.FP32,)
 
     def __init__(self, spec: ModelSpec, classes: Sequence[str], device: torch.device, source: str,

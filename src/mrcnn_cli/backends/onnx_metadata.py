@@ -46,7 +46,8 @@ def parse_metadata(meta: dict[str, str], path) -> GraphInfo:
         spec = ModelSpec(depth=int(meta['depth']), groups=int(meta['groups']),
                          width_per_group=int(meta['width_per_group']), style=meta['style'],
                          num_classes=int(meta['num_classes']), norm=norm)
-        palette = tuple(tuple(int(c) for c in p) for p in json.loads(meta['palette'])) if 'palette' in meta else None
+        palette = (tuple((int(p[0]), int(p[1]), int(p[2])) for p in json.loads(meta['palette']))
+                   if 'palette' in meta else None)
         return GraphInfo(spec, tuple(json.loads(meta['classes'])), palette)
-    except (KeyError, ValueError, TypeError, RecursionError) as e:
+    except (KeyError, ValueError, TypeError, IndexError, RecursionError) as e:
         raise MrcnnError(f'{path}: not an mrcnn ONNX export (metadata {first_line(e)} missing or invalid)') from None

@@ -41,13 +41,13 @@ class BenchRow:
     latency_ms: dict
     stages_ms: dict
     peak_rss_mb: float
-    cuda_max_allocated_mb: float = None
-    speedup_vs_torchvision: float = None
+    cuda_max_allocated_mb: float | None = None
+    speedup_vs_torchvision: float | None = None
     detections_per_image: float = 0.0
-    pipeline: dict = None      # a whole `mrcnn predict` run: {fps, vis, replay, detections_per_image}
-    tiled: dict = None         # `mrcnn predict --tile`: {tile, tiles_per_s, megapixels_per_s, cpu_overhead, ...}
-    load_s: float = None       # building the predictor (checkpoint read, model built and rewritten)
-    first_result_s: float = None   # load + the first image's detections (the first call compiles, warms up)
+    pipeline: dict | None = None      # a whole `mrcnn predict` run: {fps, vis, replay, detections_per_image}
+    tiled: dict | None = None         # `mrcnn predict --tile`: {tile, tiles_per_s, megapixels_per_s, cpu_overhead, ...}
+    load_s: float | None = None       # building the predictor (checkpoint read, model built and rewritten)
+    first_result_s: float | None = None   # load + the first image's detections (the first call compiles, warms up)
 
 
 @dataclass

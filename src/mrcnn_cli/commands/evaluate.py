@@ -323,12 +323,12 @@ def eval_results_files(ann, patterns, out_dir, model_name=None, covered_only=Fal
 
 @dataclass
 class EvalOutcome:
-    evaluation: dict = None
+    evaluation: dict | None = None
     missing: list = field(default_factory=list)
     total: int = 0
     evaluated: int = 0
-    results_path: Path = None
-    metrics_path: Path = None
+    results_path: Path | None = None
+    metrics_path: Path | None = None
     seconds: float = 0.0
     rank: int = 0
 

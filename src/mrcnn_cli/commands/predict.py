@@ -62,11 +62,11 @@ class PredictSummary:
     instances: int = 0
     failed: list = field(default_factory=list)
     outputs: list = field(default_factory=list)
-    json_path: Path = None        # predictions.json, or this part's log when it is one of several
-    log_path: Path = None
+    json_path: Path | None = None        # predictions.json, or this part's log when it is one of several
+    log_path: Path | None = None
     skipped: int = 0              # inputs done by an earlier run (--resume)
     seconds: float = 0.0
-    out_dir: Path = None          # where the run wrote (the default folder may have become runs/predict2)
+    out_dir: Path | None = None          # where the run wrote (the default folder may have become runs/predict2)
 
 
 def picture_suffix(source, codec):

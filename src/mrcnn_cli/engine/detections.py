@@ -20,6 +20,7 @@ from mrcnn_cli.io.coco import category_ids, decode_rle, encode_rle
 from mrcnn_cli.io.coco_checks import segmentation_problem
 from mrcnn_cli.io.files import write_image, write_text
 from mrcnn_cli.io.geojson import collection_header, features, write_feature_collection
+from mrcnn_cli.model.spec import DEFAULT_SCORE_THR
 from mrcnn_cli.ops.paste import MaskWindow
 
 if TYPE_CHECKING:
@@ -29,9 +30,6 @@ if TYPE_CHECKING:
 
 # Classes to keep: a name or a 0-based index, or several of them (names and indexes may mix).
 ClassSelection = Union[str, int, Iterable[Union[str, int]], None]  # noqa: UP007 - evaluated on 3.10 too
-# The one default lowest score: what `model(img)`, `mrcnn predict`, `plot` and `mrcnn serve` keep unless told
-# otherwise (inside the model mmdetection's 0.05 / 100 per image always apply; eval keeps all of those).
-DEFAULT_SCORE_THR = 0.3
 DEFAULT_PLOT_SCORE_THR = DEFAULT_SCORE_THR
 
 

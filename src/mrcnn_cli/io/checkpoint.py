@@ -39,10 +39,10 @@ _LOAD_LOCK = threading.Lock()   # torch's safe_globals allowlist is a process-wi
 @dataclass
 class Checkpoint:
     state_dict: dict
-    classes: tuple = None
+    classes: tuple | None = None
     meta: dict = field(default_factory=dict)
-    config: TrainingConfig = None       # the training config the file carries, when readable
-    palette: tuple = None               # a 3.x file's dataset_meta.palette: one RGB triple per class
+    config: TrainingConfig | None = None       # the training config the file carries, when readable
+    palette: tuple | None = None               # a 3.x file's dataset_meta.palette: one RGB triple per class
     placeholders: tuple = ()            # names of the classes read as inert placeholders
 
 

@@ -33,7 +33,7 @@ def read_image(path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     try:
         size = declared_size(path)
         if size and size[0] * size[1] > max_pixels:
-            raise too_large(path, *size, max_pixels)
+            raise too_large(path, size[0], size[1], max_pixels)
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as e:
         raise MrcnnError(f'cannot read {path}: {e.strerror or e}') from None
@@ -47,7 +47,7 @@ def decode_image(data, name, max_pixels: int = MAX_PIXELS, header_checked: bool 
     if not header_checked:
         size = declared_size(data[:1 << 20].tobytes())   # headers, EXIF blocks included, sit in front
         if size and size[0] * size[1] > max_pixels:
-            raise too_large(name, *size, max_pixels)
+            raise too_large(name, size[0], size[1], max_pixels)
     damage = png_damage(data) if data[:8].tobytes() == PNG_SIGNATURE else None
     if damage:
         raise MrcnnError(f'{name}: not a readable image ({damage})')

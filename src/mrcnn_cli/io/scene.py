@@ -328,8 +328,8 @@ def georeference_from_tags(tags: dict[int, Any]) -> GeoReference:
     except (TypeError, ValueError, KeyError) as e:
         raise GeoTiffProblem(f'its georeferencing tags cannot be read ({e})') from None
     if keys.get(GT_RASTER_TYPE) == RASTER_PIXEL_IS_POINT:   # the tie point is a pixel's centre
-        a, b, c, d, e, f = transform
-        transform = (a, b, c - 0.5 * (a + b), d, e, f - 0.5 * (d + e))
+        a, b, c, d, e_, f = transform
+        transform = (a, b, c - 0.5 * (a + b), d, e_, f - 0.5 * (d + e_))
     epsg = keys.get(PROJECTED_CS_TYPE) or keys.get(GEOGRAPHIC_TYPE)
     if epsg is None or epsg == USER_DEFINED or not 1024 <= epsg < USER_DEFINED:
         raise GeoTiffProblem('its coordinate reference system is not an EPSG code' if epsg else

@@ -16,10 +16,10 @@ _UNKNOWN = object()
 class TrainingConfig:
     """What the checkpoint's config says about the backbone and the input normalisation."""
     where: str                      # 'meta.config' (2.x) or 'meta.cfg' (3.x)
-    model_type: str = None          # e.g. 'MaskRCNN', 'CascadeRCNN'
-    backbone_type: str = None       # e.g. 'ResNet', 'ResNeXt', 'SwinTransformer'
-    style: str = None               # 'pytorch' or 'caffe' (mmdetection's ResNet default: pytorch)
-    norm: Normalization = None
+    model_type: str | None = None          # e.g. 'MaskRCNN', 'CascadeRCNN'
+    backbone_type: str | None = None       # e.g. 'ResNet', 'ResNeXt', 'SwinTransformer'
+    style: str | None = None               # 'pytorch' or 'caffe' (mmdetection's ResNet default: pytorch)
+    norm: Normalization | None = None
 
 
 def read_training_config(meta):

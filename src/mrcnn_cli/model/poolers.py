@@ -32,7 +32,7 @@ class PooledFeatures(NamedTuple):
     """RoIAlign's (K, C, S, S) output; row i belongs to rois[order[i]] (or rois[i] when order
     is None).  Grouped rows are channels-last in memory on the gather path."""
     features: torch.Tensor
-    order: torch.Tensor = None
+    order: torch.Tensor | None = None
 
 
 def sampling_path(feat):

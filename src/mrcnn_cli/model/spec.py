@@ -2,6 +2,9 @@
 from dataclasses import dataclass
 
 TEST_SCALE = (1333, 800)   # mmdetection's test-time bound: long side <= 1333, short side <= 800
+# The one default lowest score: what `model(img)`, `mrcnn predict`, `plot` and `mrcnn serve` keep unless told
+# otherwise (inside the model mmdetection's 0.05 / 100 per image always apply; eval keeps all of those).
+DEFAULT_SCORE_THR = 0.3
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,7 @@ class ModelSpec:
     width_per_group: int = 64
     style: str = 'pytorch'
     num_classes: int = 80
-    norm: Normalization = None
+    norm: Normalization | None = None
 
     def __post_init__(self):
         if self.norm is None:

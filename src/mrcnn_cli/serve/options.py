@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
-from mrcnn_cli.engine.detections import DEFAULT_SCORE_THR
 from mrcnn_cli.errors import MrcnnError
 from mrcnn_cli.io.image_header import MAX_PIXELS
+from mrcnn_cli.model.spec import DEFAULT_SCORE_THR
 
 
 def _option(help: str, *, minimum: float | None = None, maximum: float | None = None, flag: str | None = None,

@@ -63,7 +63,7 @@ def deployment(model: str | None = None, *, options: ServeOptions = ServeOptions
                 return response
             return app
 
-    return MrcnnReplica.bind(model, options, load_options)
+    return MrcnnReplica.bind(model, options, load_options)  # type: ignore[attr-defined] # added by serve.deployment
 
 
 def app_builder(args: dict[str, str]) -> Any:

@@ -46,7 +46,14 @@ def run(app: Any, sock: socket.socket, *, read_timeout: float, graceful_timeout:
     config = uvicorn.Config(app, log_level='warning', timeout_keep_alive=5,
                             timeout_graceful_shutdown=int(graceful_timeout),
                             http=header_deadline_protocol(read_timeout))
-    uvicorn.Server(config).run(sockets=[sock])
+    server = uvicorn.Server(config)
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:   # uvicorn re-raises the signal it drained on: the drain is done, a clean exit
+        pass
+    if not server.started:
+        from mrcnn_cli.errors import MrcnnError
+        raise MrcnnError('the server did not start (its warm-up failed: see the line above)')
 
 
 def header_deadline_protocol(seconds: float) -> type[asyncio.Protocol]:
