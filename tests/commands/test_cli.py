@@ -33,6 +33,22 @@ def test_zoo_list_shows_every_row(tmp_path):
     assert any(line.startswith('mask-rcnn_x101-64x4d_fpn_ms-poly_3x_coco') for line in lines)
 
 
+def test_zoo_list_says_which_downloads_match_their_checksum(tmp_path, zoo_weights_dir):
+    import shutil
+
+    from mrcnn_cli.io import zoo
+    entry = zoo.get_entry('mask-rcnn_r50_fpn_1x_coco')
+    other = zoo.get_entry('mask-rcnn_r101_fpn_1x_coco')
+    shutil.copy(zoo_weights_dir / entry.filename, tmp_path / entry.filename)        # the r50 file, renamed:
+    shutil.copy(zoo_weights_dir / entry.filename, tmp_path / other.filename)        # not the r101 checkpoint
+    (tmp_path / f'.{entry.filename}.verified').write_text((zoo_weights_dir / f'.{entry.filename}.verified').read_text())
+    state = {line.split()[0]: line.split(None, 6)[-1] for line in
+             mrcnn_here('zoo', 'list', '--weights-dir', tmp_path).stdout.strip().splitlines()[1:]}
+    assert state[other.name] == 'bad checksum' and state['mask-rcnn_r50-caffe_fpn_1x_coco'] == '-'
+    verified = mrcnn_here('zoo', 'list', '--weights-dir', zoo_weights_dir).stdout
+    assert next(line for line in verified.splitlines() if line.startswith(entry.name + ' ')).endswith(' yes')
+
+
 @pytest.mark.slow
 def test_predict_directory_writes_pictures_and_coco_json(tmp_path, checkpoint):
     src = tmp_path / 'in'

@@ -148,6 +148,10 @@ def test_missing_images_resume_and_shards(tmp_path, checkpoint):
     records = [json.loads(line) for line in (out / 'results.partial.jsonl').read_text().splitlines()]
     assert records[0]['format'].startswith('mrcnn predictions log') and records[0]['scale'] == list(FAST_SCALE)
     assert sum('annotations' in r for r in records) == 2 and sum('failed' in r for r in records) == 1
+    # the same --out again without --resume: refused, as predict refuses it, and nothing overwritten
+    before = (out / 'metrics.json').read_bytes()
+    assert_one_error_line(mrcnn_here(*base), 'holds the results of another run (metrics.json)')
+    assert (out / 'metrics.json').read_bytes() == before
     # resuming with other options would mix two runs' results: refused, naming what differs
     proc = mrcnn_here(*base, '--scale', '800,480', '--resume')   # the last --scale counts
     assert proc.returncode == 1 and 'written by another run (scale [640, 384], now [800, 480])' in proc.stderr

@@ -42,6 +42,8 @@ def test_video_output_stride_and_max_frames(tmp_path, checkpoint):
     assert [im['file_name'] for im in doc['images']] == [f'{CLIP}#{i}' for i in (0, 4, 8)]
     assert all(im['video'] == str(CLIP) and (im['width'], im['height']) == (w0, h0) for im in doc['images'])
     assert not [p for p in out.iterdir() if p.name.startswith('.')]
+    summary = proc.stdout.strip().splitlines()[-1]   # every frame written is counted, and the model's share
+    assert summary.startswith('9 video frames (3 through the model), ') and '1 picture/video in' in summary
 
 
 def test_batch_4_equals_batch_1(tmp_path, checkpoint):

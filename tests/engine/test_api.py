@@ -182,3 +182,31 @@ def test_load_takes_keywords_or_one_model_choice_and_they_are_the_same_options(c
         mrcnn_cli.load(choice, device='cpu')
     with pytest.raises(MrcnnError, match="unknown precision 'fp8'"):
         mrcnn_cli.load(weights=checkpoint('r50'), precision='fp8')
+
+
+def test_load_takes_the_scale_as_its_own_message_suggests_and_refuses_a_bad_style_with_one_line(checkpoint):
+    import mrcnn_cli
+    from mrcnn_cli import MrcnnError
+    model = mrcnn_cli.load(weights=checkpoint('r50'), style='pytorch', device='cpu', scale='800,600')
+    assert model.scale == (800, 600)
+    with pytest.raises(MrcnnError, match=r'give two sizes, long and short \(1333,800\)'):
+        mrcnn_cli.load(weights=checkpoint('r50'), scale='800')
+    with pytest.raises(MrcnnError, match="style='cafe': the backbone style is 'pytorch' or 'caffe'"):
+        mrcnn_cli.load(weights=checkpoint('r50'), style='cafe')
+
+
+def test_one_default_threshold_for_the_api_the_command_line_drawing_and_serving():
+    import inspect
+
+    from mrcnn_cli.commands.cli import cli
+    from mrcnn_cli.commands.predict import PredictOptions
+    from mrcnn_cli.engine.detections import Detections
+    from mrcnn_cli.predictor import Predictor
+    from mrcnn_cli.serve.options import ServeOptions
+    defaults = {inspect.signature(Predictor.__call__).parameters['score_thr'].default,
+                inspect.signature(Predictor.predict).parameters['score_thr'].default,
+                inspect.signature(Detections.plot).parameters['score_thr'].default,
+                next(p.default for p in cli.commands['predict'].params if p.name == 'score_thr'),
+                next(p.default for p in cli.commands['serve'].params if p.name == 'score_thr'),
+                PredictOptions().score_thr, ServeOptions().score_thr}
+    assert defaults == {0.3}

@@ -11,6 +11,7 @@ from mrcnn_cli.commands.options import (
     DRAW_OPTION_NAMES,
     complete_zoo_names,
     draw_options,
+    max_pixels_images_option,
     max_pixels_option,
     model_choice,
     run_options,
@@ -106,7 +107,8 @@ def load_model(model, announce=True):
 @model_choice()
 @click.option('--score-thr', type=click.FloatRange(0, 1), default=0.3, show_default=True,
               help='Minimum score drawn and written to JSON (the model always applies 0.05).')
-@click.option('--out', 'out_dir', type=click.Path(file_okay=False), default='runs/predict', show_default=True)
+@click.option('--out', 'out_dir', type=click.Path(file_okay=False), default='runs/predict', show_default=True,
+              help='Output folder (one holding another run becomes runs/predict2, ... by default).')
 @click.option('--no-vis', is_flag=True, help='Write predictions.json only, no pictures or videos.')
 @click.option('--classes', 'class_names', default=None,
               help='Keep only these classes, by name or 0-based index, e.g. person,car or 0,2.')
@@ -116,7 +118,7 @@ def load_model(model, announce=True):
 @video_options
 @save_options
 @draw_options
-@run_options(exist_ok=True)
+@run_options(exist_ok=True, joined_by='`mrcnn merge OUT`')
 @max_pixels_option
 def predict(sources, model, score_thr, out_dir, no_vis, class_names, batch_size, tiles, video, save, draw, run,
             max_pixels):
@@ -153,9 +155,15 @@ def predict(sources, model, score_thr, out_dir, no_vis, class_names, batch_size,
         sys.exit(1)
 
 
+def plural(n, noun):
+    return f'{n} {noun}' + ('' if n == 1 else 's')
+
+
 def _print_predict_summary(s, score_thr, no_vis):
-    done = ', '.join(part for part in (f'{s.images} images' if s.images else '',
-                                       f'{s.frames} video frames' if s.frames else '') if part) or 'nothing'
+    frames = plural(s.frames, 'video frame') + (f' ({s.inferred_frames} through the model)'
+                                                 if s.inferred_frames != s.frames else '')
+    done = ', '.join(part for part in (plural(s.images, 'image') if s.images else '',
+                                       frames if s.frames else '') if part) or 'nothing'
     earlier = f' ({s.skipped} inputs done by the earlier run)' if s.skipped else ''
     if s.json_path is None:   # a torchrun rank other than 0: rank 0 reports
         return
@@ -163,8 +171,9 @@ def _print_predict_summary(s, score_thr, no_vis):
         click.echo(f'{done}{earlier} in {s.seconds:.1f} s -> {s.log_path}; when every part is done: '
                    f'mrcnn merge {s.out_dir}')
     else:
-        pictures = '' if no_vis else f' and {len(s.outputs)} pictures/videos in {s.out_dir}/'
-        click.echo(f'{done}, {s.instances} instances (score >= {score_thr}){earlier} in {s.seconds:.1f} s '
+        made = 'picture/video' if len(s.outputs) == 1 else 'pictures/videos'
+        pictures = '' if no_vis else f' and {len(s.outputs)} {made} in {s.out_dir}/'
+        click.echo(f'{done}, {plural(s.instances, "instance")} (score >= {score_thr}){earlier} in {s.seconds:.1f} s '
                    f'-> {s.json_path}{pictures}')
 
 
@@ -180,7 +189,8 @@ def merge(out_dir):
 @cli.command('export')
 @click.option('--onnx', 'onnx_path', type=click.Path(dir_okay=False), required=True, help='Output .onnx file.')
 @model_choice(backends=None, precision=False, scale=False)
-@click.option('--opset', type=click.IntRange(16), default=17, show_default=True)
+@click.option('--opset', type=click.IntRange(16), default=17, show_default=True,
+              help='ONNX opset of the graph (16 or newer: RoiAlign with half_pixel).')
 @click.option('--fp16', is_flag=True, help='FP16 network; box decoding and NMS stay FP32.')
 @click.option('--check-image', type=click.Path(dir_okay=False, exists=True), default=None,
               help='Image for the onnxruntime-vs-PyTorch check (default: the bundled demo photo).')
@@ -225,13 +235,14 @@ def eval_group():
               help='Evaluate the parts of a sharded eval (--shard K/N runs with this --out) together.')
 @model_choice()
 @click.option('--max-images', type=click.IntRange(1), default=None, help='Only the first N images (by id).')
-@click.option('--out', 'out_dir', type=click.Path(file_okay=False), default='runs/eval', show_default=True)
-@run_options(exist_ok=False)
+@click.option('--out', 'out_dir', type=click.Path(file_okay=False), default='runs/eval', show_default=True,
+              help='Output folder: results, metrics.json, the run log.')
+@run_options(exist_ok=False, joined_by='`mrcnn eval coco --merge` with the same --out')
 @click.option('--classwise', is_flag=True, help='Also print box and mask AP per category (always in metrics.json).')
 @click.option('--covered-only', is_flag=True,
               help='With --results: score only the images the results name (by default every image of --ann is '
                    'scored, as COCO does; one warning says when the results name fewer).')
-@max_pixels_option
+@max_pixels_images_option
 def eval_coco(ann, images_dir, results_files, merge_dir, model, max_images, out_dir, run, classwise, covered_only,
               max_pixels):
     """COCO box AP and mask AP through pycocotools (mmdetection's test thresholds: 0.05, 100 per image)."""
@@ -385,7 +396,7 @@ def zoo_list(weights_dir):
     """Every zoo checkpoint with its published box / mask AP."""
     from mrcnn_cli.io import zoo as zoo_lib
     rows = [(e.name, e.backbone, e.style, e.schedule, f'{e.box_ap:.1f}', f'{e.mask_ap:.1f}',
-             'yes' if zoo_lib.local_path(e, weights_dir).exists() else '-') for e in zoo_lib.entries()]
+             zoo_lib.download_state(e, weights_dir)) for e in zoo_lib.entries()]
     header = ('name', 'backbone', 'style', 'schedule', 'box AP', 'mask AP', 'downloaded')
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     for r in [header] + rows:

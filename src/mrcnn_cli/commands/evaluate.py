@@ -333,12 +333,23 @@ class EvalOutcome:
     rank: int = 0
 
 
+def check_no_other_run(out_dir, log_name):
+    """An --out that holds an earlier eval's results (or this part's unfinished log) is refused, as
+    `mrcnn predict` refuses one: two runs never mix, and nothing is overwritten unasked."""
+    for name in ('metrics.json', 'results.json', log_name):
+        if (out_dir / name).exists():
+            raise MrcnnError(f'{out_dir} holds the results of another run ({name}); choose another --out, or add '
+                             '--resume to finish an interrupted run there')
+
+
 def eval_with_model(predictor, ann, images_dir, out_dir, options=EvalOptions(), warn=print):
     """Inference over the annotation file's images, then COCOeval (on rank 0 when distributed)."""
     gt = load_ground_truth(ann)
     out_dir = Path(out_dir)
     part = partition(options.shard)
     rank, world = part.rank, part.world
+    if not options.resume:
+        check_no_other_run(out_dir, f'results{part.tag}.partial.jsonl')
     with process_group(part, predictor.device.type == 'cuda') as dist:   # the last collective: the gather
         all_ids = select_images(gt, options.max_images)
         run = run_inference(predictor, gt, images_dir, out_dir / f'results{part.tag}.partial.jsonl', all_ids, part,

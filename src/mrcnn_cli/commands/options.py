@@ -102,10 +102,20 @@ def model_choice(*, backends: tuple[str, ...] | None = ('torch', 'onnx', 'openvi
 
 
 def max_pixels_option(f: Callable) -> Callable:
+    """--max-pixels for commands that read images and videos (predict, bench)."""
+    return _max_pixels('Skip images and videos')(f)
+
+
+def max_pixels_images_option(f: Callable) -> Callable:
+    """--max-pixels for commands that read still images only (eval)."""
+    return _max_pixels('Skip images')(f)
+
+
+def _max_pixels(what: str) -> Callable:
     return click.option('--max-pixels', type=click.IntRange(1, OPENCV_MAX_PIXELS), default=MAX_PIXELS,
                         show_default=True,
-                        help='Skip images (and videos) larger than this many pixels, read from the file header '
-                             'before decoding: decompression bombs and damaged headers.')(f)
+                        help=f'{what} larger than this many pixels, read from the file header before decoding: '
+                             'decompression bombs and damaged headers.')
 
 
 def _draw_options(line_width, mask_alpha, hide_labels, hide_conf, hide_boxes, hide_masks):
@@ -191,13 +201,18 @@ class RunOptions:
 
 
 def _parse_shard(ctx, param, value):
-    """--shard K/N, read once, as (K, N)."""
+    """--shard K/N, read once, as (K, N); a bad value is a usage error (exit 2), as any other."""
     from mrcnn_cli.engine.distributed import parse_shard
-    return None if value is None else parse_shard(value)
+    from mrcnn_cli.errors import MrcnnError
+    try:
+        return None if value is None else parse_shard(value)
+    except MrcnnError as e:
+        raise click.BadParameter(str(e).replace('--shard ', '').replace('--shard', '').strip()) from None
 
 
-def run_options(*, exist_ok: bool) -> Callable:
-    """--resume and --shard (and, for predict, --exist-ok), as `run: RunOptions`."""
+def run_options(*, exist_ok: bool, joined_by: str) -> Callable:
+    """--resume and --shard (and, for predict, --exist-ok), as `run: RunOptions`; `joined_by` says
+    what joins the shards' parts."""
     options = [('resume', click.option('--resume', is_flag=True,
                                        help='Skip what an interrupted run with the same --out already did.'))]
     if exist_ok:
@@ -206,8 +221,8 @@ def run_options(*, exist_ok: bool) -> Callable:
             help="Write into an --out that holds another run's results (files of the same names are replaced); "
                  'without it such a folder is refused (the default folder becomes runs/predict2, ...).')))
     options.append(('shard', click.option('--shard', default=None, callback=_parse_shard,
-                                          help='K/N: this process takes every Nth input from the Kth (`mrcnn merge '
-                                               'OUT` joins predict\'s parts).')))
+                                          help=f'K/N: this process takes every Nth input from the Kth ({joined_by} '
+                                               'joins the parts).')))
     return grouped('run', RunOptions, *options)
 
 

@@ -9,6 +9,7 @@ import itertools
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import cv2
 
@@ -30,7 +31,7 @@ from mrcnn_cli.io.results_log import (
     write_document,
 )
 from mrcnn_cli.io.scene import PREVIEW_MAX_SIDE, shrunk_size
-from mrcnn_cli.io.sources import IMAGE, output_names
+from mrcnn_cli.io.sources import IMAGE, URL, output_names
 from mrcnn_cli.io.video import VideoSink, display_available, video_suffix
 from mrcnn_cli.visualize import DrawOptions
 
@@ -58,7 +59,8 @@ class PredictOptions:
 @dataclass
 class PredictSummary:
     images: int = 0
-    frames: int = 0
+    frames: int = 0                       # video frames read (and drawn)
+    inferred_frames: int = 0              # of which the model ran on (--vid-stride)
     instances: int = 0
     failed: list = field(default_factory=list)
     outputs: list = field(default_factory=list)
@@ -73,7 +75,10 @@ def picture_suffix(source, codec):
     """Pictures keep a lossless format for lossless inputs (PNG in, PNG out; JPEG in, JPEG out)."""
     if source.is_video:
         return video_suffix(codec)
-    return '.jpg' if Path(str(source.location)).suffix.lower() in LOSSY_SUFFIXES else '.png'
+    suffix = Path(urlsplit(str(source.location)).path if source.kind == URL else str(source.location)).suffix
+    if suffix.lower() in ('.jpg', '.jpeg'):
+        return suffix   # as the input spells it: x.JPEG and x.jpg in one folder keep their own names
+    return '.jpg' if suffix.lower() in LOSSY_SUFFIXES else '.png'
 
 
 def check_no_overwrite(sources, names, out_dir):
@@ -238,6 +243,8 @@ class _Writer:
         if item.video is not None and self.video is None:
             self.video = self.open_video(index, item.video)
         det = item.detections.filter(score_thr=self.opts.score_thr, classes=self.opts.classes)
+        if item.video is not None:
+            self.summary.frames += 1
         if item.video is None or item.inferred:
             self.record(item, index, det)
         if self.opts.vis or self.show:
@@ -260,7 +267,7 @@ class _Writer:
             stem = f'{stem}/{item.frame_index:06d}'
             self.log.add(index, f'{item.source}#{item.frame_index}', det.width, det.height, entries,
                          frame_index=item.frame_index, video=item.source)
-            self.summary.frames += 1
+            self.summary.inferred_frames += 1
         self.summary.instances += len(det)
         self.files.instance_files(det, item, stem)
 

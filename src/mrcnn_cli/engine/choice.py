@@ -50,8 +50,22 @@ class ModelChoice:
     ort_provider: str | None = None
 
     def __post_init__(self) -> None:
+        from mrcnn_cli.errors import option
         object.__setattr__(self, 'precision', Precision.of(self.precision))
-        object.__setattr__(self, 'scale', tuple(self.scale))
+        object.__setattr__(self, 'scale', parse_scale(self.scale))
+        if self.style not in (None, 'pytorch', 'caffe'):
+            raise MrcnnError(f"{option('style', self.style)}: the backbone style is 'pytorch' or 'caffe'")
+
+
+def parse_scale(scale: object) -> tuple[int, int]:
+    """A test-time resize bound as (long, short): a pair of ints, or text 'LONG,SHORT' ('1333,800')."""
+    from mrcnn_cli.errors import option
+    try:
+        parts = scale.replace('x', ',').split(',') if isinstance(scale, str) else scale
+        long, short = (int(v) for v in parts)  # type: ignore[union-attr, attr-defined]
+    except (TypeError, ValueError):
+        raise MrcnnError(f'{option("scale", scale)}: give two sizes, long and short (1333,800)') from None
+    return long, short
 
 
 OPTION_NAMES = tuple(f.name for f in fields(ModelChoice))

@@ -272,17 +272,31 @@ def pil_image_bgr(img):
 
 
 def output_names(sources, suffix_of, used=None):
-    """One output file name per Source: its stem (or the stream's name) with `suffix_of(source)`,
-    made unique with _1, _2 ... on clashes (case-insensitively)."""
-    names, used = [], set() if used is None else used
-    for s in sources:
-        stem = Path(s.location).stem if s.kind in (IMAGE, VIDEO) else stream_name(s.location) \
-            if s.kind in (CAMERA, STREAM) else s.name
-        suffix = suffix_of(s)
+    """One output file name per Source: its stem (an image URL's file name; a stream's name) with
+    `suffix_of(source)`, made unique with _1, _2 ... on clashes (case-insensitively).  A file whose
+    output name is its own name keeps it whatever its place in the list (x.bmp never takes x.png's
+    name)."""
+    used = set() if used is None else used
+    wanted = [(_output_stem(s), suffix_of(s)) for s in sources]
+    names: list[str | None] = [None] * len(sources)
+    own = [i for i, (s, (stem, suffix)) in enumerate(zip(sources, wanted))
+           if s.kind == IMAGE and stem + suffix == Path(s.location).name]
+    for i in own + [i for i in range(len(sources)) if i not in set(own)]:
+        stem, suffix = wanted[i]
         name, k = stem + suffix, 0
         while name.lower() in used:
             k += 1
             name = f'{stem}_{k}{suffix}'
         used.add(name.lower())
-        names.append(name)
+        names[i] = name
     return names
+
+
+def _output_stem(s):
+    if s.kind in (IMAGE, VIDEO):
+        return Path(s.location).stem
+    if s.kind in (CAMERA, STREAM):
+        return stream_name(s.location)
+    if s.kind == URL:   # http://host/a.jpg?x=1 -> a
+        return Path(urlsplit(str(s.location)).path).stem or 'url'
+    return s.name

@@ -126,6 +126,19 @@ def ensure_downloaded(entry, weights_dir=None):
     return path
 
 
+def download_state(entry, weights_dir=None):
+    """'yes' for a file in the weights dir that matches its published checksum (hashed once, then
+    remembered), 'bad checksum' for one that does not, '-' for none."""
+    path = local_path(entry, weights_dir)
+    if not path.exists():
+        return '-'
+    try:
+        verify_local(entry, path)
+    except MrcnnError:
+        return 'bad checksum'
+    return 'yes'
+
+
 def _record_path(path):
     return path.with_name(f'.{path.name}.verified')
 
