@@ -35,8 +35,9 @@ def test_bench_torch_onnx_and_torchvision(tmp_path, checkpoint, exported):
     report = json.loads(out.read_text())
     assert report['image_sizes'] == [[427, 640]] and report['decode_ms_per_image'] > 0
     assert report['machine']['cores'] >= 1 and 'cpu' in report['machine']
-    from mrcnn_cli.backends.openvino import openvino_available
-    openvino = [('openvino', 'fp32'), ('openvino', 'bf16')] if openvino_available() else []
+    from mrcnn_cli.backends.openvino import cpu_runs_bf16, openvino_available
+    # OpenVINO's BF16 row only on a CPU that computes BF16 (elsewhere a warning says it is left out)
+    openvino = ([('openvino', 'fp32')] + [('openvino', 'bf16')] * cpu_runs_bf16()) if openvino_available() else []
     assert [(r['backend'], r['precision']) for r in report['rows']] == [
         ('torch', 'fp32'), ('onnx', 'fp32'), *openvino, ('torchvision', 'fp32')]
     rows = {r['backend']: r for r in report['rows']}
@@ -117,7 +118,9 @@ def test_bench_rows_apply_each_option_or_say_why_not():
                     for r in bench_rows(replace(base, **changes), batch_size, warn=said.append)]
     rows = rows_of(4, backend='all', precision='bf16', compile=True)
     assert rows[:2] == [('torch', 'bf16', 'cuda', True, None), ('onnx', 'fp32', 'cuda', False, 'm.onnx')]
-    assert rows[2:] == ([('openvino', 'fp32', 'cpu', False, 'm.onnx'), ('openvino', 'bf16', 'cpu', False, 'm.onnx')]
+    from mrcnn_cli.backends.openvino import cpu_runs_bf16
+    ov_bf16 = [('openvino', 'bf16', 'cpu', False, 'm.onnx')] if openvino_available() and cpu_runs_bf16() else []
+    assert rows[2:] == ([('openvino', 'fp32', 'cpu', False, 'm.onnx'), *ov_bf16]
                         if openvino_available() else [])   # CUDA is not OpenVINO's: its rows run on the CPU
     assert '--bf16 and --compile apply to the torch row only' in said[-2] and '--batch-size' in said[-1]
     assert all(line.startswith('warning: ') for line in said)
@@ -153,3 +156,21 @@ def test_bench_tiled_row_counts_what_predict_tile_does(tmp_path, checkpoint):
     found = sum(len(predictor(images / name, tile=256, score_thr=0.3)) for name in names)
     assert row['detections_per_image'] == pytest.approx(found / 2)
     assert 'tiles of 256x256' in proc.stdout
+
+
+def test_without_native_bf16_openvino_has_no_bf16_row_and_auto_refuses_bf16(monkeypatch, exported):
+    """A CPU whose OpenVINO plugin has no BF16 (AVX2-only): `bench --backend all` leaves the row out
+    with one warning instead of stopping, and --device auto refuses --bf16 as --device cpu does,
+    instead of running FP32 under a bf16 label."""
+    pytest.importorskip('openvino')
+    from mrcnn_cli import ModelChoice, MrcnnError, load
+    from mrcnn_cli.backends import openvino as ov_backend
+    from mrcnn_cli.commands.bench import bench_rows
+    monkeypatch.setattr(ov_backend, 'device_capabilities', lambda core, target: ['FP32', 'INT8', 'BIN'])
+    said = []
+    rows = bench_rows(ModelChoice(weights='w.pth', onnx='m.onnx', device='cpu', backend='all'), warn=said.append)
+    assert [(r.backend, str(r.precision)) for r in rows][-1] == ('openvino', 'fp32')
+    assert any('no openvino bf16 row' in line for line in said)
+    for device in ('cpu', 'auto'):
+        with pytest.raises(MrcnnError, match='needs BF16 support on OpenVINO CPU'):
+            load(onnx=exported('r50'), backend='openvino', device=device, precision='bf16')

@@ -88,8 +88,14 @@ class Backend:
 
     @classmethod
     def bench_precisions(cls, requested: Precision) -> tuple[Precision, ...]:
-        """The precisions `mrcnn bench --backend all` times this backend in."""
+        """The precisions `mrcnn bench --backend all` times this backend in (on the CPU: those
+        it computes natively here)."""
         return (requested,) if requested in cls.precisions else (Precision.FP32,)
+
+    @classmethod
+    def bench_note(cls) -> str | None:
+        """A warning line for what `bench_precisions` leaves out on this machine, if anything."""
+        return None
 
     def __init__(self, spec: ModelSpec, classes: Sequence[str], device: torch.device, source: str,
                  precision: str | Precision = Precision.FP32, palette: Palette | None = None,

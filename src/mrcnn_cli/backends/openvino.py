@@ -51,16 +51,29 @@ def compile_config(target, precision='fp32', threads=None):
 
 
 def check_precision(core, target, precision):
-    """--bf16/--fp16 only where the device computes in it (OpenVINO would quietly run FP32)."""
+    """--bf16/--fp16 only where the device computes in it (OpenVINO would quietly run FP32).  AUTO
+    is checked on the devices it chose, once compiled."""
     if precision == 'fp32' or target == 'AUTO':
         return
-    try:
-        caps = core.get_property(target, 'OPTIMIZATION_CAPABILITIES')
-    except Exception:  # noqa: BLE001 - a device OpenVINO does not have: compile_model says so
-        return
-    if precision.upper() not in caps:
+    caps = device_capabilities(core, target)
+    if caps is not None and precision.upper() not in caps:
         raise MrcnnError(f'{option("precision", precision)} needs {precision.upper()} support on OpenVINO {target} '
                          f'(it has {", ".join(caps)})')
+
+
+def device_capabilities(core, target):
+    """What OpenVINO says `target` computes in ('FP32', 'BF16', ...), or None for a device it does
+    not have (compile_model then says so)."""
+    try:
+        return list(core.get_property(target, 'OPTIMIZATION_CAPABILITIES'))
+    except Exception:  # noqa: BLE001 - a device OpenVINO does not have
+        return None
+
+
+def cpu_runs_bf16():
+    """Whether OpenVINO's CPU plugin computes in BF16 on this machine (AVX512-BF16, AMX)."""
+    import openvino as ov
+    return 'BF16' in (device_capabilities(ov.Core(), 'CPU') or [])
 
 
 class OpenVinoBackend(GraphBackend):
@@ -84,7 +97,14 @@ class OpenVinoBackend(GraphBackend):
 
     @classmethod
     def bench_precisions(cls, requested: Precision) -> tuple[Precision, ...]:
-        return (Precision.FP32, Precision.BF16)
+        return (Precision.FP32, Precision.BF16) if cpu_runs_bf16() else (Precision.FP32,)
+
+    @classmethod
+    def bench_note(cls) -> str | None:
+        if cpu_runs_bf16():
+            return None
+        return 'warning: no openvino bf16 row: OpenVINO computes BF16 only on CPUs that have it (AVX512-BF16 or AMX)'
+
 
     @property
     def execution_device(self) -> str:
@@ -123,6 +143,9 @@ class OpenVinoBackend(GraphBackend):
             self.ov_device = ','.join(self.compiled_model.get_property('EXECUTION_DEVICES')) or target
         except Exception:  # noqa: BLE001 - a plugin without the property
             self.ov_device = target
+        if target == 'AUTO':   # the precision on the devices AUTO chose: never a quiet FP32 run called BF16
+            for chosen in self.ov_device.split(','):
+                check_precision(core, chosen.strip(), precision)
         super().__init__(info.spec, info.classes, torch.device('cpu'), str(path), precision, info.palette, scale)
         self.metadata = meta
 
