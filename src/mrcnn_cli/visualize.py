@@ -83,16 +83,25 @@ def color_instance_map(instance_map: np.ndarray) -> np.ndarray:
 class DrawOptions:
     """How detections are drawn: `line_width` of boxes and outlines (default: about 1 px per 400 px
     of the image's shorter side), `mask_alpha` (0 invisible .. 1 opaque), and which parts are
-    drawn (`labels=False` hides the whole label, `conf=False` only its score).  A value that
-    cannot be drawn is one MrcnnError."""
+    drawn (`labels=False` hides the whole label, `conf=False` only its score).  `label_size` is
+    a label's height in pixels (default: 4 % of the shorter side, 16 to 32 px: what a viewer sees
+    of a picture shown whole, never a banner across a large one); `max_labels` draws
+    at most that many (the surest).  A label that would cover another is left out.  A value
+    that cannot be drawn is one MrcnnError."""
     line_width: int | None = None
     mask_alpha: float = 0.5
     labels: bool = True
     conf: bool = True
     boxes: bool = True
     masks: bool = True
+    label_size: int | None = None
+    max_labels: int | None = None
 
     def __post_init__(self) -> None:
+        for name in ('label_size', 'max_labels'):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
+                raise MrcnnError(f'{name} must be a whole number >= 1 (or None), not {value!r}')
         width, alpha = self.line_width, self.mask_alpha
         if width is not None and (isinstance(width, bool) or not isinstance(width, numbers.Integral) or width < 1):
             raise MrcnnError(f'line_width must be a whole number of pixels >= 1 (or None), not {width!r}')
@@ -109,7 +118,7 @@ def draw_detections(img: np.ndarray, det: Drawable, options: DrawOptions = DrawO
     out = img.copy()
     h, w = out.shape[:2]
     thickness = int(line_width) if line_width else max(1, round(min(h, w) / 400))
-    font_scale = max(0.4, min(h, w) / 1000)
+    font_scale = label_font_scale(h, w, options.label_size)
     order = range(len(det) - 1, -1, -1)   # highest score drawn last, on top
     colors = [class_color(int(label), det.palette) for label in det.labels]
     windows = det.mask_windows()
@@ -128,13 +137,34 @@ def draw_detections(img: np.ndarray, det: Drawable, options: DrawOptions = DrawO
             x1, y1, x2, y2 = corners[i]
             cv2.rectangle(out, (x1, y1), (x2, y2), colors[i], thickness)
     if labels and len(det):   # hide_labels hides the whole label; hide_conf only its score (as Ultralytics)
-        texts = [det.classes[det.labels[i]] + (f' {det.scores[i]:.2f}' if conf else '') for i in range(len(det))]
-        sizes = [_label_size(text, font_scale) for text in texts]
-        shown = _labels_that_fit(sizes, w, h)
-        spots = place_labels(det.boxes[:shown], [s[:2] for s in sizes[:shown]], w, h)
-        for i in range(shown - 1, -1, -1):
-            _label(out, texts[i], spots[i], sizes[i], colors[i], font_scale)
+        texts, sizes, spots = label_layout(det, w, h, options)
+        for i in range(len(spots) - 1, -1, -1):
+            if spots[i] is not None:
+                _label(out, texts[i], spots[i], sizes[i], colors[i], font_scale)
     return out
+
+
+def label_font_scale(height: int, width: int, label_size: int | None = None) -> float:
+    """OpenCV's font scale for labels `label_size` px tall (by default 4 % of the shorter side,
+    16 to 32 px)."""
+    pixels = label_size or min(32, max(16, round(min(height, width) * 0.04)))
+    return max(pixels - 3, 4) / 33   # FONT_HERSHEY_SIMPLEX: text and baseline 33 px at scale 1, and 2 px of box
+
+
+def label_layout(det: Drawable, width: int, height: int, options: DrawOptions = DrawOptions(),
+                 ) -> tuple[list[str], list[tuple[int, int, int]], list[tuple[int, int] | None]]:
+    """Each detection's label text, its box size (width, height, baseline) and its top-left
+    corner in the picture, None where it is not drawn (beyond `max_labels`, beyond what fits, or
+    covering a label placed before it)."""
+    font_scale = label_font_scale(height, width, options.label_size)
+    texts = [det.classes[det.labels[i]] + (f' {det.scores[i]:.2f}' if options.conf else '') for i in range(len(det))]
+    sizes = [_label_size(text, font_scale) for text in texts]
+    shown = _labels_that_fit(sizes, width, height)
+    if options.max_labels is not None:
+        shown = min(shown, options.max_labels)
+    spots: list[tuple[int, int] | None] = list(place_labels(det.boxes[:shown], [s[:2] for s in sizes[:shown]],
+                                                            width, height))
+    return texts, sizes, spots + [None] * (len(det) - shown)
 
 
 MIN_LABELS = 1000   # a picture always gets this many labels (the surest detections first)
@@ -167,14 +197,14 @@ _PLACES = _label_places()
 
 
 def place_labels(boxes: np.ndarray, sizes: Sequence[tuple[int, int]], width: int, height: int,
-                 ) -> list[tuple[int, int]]:
+                 ) -> list[tuple[int, int] | None]:
     """The top-left corner of each label (width, height in `sizes`) of each box, in box order
     (highest score first, so the best places go to the surest detections).  Each label takes the
     first of these places that stays in the image and covers no label placed before it: above the
     box's top-left corner (where readers look first), inside it, below the box, at the right-hand
     corners, then further up or down in label-height steps (also half a label to either side);
-    when every place is taken, the one overlapping the least.  As in detectron2's Visualizer, labels
-    never leave the picture."""
+    when every place is taken, None: the label is left out (a label covering another helps no
+    reader).  As in detectron2's Visualizer, labels never leave the picture."""
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     lw, lh = (np.asarray([size[i] for size in sizes], np.float64).reshape(-1, 1) for i in (0, 1))
     xs = np.clip(np.round(boxes[:, :1] + _PLACES[:, 0] * (boxes[:, 2:3] - boxes[:, :1]) + _PLACES[:, 1] * lw),
@@ -182,7 +212,7 @@ def place_labels(boxes: np.ndarray, sizes: Sequence[tuple[int, int]], width: int
     ys = np.clip(np.round(boxes[:, 1:2] + _PLACES[:, 2] * (boxes[:, 3:4] - boxes[:, 1:2]) + _PLACES[:, 3] * lh),
                  0, np.maximum(height - lh, 0))
     placed = np.zeros((len(boxes), 4), np.float64)
-    spots = []
+    spots: list[tuple[int, int] | None] = []
     grid = RectGrid(128)   # placed labels by the cells they cover: thousands of labels stay linear
     for k in range(len(boxes)):
         best = 0
@@ -191,7 +221,11 @@ def place_labels(boxes: np.ndarray, sizes: Sequence[tuple[int, int]], width: int
             before = placed[near]
             ix = np.minimum(xs[k, :, None] + lw[k], before[:, 2]) - np.maximum(xs[k, :, None], before[:, 0])
             iy = np.minimum(ys[k, :, None] + lh[k], before[:, 3]) - np.maximum(ys[k, :, None], before[:, 1])
-            best = int(np.argmin((np.clip(ix, 0, None) * np.clip(iy, 0, None)).sum(axis=1)))   # first of the least
+            covered = (np.clip(ix, 0, None) * np.clip(iy, 0, None)).sum(axis=1)
+            best = int(np.argmin(covered))   # the first free place
+            if covered[best] > 0:
+                spots.append(None)
+                continue
         x, y = xs[k, best], ys[k, best]
         placed[k] = x, y, x + lw[k, 0], y + lh[k, 0]
         grid.add(k, *placed[k])

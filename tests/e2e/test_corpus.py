@@ -117,8 +117,11 @@ def test_outputs_never_feed_back_or_overwrite_inputs(tmp_path, checkpoint):
     assert (src / 'demo.jpg').read_bytes() == DEMO.read_bytes()
 
 
-@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM], ids=['SIGINT', 'SIGTERM'])
-def test_signal_during_a_directory_run(tmp_path, checkpoint, sig):
+# Ctrl-C lands in different places of the run (decoding, the network, writing): each run must end
+# with 130 and no native thread left running at interpreter exit (which aborted: exit 134).
+@pytest.mark.parametrize('sig,after', [(signal.SIGINT, 0), (signal.SIGINT, 2), (signal.SIGINT, 5),
+                                       (signal.SIGTERM, 0)], ids=['SIGINT-1st', 'SIGINT-3rd', 'SIGINT-6th', 'SIGTERM'])
+def test_signal_during_a_directory_run(tmp_path, checkpoint, sig, after):
     src = tmp_path / 'imgs'
     src.mkdir()
     for i in range(12):
@@ -127,14 +130,13 @@ def test_signal_during_a_directory_run(tmp_path, checkpoint, sig):
     proc = subprocess.Popen([sys.executable, '-m', 'mrcnn_cli', 'predict', str(src), *FAST, '--weights',
                              str(checkpoint('r50')), '--device', 'cpu', '--out', str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None and not (out / 'img00.jpg').exists():
-        time.sleep(0.2)
+    while proc.poll() is None and not (out / f'img{after:02d}.jpg').exists():   # that picture is written
+        time.sleep(0.05)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=240)
     assert proc.returncode == 130 and 'Traceback' not in err, err
     doc = json.loads((out / 'predictions.json').read_text())
     done = [os.path.basename(im['file_name']) for im in doc['images']]
-    assert 1 <= len(done) < 12 and done == [f'img{i:02d}.jpg' for i in range(len(done))]
+    assert after + 1 <= len(done) < 12 and done == [f'img{i:02d}.jpg' for i in range(len(done))]
     pictures = sorted(p.name for p in out.iterdir() if p.suffix == '.jpg')
     assert pictures == done and not no_partial_files(out)

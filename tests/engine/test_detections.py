@@ -170,7 +170,8 @@ def test_labels_are_placed_where_they_cover_no_other_label():
                                              max(0.4, min(h, w) / 1000), 1)
             sizes.append((tw + 2, th + base + 2))
         spots = place_labels(boxes, sizes, w, h)
-        rects = [(x, y, x + lw, y + lh) for (x, y), (lw, lh) in zip(spots, sizes)]
+        assert sum(spot is None for spot in spots) <= len(spots) // 4   # most labels find a free place
+        rects = [(s[0], s[1], s[0] + lw, s[1] + lh) for s, (lw, lh) in zip(spots, sizes) if s is not None]
         assert all(0 <= x and 0 <= y and x2 <= w and y2 <= h for x, y, x2, y2 in rects)
         naive = [(int(b[0]), int(b[1]) - lh, int(b[0]) + lw, int(b[1])) for b, (lw, lh) in zip(boxes, sizes)]
         assert overlap_area(naive) > 0 and overlap_area(rects) == 0, (image_id, overlap_area(rects))
@@ -222,3 +223,39 @@ def test_a_picture_of_thousands_labels_the_surest_that_fit():
     det = made(np.column_stack([xy, xy + 40]).tolist(), np.linspace(1, 0.3, 3000), [0] * 3000, size=(2000, 2000))
     drawn = det.plot(np.zeros((2000, 2000, 3), np.uint8), score_thr=0)
     assert drawn.shape == (2000, 2000, 3) and drawn.any()
+
+
+def drawn_label_rects(det, width, height, **options):
+    from mrcnn_cli.visualize import DrawOptions, label_layout
+    _, sizes, spots = label_layout(det, width, height, DrawOptions(**options))
+    return [(x, y, x + lw, y + lh) for spot, (lw, lh, _) in zip(spots, sizes) if spot is not None for x, y in [spot]]
+
+
+def test_labels_of_a_crowded_large_scene_stay_small_and_never_cover_each_other():
+    """Issue 34: a 4000 x 4000 scene with 400 instances drew 90 px labels that covered the scene."""
+    rng = np.random.default_rng(1)
+    xy = rng.integers(0, 3900, (400, 2))
+    wh = rng.integers(20, 300, (400, 2))
+    det = made(np.column_stack([xy, np.minimum(xy + wh, 4000)]).tolist(), np.linspace(0.99, 0.3, 400),
+               rng.integers(0, 80, 400).tolist(), size=(4000, 4000))
+    rects = drawn_label_rects(det, 4000, 4000)
+    assert len(rects) > 200 and overlap_area(rects) == 0
+    assert max(y2 - y1 for _, y1, _, y2 in rects) <= 32      # capped: not a banner across the scene
+    assert sum((x2 - x1) * (y2 - y1) for x1, y1, x2, y2 in rects) < 0.15 * 4000 * 4000   # was all of it
+    assert len(drawn_label_rects(det, 4000, 4000, max_labels=50)) == 50
+    big = drawn_label_rects(det, 4000, 4000, label_size=60)
+    assert max(y2 - y1 for _, y1, _, y2 in big) > 60 and overlap_area(big) == 0
+
+
+def test_two_labels_of_one_photo_never_cover_each_other():
+    """COCO 000000000802.jpg: "cat 0.87" covered "cat 0.30" (two boxes sharing a corner)."""
+    det = made([[10, 40, 200, 300], [12, 42, 150, 250], [14, 44, 120, 200]], [0.87, 0.30, 0.31], [15, 15, 15],
+               size=(427, 640))
+    rects = drawn_label_rects(det, 640, 427)
+    assert len(rects) == 3 and overlap_area(rects) == 0
+    drawn = det.plot(np.zeros((427, 640, 3), np.uint8), masks=False, boxes=False)
+    ys, xs = np.nonzero(drawn.any(axis=2))                    # what was drawn is the labels, where they were placed
+    inside = np.zeros(drawn.shape[:2], bool)
+    for x1, y1, x2, y2 in rects:
+        inside[y1:y2, x1:x2] = True
+    assert len(ys) and inside[ys, xs].all()

@@ -118,13 +118,14 @@ def _max_pixels(what: str) -> Callable:
                              'decompression bombs and damaged headers.')
 
 
-def _draw_options(line_width, mask_alpha, hide_labels, hide_conf, hide_boxes, hide_masks):
+def _draw_options(line_width, mask_alpha, hide_labels, hide_conf, hide_boxes, hide_masks, label_size, max_labels):
     from mrcnn_cli.visualize import DrawOptions
     return DrawOptions(line_width, mask_alpha, labels=not hide_labels, conf=not hide_conf, boxes=not hide_boxes,
-                       masks=not hide_masks)
+                       masks=not hide_masks, label_size=label_size, max_labels=max_labels)
 
 
-DRAW_OPTION_NAMES = ('line_width', 'mask_alpha', 'hide_labels', 'hide_conf', 'hide_boxes', 'hide_masks')
+DRAW_OPTION_NAMES = ('line_width', 'mask_alpha', 'hide_labels', 'hide_conf', 'hide_boxes', 'hide_masks', 'label_size',
+                     'max_labels')
 
 draw_options = grouped(
     'draw', _draw_options,
@@ -135,7 +136,13 @@ draw_options = grouped(
     ('hide_labels', click.option('--hide-labels', is_flag=True, help='Draw no class names.')),
     ('hide_conf', click.option('--hide-conf', is_flag=True, help='Draw no scores.')),
     ('hide_boxes', click.option('--hide-boxes', is_flag=True, help='Draw no boxes.')),
-    ('hide_masks', click.option('--hide-masks', is_flag=True, help='Draw no masks.')))
+    ('hide_masks', click.option('--hide-masks', is_flag=True, help='Draw no masks.')),
+    ('label_size', click.option('--label-size', type=click.IntRange(1), default=None,
+                                help="A label's height in px (default: 4 % of the picture's shorter side, "
+                                     '16 to 32 px).')),
+    ('max_labels', click.option('--max-labels', type=click.IntRange(1), default=None,
+                                help='Label at most this many detections, the surest (a label that would '
+                                     'cover another is left out anyway).')))
 
 
 @dataclass(frozen=True)

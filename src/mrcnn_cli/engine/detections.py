@@ -348,14 +348,16 @@ class Detections:
 
     def plot(self, image: np.ndarray, *, score_thr: float = DEFAULT_PLOT_SCORE_THR, line_width: int | None = None,
              mask_alpha: float = 0.5, labels: bool = True, conf: bool = True, boxes: bool = True,
-             masks: bool = True) -> np.ndarray:
+             masks: bool = True, label_size: int | None = None, max_labels: int | None = None) -> np.ndarray:
         """A BGR uint8 copy of `image` (BGR, as cv2.imread gives) with the detections scoring at
         least `score_thr` drawn (0.3, what `mrcnn predict` draws; 0 draws all): masks blended in
         with `mask_alpha`, boxes, and 'class score' labels placed so that they do not cover each
-        other.  `labels=False` hides the labels, `conf=False` only their scores; `line_width`
-        defaults to about 1 px per 400 px of the image's shorter side."""
+        other (one that would is left out).  `labels=False` hides the labels, `conf=False` only
+        their scores; `line_width` defaults to about 1 px per 400 px of the image's shorter side,
+        `label_size` (a label's height, px) to 4 % of it, 16 to 32 px; `max_labels` labels only the
+        surest that many."""
         from mrcnn_cli.visualize import DrawOptions, draw_detections
-        options = DrawOptions(line_width, mask_alpha, labels, conf, boxes, masks)
+        options = DrawOptions(line_width, mask_alpha, labels, conf, boxes, masks, label_size, max_labels)
         self._check_image(image)
         shown = self.filter(score_thr=score_thr) if score_thr else self
         return draw_detections(image, shown, options)
