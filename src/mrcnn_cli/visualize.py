@@ -114,7 +114,7 @@ def draw_detections(img: np.ndarray, det: Drawable, options: DrawOptions = DrawO
     `options` say: the mask blended in and outlined, the box, and a 'class score' label.  Labels
     go where they cover no other label (see `place_labels`), on top of everything else."""
     line_width, mask_alpha = options.line_width, options.mask_alpha
-    labels, conf, boxes, masks = options.labels, options.conf, options.boxes, options.masks
+    labels, boxes, masks = options.labels, options.boxes, options.masks
     out = img.copy()
     h, w = out.shape[:2]
     thickness = int(line_width) if line_width else max(1, round(min(h, w) / 400))
@@ -139,8 +139,9 @@ def draw_detections(img: np.ndarray, det: Drawable, options: DrawOptions = DrawO
     if labels and len(det):   # hide_labels hides the whole label; hide_conf only its score (as Ultralytics)
         texts, sizes, spots = label_layout(det, w, h, options)
         for i in range(len(spots) - 1, -1, -1):
-            if spots[i] is not None:
-                _label(out, texts[i], spots[i], sizes[i], colors[i], font_scale)
+            spot = spots[i]
+            if spot is not None:
+                _label(out, texts[i], spot, sizes[i], colors[i], font_scale)
     return out
 
 

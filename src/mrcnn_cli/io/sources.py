@@ -278,7 +278,7 @@ def output_names(sources, suffix_of, used=None):
     name)."""
     used = set() if used is None else used
     wanted = [(_output_stem(s), suffix_of(s)) for s in sources]
-    names: list[str | None] = [None] * len(sources)
+    names = [''] * len(sources)
     own = [i for i, (s, (stem, suffix)) in enumerate(zip(sources, wanted))
            if s.kind == IMAGE and stem + suffix == Path(s.location).name]
     for i in own + [i for i in range(len(sources)) if i not in set(own)]:
