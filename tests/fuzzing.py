@@ -242,7 +242,8 @@ class Target:
         frame with an error or warning); MrcnnError is the other documented outcome."""
         import mrcnn_cli
         from mrcnn_cli.commands import evaluate as ev
-        from mrcnn_cli.engine.stream import source_frames
+        from mrcnn_cli.engine.frames import Problem
+        from mrcnn_cli.engine.stream import source_items
         from mrcnn_cli.io.sources import IMAGE, VIDEO, Source
         if self.kind == SELFTEST:   # the harness's own test: case 3 hangs, case 5 has a bug
             case = int(path.stem.removeprefix('case'))
@@ -253,7 +254,7 @@ class Target:
             return False
         if self.kind in ('image', 'video'):
             source = Source(IMAGE if self.kind == 'image' else VIDEO, path, str(path))
-            return any(not (f.error is None and f.warning is None) for f in source_frames([source], max_frames=50))
+            return any(isinstance(item, Problem) for item in source_items([source], max_frames=50))
         if self.kind == 'checkpoint':
             mrcnn_cli.load(weights=path, style='pytorch', device='cpu')
         elif self.kind == 'onnx':

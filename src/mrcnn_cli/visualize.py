@@ -14,6 +14,10 @@ from mrcnn_cli.errors import MrcnnError
 from mrcnn_cli.ops.grid import RectGrid
 from mrcnn_cli.ops.paste import MaskWindow
 
+# Pictures of larger scenes (sliced images) are drawn on a copy at most this many pixels a side: the
+# scene's preview when it was read by regions, the image shrunk when it was held whole.
+PICTURE_MAX_SIDE = 4096
+
 
 class Drawable(Protocol):
     """What drawing reads of a Detections (which lives a layer above)."""

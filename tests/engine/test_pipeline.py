@@ -3,11 +3,14 @@ import threading
 
 import pytest
 
-from mrcnn_cli.engine.pipeline import StreamItem, pipelined
+from mrcnn_cli.engine import frames
+from mrcnn_cli.engine.pipeline import pipelined
 
 
 def Frame(source_index, index=0, image=None, infer=True, error=None):   # noqa: N802 - reads as the item it makes
-    return StreamItem(frame_index=index, image=image, inferred=infer, source_index=source_index, error=error)
+    if error is not None:
+        return frames.Problem('', 'image', source_index, error=error)
+    return frames.Frame('', 'video', source_index, image=image, frame_index=index, inferred=infer)
 
 
 def run(frames, batch_size, fail_at=None):
@@ -20,9 +23,9 @@ def run(frames, batch_size, fail_at=None):
 
     for frame in pipelined(iter(frames), infer, batch_size, queue_size=2):
         assert threading.current_thread() is threading.main_thread()   # the caller consumes
-        if frame.frame_index == fail_at:
+        if fail_at is not None and getattr(frame, 'frame_index', None) == fail_at:
             raise OSError('disk full')
-        written.append((frame.frame_index, frame.detections))
+        written.append((getattr(frame, 'frame_index', None), getattr(frame, 'detections', None)))
     return batches, written
 
 
@@ -46,7 +49,7 @@ def test_stride_reuse_never_crosses_sources():
 def test_unreadable_frames_pass_through_without_inference():
     frames = [Frame(0, 0, 0), Frame(0, 1, None, error='bad'), Frame(0, 2, 2)]
     batches, written = run(frames, 2)
-    assert written == [(0, 'det0'), (1, None), (2, 'det2')]
+    assert [d for _, d in written] == ['det0', None, 'det2']
     assert batches == [[0, 2]]
 
 
@@ -82,4 +85,5 @@ def test_prepare_runs_in_the_reader_thread_on_the_frames_to_infer_only():
     frames = [Frame(0, i, i, infer=i % 2 == 0) for i in range(5)] + [Frame(1, error='unreadable')]
     out = list(pipelined(iter(frames), lambda ready: [f'det-{r}' for r in ready], 2, prepare=prepare))
     assert prepared_in == [(0, 'mrcnn-reader'), (2, 'mrcnn-reader'), (4, 'mrcnn-reader')]
-    assert [f.detections for f in out] == ['det-ready0', 'det-ready0', 'det-ready2', 'det-ready2', 'det-ready4', None]
+    assert [getattr(f, 'detections', None) for f in out] == ['det-ready0', 'det-ready0', 'det-ready2', 'det-ready2',
+                                                             'det-ready4', None]

@@ -6,7 +6,8 @@ import pytest
 
 from mrcnn_cli import Detections, MrcnnError, MrcnnWarning
 from mrcnn_cli.engine.detections import Selection
-from mrcnn_cli.engine.stream import source_frames, stream_sources
+from mrcnn_cli.engine.frames import Frame, Problem
+from mrcnn_cli.engine.stream import source_items, stream_sources
 from mrcnn_cli.io.sources import collect_sources
 from mrcnn_cli.ops.paste import MaskWindow
 
@@ -50,11 +51,11 @@ def inputs(tmp_path):
 def test_frames_in_order_with_the_stride_and_problems_as_items(inputs):
     good, broken = inputs
     sources, _ = collect_sources([good, broken, CLIP, np.zeros((4, 5, 3), np.uint8)])
-    frames = list(source_frames(sources, vid_stride=3, max_frames=5))
-    assert [(f.source_index, f.frame_index, f.inferred, f.kind) for f in frames if f.ok] == \
+    items = list(source_items(sources, vid_stride=3, max_frames=5))
+    assert [(f.source_index, f.frame_index, f.inferred, f.kind) for f in items if isinstance(f, Frame)] == \
         [(0, 0, True, 'image')] + [(2, i, i % 3 == 0, 'video') for i in range(5)] + [(3, 0, True, 'array')]
-    (bad,) = [f for f in frames if not f.ok]
-    assert bad.source == str(broken) and 'not a readable image' in bad.error and bad.image is None
+    (bad,) = [f for f in items if isinstance(f, Problem)]
+    assert bad.source == str(broken) and 'not a readable image' in bad.error and bad.warning is None
 
 
 def test_each_error_mode(inputs):

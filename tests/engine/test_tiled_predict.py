@@ -107,12 +107,12 @@ def test_the_whole_image_pass_of_a_scene_read_by_regions_lands_on_the_full_image
     path = tmp_path / 'big.tif'
     big = cv2.resize(photo, (5120, 3840), interpolation=cv2.INTER_NEAREST)    # preview: 4096 a side
     tifffile.imwrite(path, big[..., ::-1], tile=(512, 512), photometric='rgb')
-    from mrcnn_cli.engine.stream import _prepare, scene_frames
-    from mrcnn_cli.engine.timing import no_stage
+    from mrcnn_cli.engine.frames import Frame
+    from mrcnn_cli.engine.sliced import prepare_frame, scene_items
     from mrcnn_cli.io.sources import IMAGE, Source
-    frames = list(scene_frames(0, Source(IMAGE, path, 'big.tif'), 10**8, TileOptions(4096, full=True), model.scale))
-    full = next(f for f in frames if f.tile is not None and f.tile.full_pass)
-    det = model.predict_prepared([_prepare(model, full, no_stage)])[0]
+    items = list(scene_items(0, Source(IMAGE, path, 'big.tif'), 10**8, TileOptions(4096, full=True), model.scale))
+    full = next(f for f in items if isinstance(f, Frame) and f.tile is not None and f.tile.full_pass)
+    det = model.predict_prepared([prepare_frame(model, full)])[0]
     assert full.image.shape == (800, 1067, 3)     # the preview shrunk to the model's input size
     assert (det.height, det.width) == (3840, 5120) and len(det) > 0
     # pasted at full resolution: each mask lies in its box (mmdetection's one-pixel paste margin)

@@ -6,12 +6,16 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import click
 
 from mrcnn_cli.engine.choice import ModelChoice, Precision
 from mrcnn_cli.io.image_header import MAX_PIXELS, OPENCV_MAX_PIXELS
 from mrcnn_cli.model.spec import TEST_SCALE
+
+if TYPE_CHECKING:
+    from mrcnn_cli.engine.detections import MaskFormat
 
 STYLE = click.Choice(['pytorch', 'caffe'])
 PROVIDERS = click.Choice(['cuda', 'tensorrt', 'cpu'])
@@ -152,7 +156,7 @@ class SaveOptions:
     txt: bool = False             # labels/: YOLO segmentation labels
     conf: bool = False            # ... with the score appended
     crop: bool = False            # crops/<class>/: RGBA box crops, the mask as alpha
-    mask_format: str = 'rle'      # predictions.json segmentation: rle or polygon
+    mask_format: MaskFormat = 'rle'   # predictions.json segmentation: rle or polygon
     geojson: bool = False         # geojson/: a FeatureCollection per image (map coordinates for a GeoTIFF)
 
 

@@ -30,10 +30,10 @@ from mrcnn_cli.io.results_log import (
     unfinished_parts,
     write_document,
 )
-from mrcnn_cli.io.scene import PREVIEW_MAX_SIDE, shrunk_size
+from mrcnn_cli.io.scene import shrunk_size
 from mrcnn_cli.io.sources import IMAGE, URL, output_names
 from mrcnn_cli.io.video import VideoSink, display_available, video_suffix
-from mrcnn_cli.visualize import DrawOptions
+from mrcnn_cli.visualize import PICTURE_MAX_SIDE, DrawOptions
 
 LOSSY_SUFFIXES = {'.jpg', '.jpeg', '.jp2'}
 
@@ -182,11 +182,11 @@ class FileWriter:
 
 
 def draw_bounded(item, det, draw):
-    """The picture of an image or frame; a sliced image larger than PREVIEW_MAX_SIDE is drawn on
+    """The picture of an image or frame; a sliced image larger than PICTURE_MAX_SIDE is drawn on
     a shrunk copy (its preview when it was read by regions) so that pictures stay a bounded size."""
     image = item.image
-    if item.scene is not None and (image is None or max(image.shape[:2]) > PREVIEW_MAX_SIDE):
-        image = item.scene.preview if image is None else shrink(image, PREVIEW_MAX_SIDE)
+    if item.scene is not None and (image is None or max(image.shape[:2]) > PICTURE_MAX_SIDE):
+        image = item.scene.preview if image is None else shrink(image, PICTURE_MAX_SIDE)
         det = det.resize(image.shape[1], image.shape[0])
     return det.plot(image, score_thr=0, **asdict(draw))   # det is filtered already
 

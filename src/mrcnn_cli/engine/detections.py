@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 import cv2
 import numpy as np
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 # Classes to keep: a name or a 0-based index, or several of them (names and indexes may mix).
 ClassSelection = Union[str, int, Iterable[Union[str, int]], None]  # noqa: UP007 - evaluated on 3.10 too
 DEFAULT_PLOT_SCORE_THR = DEFAULT_SCORE_THR
+MaskFormat = Literal['rle', 'polygon']   # how a COCO entry's segmentation is written
 
 
 @dataclass(frozen=True)
@@ -230,7 +231,7 @@ class Detections:
                              'x1': self.boxes[:, 0], 'y1': self.boxes[:, 1], 'x2': self.boxes[:, 2],
                              'y2': self.boxes[:, 3], 'area': np.asarray(areas, np.int64)})
 
-    def to_coco(self, image_id: int = 1, *, mask_format: str = 'rle') -> list[dict]:
+    def to_coco(self, image_id: int = 1, *, mask_format: MaskFormat = 'rle') -> list[dict]:
         """Official COCO results entries, one per detection: image_id, category_id (COCO's official
         ids for COCO's classes, else 1..N), bbox [x, y, w, h], score, segmentation and the mask's
         area.  `mask_format='rle'`: compressed RLE with counts a str, which

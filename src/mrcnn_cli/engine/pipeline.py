@@ -7,16 +7,17 @@ import contextvars
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mrcnn_cli.engine.batching import BatchEngine, EngineClosed
+from mrcnn_cli.engine.frames import Frame, Item
 
 if TYPE_CHECKING:
     import numpy as np
 
     from mrcnn_cli.engine.detections import Detections
-    from mrcnn_cli.engine.tiling import SceneInfo, TilePart
+    from mrcnn_cli.engine.tiling import SceneInfo
     from mrcnn_cli.io.video import VideoInfo
 
 _END = object()
@@ -26,8 +27,7 @@ _READER_JOIN_S = 60.0   # a reader stuck in a read (a camera, a URL) is not wait
 
 @dataclass
 class StreamItem:
-    """One image or video frame from reader to writer: decoded in the reader thread, given its
-    detections in the model thread, consumed by the caller (`Predictor.stream` yields them).
+    """One image or video frame as `Predictor.stream` yields it, with its detections.
 
     `source` names the input (its path, URL or camera index as given; `array<i>`, `tensor<i>`,
     `pil<i>`, `bytes<i>` for in-memory inputs, i their position in the list) and `kind` says what
@@ -51,15 +51,10 @@ class StreamItem:
     error: str | None = None
     warning: str | None = None
     scene: SceneInfo | None = None        # how a sliced image was read (tile=)
-    tile: TilePart | None = field(default=None, repr=False, compare=False)   # a tile's frame, until merged
 
     @property
     def ok(self) -> bool:
         return self.error is None and self.warning is None
-
-    @property
-    def to_infer(self) -> bool:
-        return self.inferred and self.image is not None
 
 
 class _Failure:
@@ -76,15 +71,15 @@ def _get(q: queue.Queue[Any], stop: threading.Event) -> Any:
     return _END
 
 
-def pipelined(frames: Iterable[StreamItem], infer: Callable[[Sequence[Any]], Sequence[Detections]],
+def pipelined(items: Iterable[Item], infer: Callable[[Sequence[Any]], Sequence[Detections]],
               batch_size: int = 1, queue_size: int = 8,
-              prepare: Callable[[StreamItem], Any] | None = None) -> Iterator[StreamItem]:
-    """Yield every StreamItem of `frames` (an iterable, consumed in a reader thread), in order,
-    with its `detections` set.  Each frame to infer goes to the batching engine
+              prepare: Callable[[Frame], Any] | None = None) -> Iterator[Item]:
+    """Yield every item of `items` (engine.frames: consumed in a reader thread), in order, each
+    Frame with its `detections` set.  Each frame to infer goes to the batching engine
     (engine.batching), whose model thread runs `infer(list of images)` on groups of up to
     `batch_size`; with `prepare`, the reader thread turns each frame to infer into `prepare(frame)`
     and `infer` gets those instead.  A frame with inferred=False gets the detections of the last
-    inferred frame of its source, a frame without an image None.  An error in the reader or the
+    inferred frame of its source; other items pass through.  An error in the reader or the
     model is raised here; when the caller stops (break, an exception, Ctrl-C) the reader and the
     model thread stop too, the model after its group in flight, and both have ended when this
     returns (a native thread left running at interpreter exit would abort the process)."""
@@ -98,13 +93,13 @@ def pipelined(frames: Iterable[StreamItem], infer: Callable[[Sequence[Any]], Seq
 
     def reader() -> None:
         try:
-            for frame in frames:
+            for item in items:
                 if stop.is_set():
                     return
                 future = None
-                if frame.to_infer:
-                    future = engine.submit(frame.image if prepare is None else prepare(frame), block=True)
-                order.put((frame, future))
+                if isinstance(item, Frame) and item.inferred:
+                    future = engine.submit(item.image if prepare is None else prepare(item), block=True)
+                order.put((item, future))
             order.put(_END)
         except EngineClosed:   # the caller stopped
             return
@@ -119,17 +114,17 @@ def pipelined(frames: Iterable[StreamItem], infer: Callable[[Sequence[Any]], Seq
     last: dict[int, Detections | None] = {}
     try:
         while True:
-            item = _get(order, stop)
-            if item is _END:
+            got = _get(order, stop)
+            if got is _END:
                 return
-            if isinstance(item, _Failure):
-                raise item.exc
-            frame, future = item
+            if isinstance(got, _Failure):
+                raise got.exc
+            item, future = got
             if future is not None:
-                frame.detections = last[frame.source_index] = future.result()
-            elif frame.image is not None:   # between vid_stride steps
-                frame.detections = last.get(frame.source_index)
-            yield frame
+                item.detections = last[item.source_index] = future.result()
+            elif isinstance(item, Frame):   # between vid_stride steps
+                item.detections = last.get(item.source_index)
+            yield item
     finally:
         stop.set()
         engine.close(cancel=True)

@@ -9,12 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Union
+from typing import TYPE_CHECKING, Literal, NamedTuple, Union, get_args
 
 from mrcnn_cli.errors import MrcnnError, option
 
-MERGE_MODES = ('nmm', 'nms')
-MATCH_METRICS = ('ios', 'iou')
+if TYPE_CHECKING:
+    import numpy as np
+
+    from mrcnn_cli.io.scene import GeoReference
+
+MergeMode = Literal['nmm', 'nms']
+MatchMetric = Literal['ios', 'iou']
+MERGE_MODES: tuple[str, ...] = get_args(MergeMode)
+MATCH_METRICS: tuple[str, ...] = get_args(MatchMetric)
 TileSize = Union[int, str, Sequence[int]]  # noqa: UP007 - evaluated on 3.10 too
 
 
@@ -46,8 +53,8 @@ class TileOptions:
     size: tuple[int, int]
     overlap: float = 0.2
     full: bool = False
-    merge: str = 'nmm'
-    match: str = 'ios'
+    merge: MergeMode = 'nmm'
+    match: MatchMetric = 'ios'
     match_thr: float = 0.5
 
     def __post_init__(self) -> None:
@@ -127,5 +134,5 @@ class SceneInfo:
     height: int
     tiles: int
     full_pass: bool = False
-    preview: Any = field(default=None, repr=False, compare=False)   # np.ndarray | None
-    georef: Any = None                                              # io.scene.GeoReference | None
+    preview: np.ndarray | None = field(default=None, repr=False, compare=False)
+    georef: GeoReference | None = None

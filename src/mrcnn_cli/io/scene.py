@@ -16,8 +16,7 @@ import numpy as np
 from mrcnn_cli.errors import MrcnnError, first_line, option
 
 TIFF_MAGICS = (b'II*\x00', b'MM\x00*', b'II+\x00', b'MM\x00+')   # classic TIFF and BigTIFF
-PREVIEW_MAX_SIDE = 4096
-UNASSOCIATED_ALPHA = 2    # TIFF ExtraSamples   # pictures of larger scenes are drawn on a copy this size
+UNASSOCIATED_ALPHA = 2    # TIFF ExtraSamples
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,14 @@ import re
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import cast
 from urllib.parse import urlsplit
 
 import numpy as np
 
 from mrcnn_cli.errors import MrcnnError
-from mrcnn_cli.io.fetch import is_http_url
+from mrcnn_cli.io.fetch import fetch_url, is_http_url
+from mrcnn_cli.io.images import MAX_PIXELS, as_bgr, decode_image, read_image, too_large
 
 IMAGE_SUFFIXES = {'.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.jp2', '.pbm', '.pgm', '.ppm'}
 VIDEO_SUFFIXES = {'.mp4', '.avi', '.mkv', '.mov', '.webm', '.m4v', '.mpg', '.mpeg', '.wmv', '.flv', '.ts'}
@@ -300,3 +302,17 @@ def _output_stem(s):
     if s.kind == URL:   # http://host/a.jpg?x=1 -> a
         return Path(urlsplit(str(s.location)).path).stem or 'url'
     return s.name
+
+
+def read_source_image(src: Source, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """The BGR uint8 image of a still-image Source: a file read, bytes decoded, a URL fetched and
+    decoded, an array taken as it is (or converted from grey, BGRA or RGB)."""
+    if src.kind == IMAGE:
+        return read_image(src.location, max_pixels)
+    if src.kind == ARRAY:
+        img = as_bgr(cast(np.ndarray, src.location), src.name, src.channels)
+        if img.shape[0] * img.shape[1] > max_pixels:
+            raise too_large(src.name, img.shape[1], img.shape[0], max_pixels)
+        return img
+    data = fetch_url(str(src.location), src.name) if src.kind == URL else src.location
+    return decode_image(data, src.name, max_pixels)
