@@ -17,7 +17,7 @@ from mrcnn_cli.engine.choice import Precision
 from mrcnn_cli.engine.detections import DEFAULT_SCORE_THR, ClassSelection, Detections, Selection
 from mrcnn_cli.engine.preprocess import Prepared
 from mrcnn_cli.engine.runner import Palette, Stage
-from mrcnn_cli.engine.stream import ErrorMode, StreamItem, stream_sources
+from mrcnn_cli.engine.stream import ErrorMode, StreamItem, StreamOptions, stream_sources
 from mrcnn_cli.engine.tiling import TileOptions, TileSize, parse_tile_size
 from mrcnn_cli.engine.timing import no_stage
 from mrcnn_cli.errors import MrcnnError, warn
@@ -174,8 +174,9 @@ class Predictor:
         then read a region at a time, and `max_pixels` bounds what is decoded at once."""
         tiles = tile_options(tile)
         sources, _ = collect_sources(images, warn=_raise, images_only=True, unique=False, channels=channels)
-        items = stream_sources(self.backend, sources, batch_size=batch_size, errors='raise', max_pixels=max_pixels,
-                               selection=Selection(score_thr, classes), tiles=tiles)
+        items = stream_sources(self.backend, sources, StreamOptions(
+            batch_size=batch_size, errors='raise', max_pixels=max_pixels, selection=Selection(score_thr, classes),
+            tiles=tiles))
         return [item.detections for item in items if item.detections is not None]   # errors='raise': each has
 
     def stream(self, source: ImagesLike, *, vid_stride: int = 1, max_frames: int | None = None, batch_size: int = 1,
@@ -194,11 +195,10 @@ class Predictor:
         if unknown:
             raise TypeError(f'stream() got an unexpected keyword argument {sorted(unknown)[0]!r}')
         sources, _ = collect_sources(source, warn=_warn_missing, channels=per_call.get('channels', 'bgr'))
-        return stream_sources(self.backend, sources, vid_stride=vid_stride, max_frames=max_frames,
-                              batch_size=batch_size, errors=errors, max_pixels=max_pixels,
-                              selection=Selection(per_call.get('score_thr', DEFAULT_SCORE_THR),
-                                                  per_call.get('classes')),
-                              tiles=tile_options(per_call.get('tile')))
+        return stream_sources(self.backend, sources, StreamOptions(
+            vid_stride=vid_stride, max_frames=max_frames, batch_size=batch_size, errors=errors, max_pixels=max_pixels,
+            selection=Selection(per_call.get('score_thr', DEFAULT_SCORE_THR), per_call.get('classes')),
+            tiles=tile_options(per_call.get('tile'))))
 
 
 def tile_options(tile: TileLike) -> TileOptions | None:

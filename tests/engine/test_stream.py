@@ -7,7 +7,7 @@ import pytest
 from mrcnn_cli import Detections, MrcnnError, MrcnnWarning
 from mrcnn_cli.engine.detections import Selection
 from mrcnn_cli.engine.frames import Frame, Problem
-from mrcnn_cli.engine.stream import source_items, stream_sources
+from mrcnn_cli.engine.stream import StreamOptions, source_items, stream_sources
 from mrcnn_cli.io.sources import collect_sources
 from mrcnn_cli.ops.paste import MaskWindow
 
@@ -62,24 +62,25 @@ def test_each_error_mode(inputs):
     good, broken = inputs
     sources, _ = collect_sources([good, broken])
     fake = FakeRunner()
-    yielded = list(stream_sources(fake, sources, errors='yield'))
+    yielded = list(stream_sources(fake, sources, StreamOptions(errors='yield')))
     assert [i.ok for i in yielded] == [True, False] and yielded[1].detections is None
     with pytest.warns(MrcnnWarning, match='not a readable image'):
         assert [i.source for i in stream_sources(fake, sources)] == [str(good)]
     with pytest.raises(MrcnnError, match='not a readable image'):
-        list(stream_sources(fake, sources, errors='raise'))
+        list(stream_sources(fake, sources, StreamOptions(errors='raise')))
     with pytest.raises(MrcnnError, match="errors must be one of 'warn', 'raise', 'yield'"):
-        stream_sources(fake, sources, errors='ignore')
+        stream_sources(fake, sources, StreamOptions(errors='ignore'))
 
 
 def test_the_stride_reuses_detections_and_the_selection_applies_once_per_inferred_frame():
     sources, _ = collect_sources([CLIP])
     fake = FakeRunner()
-    items = list(stream_sources(fake, sources, vid_stride=4, max_frames=9, batch_size=2,
-                                selection=Selection(score_thr=0.4, classes=['person', 2])))
+    items = list(stream_sources(fake, sources, StreamOptions(vid_stride=4, max_frames=9, batch_size=2,
+                                                             selection=Selection(score_thr=0.4,
+                                                                                 classes=['person', 2]))))
     assert fake.inferred == 3 and [i.inferred for i in items] == [i % 4 == 0 for i in range(9)]
     assert items[1].detections is items[0].detections and items[4].detections is not items[0].detections
     assert all(i.detections.class_names == ['person'] for i in items)   # cat's 0.2 is below 0.4
     with pytest.raises(MrcnnError, match="unknown class 'dog'"):
-        stream_sources(fake, sources, selection=Selection(classes='dog'))   # before anything is read
+        stream_sources(fake, sources, StreamOptions(selection=Selection(classes='dog')))   # before anything is read
     assert fake.inferred == 3

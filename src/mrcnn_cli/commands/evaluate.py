@@ -12,7 +12,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from mrcnn_cli.engine.distributed import partition, process_group
-from mrcnn_cli.engine.stream import stream_sources
+from mrcnn_cli.engine.stream import StreamOptions, stream_sources
 from mrcnn_cli.errors import MrcnnError, first_line
 from mrcnn_cli.io.coco import category_ids
 from mrcnn_cli.io.coco_checks import check_annotations
@@ -125,8 +125,8 @@ def run_inference(predictor, gt, images_dir, log_path, all_ids, part, options=Ev
         start = time.perf_counter()
         show = options.progress and part.rank == 0
         with tqdm(total=len(todo), desc='eval', unit='img', disable=None if show else True) as bar:
-            for item in (stream_sources(predictor, sources, errors='yield', max_pixels=options.max_pixels)
-                         if sources else []):
+            stream = StreamOptions(errors='yield', max_pixels=options.max_pixels)
+            for item in (stream_sources(predictor, sources, stream) if sources else []):
                 k = todo[item.source_index]
                 image_id = all_ids[k]
                 bar.update(1)

@@ -17,7 +17,7 @@ from mrcnn_cli.commands.options import RunOptions, SaveOptions, VideoOptions
 from mrcnn_cli.engine.detections import Selection
 from mrcnn_cli.engine.distributed import partition, process_group
 from mrcnn_cli.engine.runner import Stage
-from mrcnn_cli.engine.stream import stream_sources
+from mrcnn_cli.engine.stream import StreamOptions, stream_sources
 from mrcnn_cli.engine.tiling import TileOptions
 from mrcnn_cli.engine.timing import no_stage
 from mrcnn_cli.errors import MrcnnError
@@ -381,11 +381,10 @@ def _run(predictor, sources, writer, opts, show_progress):
     with tqdm(total=total or None, unit='img', desc='predict',
               disable=None if show_progress else True) as bar:   # None: no bar when stderr is not a terminal
         opened = set()
-        for item in (stream_sources(predictor, sources, vid_stride=opts.video.vid_stride,
-                                    max_frames=opts.video.max_frames, max_pixels=opts.max_pixels,
-                                    batch_size=opts.batch_size, errors='yield', tiles=opts.tiles,
-                                    selection=Selection(opts.score_thr, opts.classes), stage=opts.stage)
-                     if sources else ()):
+        stream = StreamOptions(vid_stride=opts.video.vid_stride, max_frames=opts.video.max_frames,
+                               max_pixels=opts.max_pixels, batch_size=opts.batch_size, errors='yield', tiles=opts.tiles,
+                               selection=Selection(opts.score_thr, opts.classes), stage=opts.stage)
+        for item in (stream_sources(predictor, sources, stream) if sources else ()):
             if item.video is not None and item.source_index not in opened:
                 opened.add(item.source_index)
                 frames = min(item.video.frames, opts.video.max_frames or item.video.frames)

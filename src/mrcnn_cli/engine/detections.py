@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, Union
 
 import cv2
 import numpy as np
@@ -25,6 +25,7 @@ from mrcnn_cli.ops.paste import MaskWindow
 
 if TYPE_CHECKING:
     import pandas as pd
+    from typing_extensions import Unpack
 
     from mrcnn_cli.io.scene import GeoReference
 
@@ -32,6 +33,18 @@ if TYPE_CHECKING:
 ClassSelection = Union[str, int, Iterable[Union[str, int]], None]  # noqa: UP007 - evaluated on 3.10 too
 DEFAULT_PLOT_SCORE_THR = DEFAULT_SCORE_THR
 MaskFormat = Literal['rle', 'polygon']   # how a COCO entry's segmentation is written
+
+
+class DrawKeywords(TypedDict, total=False):
+    """`Detections.plot`'s drawing options (visualize.DrawOptions' fields)."""
+    line_width: int | None
+    mask_alpha: float
+    labels: bool
+    conf: bool
+    boxes: bool
+    masks: bool
+    label_size: int | None
+    max_labels: int | None
 
 
 @dataclass(frozen=True)
@@ -347,18 +360,20 @@ class Detections:
             raise MrcnnError(f'image is {image.shape[1]}x{image.shape[0]}, detections are for '
                              f'{self.width}x{self.height}')
 
-    def plot(self, image: np.ndarray, *, score_thr: float = DEFAULT_PLOT_SCORE_THR, line_width: int | None = None,
-             mask_alpha: float = 0.5, labels: bool = True, conf: bool = True, boxes: bool = True,
-             masks: bool = True, label_size: int | None = None, max_labels: int | None = None) -> np.ndarray:
+    def plot(self, image: np.ndarray, *, score_thr: float = DEFAULT_PLOT_SCORE_THR,
+             **draw: Unpack[DrawKeywords]) -> np.ndarray:
         """A BGR uint8 copy of `image` (BGR, as cv2.imread gives) with the detections scoring at
         least `score_thr` drawn (0.3, what `mrcnn predict` draws; 0 draws all): masks blended in
         with `mask_alpha`, boxes, and 'class score' labels placed so that they do not cover each
         other (one that would is left out).  `labels=False` hides the labels, `conf=False` only
         their scores; `line_width` defaults to about 1 px per 400 px of the image's shorter side,
         `label_size` (a label's height, px) to 4 % of it, 16 to 32 px; `max_labels` labels only the
-        surest that many."""
+        surest that many (the fields of visualize.DrawOptions, by name)."""
         from mrcnn_cli.visualize import DrawOptions, draw_detections
-        options = DrawOptions(line_width, mask_alpha, labels, conf, boxes, masks, label_size, max_labels)
+        unknown = sorted(set(draw) - set(DrawKeywords.__annotations__))
+        if unknown:
+            raise TypeError(f'plot() got an unexpected keyword argument {unknown[0]!r}')
+        options = DrawOptions(**draw)
         self._check_image(image)
         shown = self.filter(score_thr=score_thr) if score_thr else self
         return draw_detections(image, shown, options)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
 from mrcnn_cli.engine.detections import Detections, Selection, check_score_thr, select_classes
@@ -63,20 +64,33 @@ def _video_frames(si: int, src: Source, vid_stride: int, max_frames: int | None,
         yield problem(warning=f'{src.name}: {stats.skipped} unreadable frames skipped')
 
 
-def stream_sources(runner: Runner, sources: Sequence[Source], *, vid_stride: int = 1,
-                   max_frames: int | None = None, batch_size: int = 1, errors: ErrorMode = 'warn',
-                   max_pixels: int = MAX_PIXELS, selection: Selection = Selection(),
-                   tiles: TileOptions | None = None, stage: Stage = no_stage) -> Iterator[StreamItem]:
-    """StreamItems for `sources` (see `Predictor.stream`).  `stage` is the timing hook (see
-    engine.runner): each image's preparation runs in `stage('preprocess')` on the reader thread,
-    and the runner gets it for its own stages on the model thread."""
-    if errors not in ERROR_MODES:
-        raise MrcnnError(f'errors must be one of {", ".join(map(repr, ERROR_MODES))}, not {errors!r}')
-    max_pixels = check_max_pixels(max_pixels)
-    if tiles is not None and any(s.is_video for s in sources):
+@dataclass(frozen=True)
+class StreamOptions:
+    """How a stream reads and runs its sources (see `Predictor.stream`).  `stage` is the timing
+    hook (see engine.runner): each image's preparation runs in `stage('preprocess')` on the
+    reader thread, and the runner gets it for its own stages on the model thread."""
+    vid_stride: int = 1
+    max_frames: int | None = None
+    batch_size: int = 1
+    errors: ErrorMode = 'warn'
+    max_pixels: int = MAX_PIXELS
+    selection: Selection = Selection()
+    tiles: TileOptions | None = None
+    stage: Stage = no_stage
+
+
+def stream_sources(runner: Runner, sources: Sequence[Source],
+                   options: StreamOptions = StreamOptions()) -> Iterator[StreamItem]:
+    """StreamItems for `sources` through `runner` (see `Predictor.stream`).  The options are
+    checked here, before anything is read."""
+    if options.errors not in ERROR_MODES:
+        raise MrcnnError(f'errors must be one of {", ".join(map(repr, ERROR_MODES))}, not {options.errors!r}')
+    options = replace(options, max_pixels=check_max_pixels(options.max_pixels))
+    if options.tiles is not None and any(s.is_video for s in sources):
         warn(f'{option("tile")} slices images; videos, cameras and streams run whole')
-    infer = _filtered(functools.partial(runner.predict_prepared, stage=stage), selection, runner.classes)
-    return _stream_items(runner, sources, infer, vid_stride, max_frames, batch_size, errors, max_pixels, tiles, stage)
+    infer = _filtered(functools.partial(runner.predict_prepared, stage=options.stage), options.selection,
+                      runner.classes)
+    return _stream_items(runner, sources, infer, options)
 
 
 def _filtered(infer: Infer, selection: Selection, names: Sequence[str]) -> Infer:
@@ -89,17 +103,18 @@ def _filtered(infer: Infer, selection: Selection, names: Sequence[str]) -> Infer
     return lambda prepared: [det.filter(score_thr=score_thr, classes=keep) for det in infer(prepared)]
 
 
-def _stream_items(runner: Runner, sources: Sequence[Source], infer: Infer, vid_stride: int, max_frames: int | None,
-                  batch_size: int, errors: ErrorMode, max_pixels: int, tiles: TileOptions | None,
-                  stage: Stage) -> Iterator[StreamItem]:
-    items = source_items(sources, vid_stride, max_frames, max_pixels, tiles, runner.scale)
-    slices = Slices(tiles, runner.classes)
+def _stream_items(runner: Runner, sources: Sequence[Source], infer: Infer,
+                  options: StreamOptions) -> Iterator[StreamItem]:
+    errors = options.errors
+    items = source_items(sources, options.vid_stride, options.max_frames, options.max_pixels, options.tiles,
+                         runner.scale)
+    slices = Slices(options.tiles, runner.classes)
 
     def prepare(frame: Frame) -> Prepared:
-        with stage('preprocess'):
+        with options.stage('preprocess'):
             return prepare_frame(runner, frame)
 
-    for item in pipelined(items, infer, batch_size, prepare=prepare):
+    for item in pipelined(items, infer, options.batch_size, prepare=prepare):
         if isinstance(item, Frame) and item.tile is not None:   # a tile's detections, held until its scene ends
             slices.add(item)
             continue
