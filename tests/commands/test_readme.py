@@ -96,3 +96,7 @@ def test_the_set_up_command_installs_what_the_main_job_needs_and_the_test_comman
     targets = dict(re.findall(r'^([\w-]+):([^\n]*)$', makefile, flags=re.M))
     assert 'test-deps' in targets['test'] and 'test-deps' in targets['lint'] and 'test-deps' in targets['test-quick']
     assert 'test-deps' not in targets['setup'] and 'setup' in targets['demo']
+
+
+def test_the_readme_stays_what_a_newcomer_reads_in_two_minutes():
+    assert len((ROOT / 'README.md').read_text().splitlines()) <= 300   # detail goes to docs/
