@@ -6,7 +6,6 @@ runs/bench-serve/.  `--soak N` then sends N more requests at 1x load in chunks o
 server's RSS after each chunk: whether memory stays flat once every thread has been used."""
 import argparse
 import json
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,12 +18,6 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = sorted((ROOT.parent / 'shared' / 'data' / 'coco_mini_val2017' / 'val2017').glob('*.jpg'))[:10]
 OUT = ROOT / 'runs' / 'bench-serve'
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def rss_mb(pid):
@@ -89,10 +82,10 @@ def main():
         subprocess.run([sys.executable, '-m', 'mrcnn_cli', 'predict', str(folder), *model, '--no-vis', '-q',
                         '--out', str(Path(tmp) / 'out'), '--batch-size', str(args.max_batch)], check=True)
         predict_ips = count / (time.perf_counter() - start)   # start-up included, as a user runs it
-    port = free_port()
-    server = subprocess.Popen([sys.executable, '-m', 'mrcnn_cli', 'serve', *model, '--port', str(port), '-q',
-                               '--max-batch', str(args.max_batch), '--queue', str(2 * args.max_batch)])
-    base = f'http://127.0.0.1:{port}'
+    server = subprocess.Popen([sys.executable, '-m', 'mrcnn_cli', 'serve', *model, '--port', '0',
+                               '--max-batch', str(args.max_batch), '--queue', str(2 * args.max_batch)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = next(line.split()[2].rstrip('/') for line in server.stderr if line.startswith('serving on '))
     try:
         while True:
             try:
