@@ -157,6 +157,8 @@ async def predict_batch(request: Request, svc: Annotated[Service, Depends(servic
     if not uploads:
         raise ClientError(422, f'send images as multipart fields named {FIELD!r}{_other_fields(request)}')
     tasks = [asyncio.ensure_future(svc.answer(data, name, options, request.is_disconnected)) for name, data in uploads]
+    for task in tasks:   # a refusal that lands after the first is this answer's too: retrieved, not logged
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
     finally:
