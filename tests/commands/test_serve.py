@@ -112,7 +112,7 @@ def start_server(checkpoint, *options):
             if httpx.get(base + '/readyz').status_code == 200:
                 return proc, base
         except httpx.TransportError:
-            continue
+            time.sleep(0.05)   # polling its readiness (refused until it listens), not timing it
     raise AssertionError(f'the server exited: {proc.stderr.read()[-2000:]}')
 
 
