@@ -105,7 +105,6 @@ class OpenVinoBackend(GraphBackend):
             return None
         return 'warning: no openvino bf16 row: OpenVINO computes BF16 only on CPUs that have it (AVX512-BF16 or AMX)'
 
-
     @property
     def execution_device(self) -> str:
         return self.ov_device

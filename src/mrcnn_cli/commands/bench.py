@@ -363,8 +363,9 @@ def bench_rows(choice, batch_size=1, warn=print):
                 warn(f'warning: no {cls.name} rows: what it needs is not installed (pip install '
                      f"'mrcnn-cli[{cls.name}]')")
                 continue
-            if cls.bench_note() and cls.device_for(choice.device) == 'cpu':
-                warn(cls.bench_note())
+            note = cls.bench_note() if cls.device_for(choice.device) == 'cpu' else None
+            if note:
+                warn(note)
             rows += [replace(choice, backend=cls.name, precision=precision, device=cls.device_for(choice.device),
                              compile=choice.compile and cls.compiles, onnx=choice.onnx if cls.runs_graph else None,
                              ort_provider=choice.ort_provider if cls.takes_provider else None)

@@ -22,6 +22,7 @@ from mrcnn_cli.commands.options import (
     weights_dir_option,
 )
 from mrcnn_cli.errors import MrcnnError, command_line_voice
+from mrcnn_cli.model.spec import DEFAULT_SCORE_THR
 from mrcnn_cli.version import __version__
 
 
@@ -105,7 +106,7 @@ def load_model(model, announce=True):
 @cli.command()
 @click.argument('sources', nargs=-1, required=True)
 @model_choice()
-@click.option('--score-thr', type=click.FloatRange(0, 1), default=0.3, show_default=True,
+@click.option('--score-thr', type=click.FloatRange(0, 1), default=DEFAULT_SCORE_THR, show_default=True,
               help='Minimum score drawn and written to JSON (the model always applies 0.05).')
 @click.option('--out', 'out_dir', type=click.Path(file_okay=False), default='runs/predict', show_default=True,
               help='Output folder (one holding another run becomes runs/predict2, ... by default).')

@@ -348,11 +348,12 @@ def eval_with_model(predictor, ann, images_dir, out_dir, options=EvalOptions(), 
     out_dir = Path(out_dir)
     part = partition(options.shard)
     rank, world = part.rank, part.world
+    log_path = out_dir / f'results{part.tag}.partial.jsonl'
     if not options.resume:
-        check_no_other_run(out_dir, f'results{part.tag}.partial.jsonl')
+        check_no_other_run(out_dir, log_path.name)
     with process_group(part, predictor.device.type == 'cuda') as dist:   # the last collective: the gather
         all_ids = select_images(gt, options.max_images)
-        run = run_inference(predictor, gt, images_dir, out_dir / f'results{part.tag}.partial.jsonl', all_ids, part,
+        run = run_inference(predictor, gt, images_dir, log_path, all_ids, part,
                             options, warn)
         outcome = EvalOutcome(total=len(all_ids), rank=rank, seconds=run.seconds)
         if dist:

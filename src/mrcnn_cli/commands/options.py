@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from mrcnn_cli.engine.choice import ModelChoice, Precision
+from mrcnn_cli.engine.choice import ModelChoice, Precision, parse_scale
 from mrcnn_cli.io.image_header import MAX_PIXELS, OPENCV_MAX_PIXELS
 from mrcnn_cli.model.spec import TEST_SCALE
 
@@ -47,11 +47,11 @@ def complete_zoo_names(ctx, param, incomplete):
 
 
 def _parse_scale(ctx, param, value):
+    from mrcnn_cli.errors import MrcnnError
     try:
-        long, short = (int(v) for v in value.replace('x', ',').split(','))
-    except ValueError:
+        return parse_scale(value)
+    except MrcnnError:
         raise click.BadParameter(f'need LONG,SHORT such as 1333,800, not {value!r}') from None
-    return long, short
 
 
 def _model_choice(**given):

@@ -9,7 +9,6 @@ import itertools
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import cv2
 
@@ -31,8 +30,9 @@ from mrcnn_cli.io.results_log import (
     write_document,
 )
 from mrcnn_cli.io.scene import shrunk_size
-from mrcnn_cli.io.sources import IMAGE, URL, output_names
+from mrcnn_cli.io.sources import IMAGE, file_path, output_names
 from mrcnn_cli.io.video import VideoSink, display_available, video_suffix
+from mrcnn_cli.model.spec import DEFAULT_SCORE_THR
 from mrcnn_cli.visualize import PICTURE_MAX_SIDE, DrawOptions
 
 LOSSY_SUFFIXES = {'.jpg', '.jpeg', '.jp2'}
@@ -42,7 +42,7 @@ LOSSY_SUFFIXES = {'.jpg', '.jpeg', '.jp2'}
 class PredictOptions:
     """How one `mrcnn predict` run works; the option groups as the command line builds them."""
     out_dir: Path = Path('runs/predict')
-    score_thr: float = 0.3
+    score_thr: float = DEFAULT_SCORE_THR
     vis: bool = True                      # pictures and videos (else predictions.json and the files asked for)
     classes: list[str] | None = None      # keep only these class names
     batch_size: int = 1
@@ -75,7 +75,7 @@ def picture_suffix(source, codec):
     """Pictures keep a lossless format for lossless inputs (PNG in, PNG out; JPEG in, JPEG out)."""
     if source.is_video:
         return video_suffix(codec)
-    suffix = Path(urlsplit(str(source.location)).path if source.kind == URL else str(source.location)).suffix
+    suffix = file_path(source).suffix
     if suffix.lower() in ('.jpg', '.jpeg'):
         return suffix   # as the input spells it: x.JPEG and x.jpg in one folder keep their own names
     return '.jpg' if suffix.lower() in LOSSY_SUFFIXES else '.png'

@@ -1,6 +1,7 @@
-"""Three stages joined by bounded queues: decoding in a reader thread, the network in the batching
-engine's model thread, and the caller consuming results in its own thread (drawing, encoding, writing), so that
-no stage waits on another longer than it must and memory stays flat whatever the input length."""
+"""Three stages: decoding in a reader thread, the network in the batching engine's model thread, and
+the caller consuming results in its own thread (drawing, encoding, writing), so that no stage waits
+on another longer than it must.  The engine's bounded queue holds the reader back, so memory stays
+flat whatever the input length."""
 from __future__ import annotations
 
 import contextvars

@@ -283,7 +283,8 @@ def output_names(sources, suffix_of, used=None):
     names = [''] * len(sources)
     own = [i for i, (s, (stem, suffix)) in enumerate(zip(sources, wanted))
            if s.kind == IMAGE and stem + suffix == Path(s.location).name]
-    for i in own + [i for i in range(len(sources)) if i not in set(own)]:
+    mine = set(own)
+    for i in own + [i for i in range(len(sources)) if i not in mine]:
         stem, suffix = wanted[i]
         name, k = stem + suffix, 0
         while name.lower() in used:
@@ -300,8 +301,13 @@ def _output_stem(s):
     if s.kind in (CAMERA, STREAM):
         return stream_name(s.location)
     if s.kind == URL:   # http://host/a.jpg?x=1 -> a
-        return Path(urlsplit(str(s.location)).path).stem or 'url'
+        return file_path(s).stem or 'url'
     return s.name
+
+
+def file_path(src: Source) -> Path:
+    """The file a Source names: its path, or for an image URL the URL's path (no host, no query)."""
+    return Path(urlsplit(str(src.location)).path if src.kind == URL else str(src.location))
 
 
 def read_source_image(src: Source, max_pixels: int = MAX_PIXELS) -> np.ndarray:

@@ -56,8 +56,8 @@ class Service:
     async def start(self) -> None:
         """Start the model thread and warm the model up (its first call is slow); then ready.
         Concurrent callers share one start."""
-        if self._starting is None:
-            self._starting = asyncio.ensure_future(self._start())
+        self.start_soon()
+        assert self._starting is not None
         await asyncio.shield(self._starting)
 
     def start_soon(self) -> None:
