@@ -204,12 +204,19 @@ def answers_at_one_thread(checkpoint):
         torch.set_num_threads(threads)
 
 
-def test_ray_serve_runs_the_same_app_on_two_replicas(checkpoint):
+def test_ray_serve_runs_the_same_app_on_two_replicas(checkpoint, monkeypatch):
     """A local Ray cluster, two replicas: both answer, with `mrcnn predict`'s entries; Ray's own
     queue bound (max_queued_requests) turns a burst into 200s and 503s only."""
     import httpx
     ray = pytest.importorskip('ray')
     from ray import serve
+    from ray.serve._private import api as serve_api, client as serve_client
+    # Ray gives its HTTP proxy a fixed 60 s to start (a module constant, no setting) and its workers
+    # 60 s to register: on a 2-core machine with other work running, starting Python processes that
+    # import Ray takes longer. Nothing here is about speed, so give them room.
+    for module in (serve_api, serve_client):
+        monkeypatch.setattr(module, 'HTTP_PROXY_TIMEOUT', 600)
+    monkeypatch.setenv('RAY_worker_register_timeout_seconds', '600')
 
     from mrcnn_cli.serve.ray_serve import app_builder
     # one CPU a replica, the machine's two in the cluster; Ray sets a replica's torch threads to its CPUs, and
