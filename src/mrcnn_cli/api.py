@@ -15,7 +15,8 @@ from mrcnn_cli.predictor import Predictor
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-MODEL_FILE_SUFFIXES = ('.pth', '.pt', '.ckpt', '.bin', '.onnx')
+MODEL_FILE_SUFFIXES = ('.pth', '.pt', '.ckpt', '.bin', '.onnx', '.xml')
+GRAPH_KINDS = {'onnx': 'an ONNX file', 'openvino': 'an OpenVINO model'}   # what `mrcnn export` writes
 
 
 class LoadOptions(TypedDict, total=False):
@@ -73,15 +74,16 @@ def sorted_files(choice: ModelChoice) -> ModelChoice:
     if name is not None and (isinstance(name, os.PathLike) or Path(name).is_file()):
         kind = model_file_kind(name)
         if kind is None:
-            raise MrcnnError(f'{name} is neither a PyTorch checkpoint nor an ONNX file (pass a zoo name, '
-                             'see `mrcnn zoo list`, or a model file)')
+            raise MrcnnError(f'{name} is neither a PyTorch checkpoint nor an ONNX file (nor an OpenVINO model; '
+                             'pass a zoo name, see `mrcnn zoo list`, or a model file)')
         if (weights if kind == 'checkpoint' else onnx) is not None:
             raise MrcnnError(f'{name} is a model file and {option("weights" if kind == "checkpoint" else "onnx")} '
                              'names another: pass one of them')
         name, weights, onnx = (None, name, onnx) if kind == 'checkpoint' else (None, weights, name)
         choice = replace(choice, name=None, weights=weights, onnx=onnx)
-    if weights is not None and model_file_kind(weights) == 'onnx':
-        raise MrcnnError(f'{weights} is an ONNX file, not a PyTorch checkpoint: pass it as '
+    graph_kind = model_file_kind(weights) if weights is not None else None
+    if graph_kind in GRAPH_KINDS:
+        raise MrcnnError(f'{weights} is {GRAPH_KINDS[graph_kind]}, not a PyTorch checkpoint: pass it as '
                          f'{option("onnx", meta=str(weights))}')
     if onnx is not None and model_file_kind(onnx) == 'checkpoint':
         raise MrcnnError(f'{onnx} is a PyTorch checkpoint, not an ONNX file: pass it as '

@@ -54,7 +54,7 @@ def option(name: str, value: object = _UNSET, *, meta: str | None = None) -> str
         if value is not _UNSET:
             return f'{name}={value!r}'
         return f'{name}={meta}' if meta else name
-    if name == 'precision' and isinstance(value, str):
+    if name == 'precision' and value in ('fp16', 'bf16'):   # their own flags
         return f'--{value}'
     flag = _FLAGS.get(name, '--' + name.replace('_', '-'))
     if value is True:   # a flag that is on

@@ -8,7 +8,8 @@ from mrcnn_cli.backends.onnx_graph import GraphBackend
 from mrcnn_cli.backends.onnx_metadata import parse_metadata
 from mrcnn_cli.engine.choice import ModelChoice
 from mrcnn_cli.engine.preprocess import TEST_SCALE
-from mrcnn_cli.errors import MrcnnError, first_line
+from mrcnn_cli.errors import MrcnnError, first_line, option
+from mrcnn_cli.io.files import model_file_kind
 
 PROVIDERS = {'cuda': 'CUDAExecutionProvider', 'tensorrt': 'TensorrtExecutionProvider',
              'cpu': 'CPUExecutionProvider'}
@@ -55,7 +56,15 @@ class OnnxBackend(GraphBackend):
     name = 'onnx'
     takes_provider = True
     describe_template = '{name} backend on onnxruntime {device}'
-    precision_hint = '; the graph runs as exported: `mrcnn export --fp16` makes an FP16 one'
+    precision_hint = ('; the graph runs as exported: `mrcnn export --fp16` makes an FP16 one, `mrcnn export --int8` '
+                      'an INT8 one for OpenVINO')
+
+    @classmethod
+    def check_choice(cls, choice: ModelChoice) -> None:
+        super().check_choice(choice)
+        if choice.onnx is not None and model_file_kind(choice.onnx) == 'openvino':
+            raise MrcnnError(f'{choice.onnx} is an OpenVINO model (`mrcnn export --int8` writes one): '
+                             f'{option("backend", "openvino")} runs it')
 
     @classmethod
     def from_choice(cls, choice: ModelChoice) -> OnnxBackend:

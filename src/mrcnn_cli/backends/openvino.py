@@ -1,7 +1,10 @@
 """OpenVINO backend: the same ONNX file `mrcnn export` writes, compiled by OpenVINO (Intel CPUs,
-GPUs and NPUs; BF16 on CPUs that have it), behind the same Backend interface."""
+GPUs and NPUs; BF16 on CPUs that have it), or the INT8 model `mrcnn export --int8` writes (an
+OpenVINO IR, .xml beside its .bin), behind the same Backend interface."""
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 from pathlib import Path
 
@@ -12,7 +15,8 @@ from mrcnn_cli.backends.onnx_graph import GraphBackend
 from mrcnn_cli.backends.onnx_metadata import parse_metadata
 from mrcnn_cli.engine.choice import ModelChoice, Precision
 from mrcnn_cli.engine.preprocess import TEST_SCALE
-from mrcnn_cli.errors import MrcnnError, first_line, option
+from mrcnn_cli.errors import MrcnnError, first_line, option, warn
+from mrcnn_cli.io.files import file_sha256
 
 DEVICES = {'auto': 'AUTO', 'cpu': 'CPU', 'gpu': 'GPU', 'npu': 'NPU'}
 HINTS = {'fp32': 'f32', 'bf16': 'bf16', 'fp16': 'f16'}
@@ -70,6 +74,39 @@ def device_capabilities(core, target):
         return None
 
 
+INT8_DOT_FLAGS = {'avx512_vnni', 'avx_vnni', 'amx_int8', 'asimddp', 'i8mm'}   # x86 VNNI/AMX, Arm dot product
+
+
+def cpu_has_int8_dot_product():
+    """Whether this CPU has INT8 dot-product units (VNNI, AMX-INT8, Arm's SDOT), from /proc/cpuinfo's
+    flags; None where the flags cannot be read (not Linux)."""
+    try:
+        text = Path('/proc/cpuinfo').read_text()
+    except OSError:
+        return None
+    flags = {f for line in text.splitlines() if line.startswith(('flags', 'Features')) for f in line.split()}
+    return bool(flags & INT8_DOT_FLAGS)
+
+
+def check_int8_file(meta, path, precision):
+    """An INT8 file runs as it was quantized (its floating-point parts in FP32) and only in the mrcnn
+    version that wrote it; `precision` int8 needs one.  Returns the precision it runs in."""
+    from mrcnn_cli.version import __version__
+    made_in = meta.get('precision', 'fp32')
+    if made_in != Precision.INT8:
+        if precision == Precision.INT8:
+            raise MrcnnError(f'{option("precision", "int8")} runs an INT8 file from `mrcnn export --int8`; {path} '
+                             f'is an {made_in} export')
+        return Precision.of(precision)
+    if precision not in (Precision.FP32, Precision.INT8):
+        raise MrcnnError(f'{path} is an INT8 model: it runs in int8 (its other parts in FP32), not '
+                         f'{option("precision", str(precision))}')
+    if meta.get('mrcnn_version') != __version__:
+        raise MrcnnError(f'{path} was quantized by mrcnn {meta.get("mrcnn_version") or "(unknown)"}, this is mrcnn '
+                         f'{__version__}: export it again with this version')
+    return Precision.INT8
+
+
 def cpu_runs_bf16():
     """Whether OpenVINO's CPU plugin computes in BF16 on this machine (AVX512-BF16, AMX)."""
     import openvino as ov
@@ -80,7 +117,7 @@ class OpenVinoBackend(GraphBackend):
     """An `mrcnn export` file compiled by OpenVINO (Intel CPUs, GPUs and NPUs), BF16/FP16 as hints."""
 
     name = 'openvino'
-    precisions = (Precision.FP32, Precision.BF16, Precision.FP16)
+    precisions = (Precision.FP32, Precision.BF16, Precision.FP16, Precision.INT8)
     describe_template = 'OpenVINO on {device}'
 
     @classmethod
@@ -125,8 +162,14 @@ class OpenVinoBackend(GraphBackend):
         except Exception as e:  # noqa: BLE001
             raise MrcnnError(f'{path}: cannot load the ONNX model in OpenVINO ({first_line(e)})') from None
         info = parse_metadata(meta, path)
-        check_precision(core, target, precision)
-        config = compile_config(target, precision, threads)
+        precision = check_int8_file(meta, path, Precision.of(precision))
+        # INT8 files hold their own quantization: their other parts run in FP32, as the guard measured them
+        hint = Precision.FP32 if precision == Precision.INT8 else precision
+        check_precision(core, target, hint)
+        if precision == Precision.INT8 and target == 'CPU' and cpu_has_int8_dot_product() is False:
+            warn('this CPU has no INT8 dot-product units (VNNI, AMX): INT8 runs slowly here; '
+                 '--precision bf16 or fp32 on the FP32 export is faster')
+        config = compile_config(target, hint, threads)
         cache = Path(cache_dir) if cache_dir else default_cache_dir()
         try:
             cache.mkdir(parents=True, exist_ok=True)
@@ -147,6 +190,24 @@ class OpenVinoBackend(GraphBackend):
                 check_precision(core, chosen.strip(), precision)
         super().__init__(info.spec, info.classes, torch.device('cpu'), str(path), precision, info.palette, scale)
         self.metadata = meta
+
+    @property
+    def agreement(self) -> dict | None:
+        """An INT8 file's accuracy guard, as its export measured it (None for other files)."""
+        import json
+        text = self.metadata.get('agreement') if self.precision == Precision.INT8 else None
+        return json.loads(text) if text else None
+
+    @functools.cached_property
+    def weights_sha256(self) -> str | None:
+        """An OpenVINO model's weights are in the .bin beside its .xml: both are hashed."""
+        xml = Path(self.source)
+        if xml.suffix != '.xml':
+            return super().weights_sha256
+        digest = hashlib.sha256()
+        for part in (xml, xml.with_suffix('.bin')):
+            digest.update(file_sha256(part).encode())
+        return digest.hexdigest()
 
     def run_graph(self, inputs):
         outs = self.request.infer(inputs)

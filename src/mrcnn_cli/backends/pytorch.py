@@ -35,6 +35,8 @@ class TorchBackend(Backend):
     name = 'torch'
     precisions = (Precision.FP32, Precision.FP16, Precision.BF16)
     compiles = True
+    precision_hint = ('; INT8 runs on OpenVINO: `mrcnn export --int8 FILE.xml --calib DIR`, then '
+                      '--onnx FILE.xml')
 
     @classmethod
     def from_choice(cls, choice: ModelChoice) -> TorchBackend:

@@ -6,8 +6,9 @@ from mrcnn_cli.backends.base import Backend
 from mrcnn_cli.backends.onnx_runtime import OnnxBackend
 from mrcnn_cli.backends.openvino import OpenVinoBackend
 from mrcnn_cli.backends.pytorch import TorchBackend
-from mrcnn_cli.engine.choice import ModelChoice
+from mrcnn_cli.engine.choice import ModelChoice, Precision
 from mrcnn_cli.errors import MrcnnError
+from mrcnn_cli.io.files import model_file_kind
 
 # In order of preference: the first that runs checkpoints, the first that runs exported graphs.
 BACKENDS: dict[str, type[Backend]] = {cls.name: cls for cls in (TorchBackend, OnnxBackend, OpenVinoBackend)}
@@ -23,9 +24,11 @@ def backend_named(name: str) -> type[Backend]:
 
 def backend_for(choice: ModelChoice) -> type[Backend]:
     """The backend a ModelChoice names, or by default the first that runs what it gives (an
-    exported graph for `onnx`, else a checkpoint)."""
+    exported graph for `onnx`, else a checkpoint; OpenVINO for an INT8 file)."""
     if choice.backend is not None:
         return backend_named(choice.backend)
+    if choice.precision == Precision.INT8 or (choice.onnx is not None and model_file_kind(choice.onnx) == 'openvino'):
+        return OpenVinoBackend    # INT8 files are OpenVINO models
     return next(cls for cls in BACKENDS.values() if cls.runs_graph == (choice.onnx is not None))
 
 

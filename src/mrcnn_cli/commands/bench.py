@@ -14,7 +14,7 @@ from tqdm import tqdm
 from mrcnn_cli.backends.base import Backend
 from mrcnn_cli.backends.pytorch import load_torch_model
 from mrcnn_cli.backends.registry import BACKENDS, backend_for
-from mrcnn_cli.engine.choice import Precision
+from mrcnn_cli.engine.choice import ModelChoice, Precision
 from mrcnn_cli.engine.memory import release_freed_memory
 from mrcnn_cli.engine.preprocess import pad_batch
 from mrcnn_cli.engine.timing import StageTimer, no_stage
@@ -48,6 +48,7 @@ class BenchRow:
     tiled: dict | None = None         # `mrcnn predict --tile`: {tile, tiles_per_s, megapixels_per_s, cpu_overhead, ...}
     load_s: float | None = None       # building the predictor (checkpoint read, model built and rewritten)
     first_result_s: float | None = None   # load + the first image's detections (the first call compiles, warms up)
+    agreement: dict | None = None     # an INT8 file's accuracy guard: its agreement with the FP32 model it came from
 
 
 @dataclass
@@ -202,6 +203,10 @@ def format_table(report):
                        f'{t["seconds"]:.1f} s: {t["tiles_per_s"]:.2f} tiles/s, {t["megapixels_per_s"]:.2f} '
                        f'megapixels/s, {t["detections_per_megapixel"]:.0f} detections/megapixel; the CPU side adds '
                        f'{t["cpu_overhead"]:.1%} to the model time')
+        if r.agreement:
+            a = r.agreement
+            out.append(f'  {r.backend} {r.precision} agreement with FP32 (its export\'s guard, {a["images"]} held-out '
+                       f'images): box AP {a["box_ap"]:.3f}, mask AP {a["mask_ap"]:.3f}, found {a["found"]:.1%}')
         if r.stages_ms:
             parts = ', '.join(f'{k} {v:.0f}' for k, v in r.stages_ms.items())
             start = f'; load {r.load_s:.2f} s, first result {r.first_result_s:.2f} s' if r.first_result_s else ''
@@ -348,11 +353,23 @@ def _torchvision_row(peer, plan):
     return measure('torchvision', 'fp32', plan.device, runner.predict_batch, plan)
 
 
-def bench_rows(choice, batch_size=1, warn=print):
+def bench_rows(choice, batch_size=1, warn=print, int8=None):
     """The rows `mrcnn bench` times, one ModelChoice each: the backend `choice` names, or with
-    backend='all' every backend that is installed, in the precisions each is timed in.  An option
-    a row's backend does not take is refused (one backend) or said in one warning line ('all'),
-    never ignored."""
+    backend='all' every backend that is installed, in the precisions each is timed in; then, with
+    `int8` (a file from `mrcnn export --int8`), OpenVINO's INT8 row.  An option a row's backend
+    does not take is refused (one backend) or said in one warning line ('all'), never ignored."""
+    rows = _choice_rows(choice, warn)
+    if int8 is not None:
+        from mrcnn_cli.backends.openvino import OpenVinoBackend
+        rows.append(ModelChoice(onnx=int8, backend=OpenVinoBackend.name, precision=Precision.INT8,
+                                device=OpenVinoBackend.device_for(choice.device), scale=choice.scale))
+        OpenVinoBackend.check_choice(rows[-1])
+    if batch_size > 1 and not all(backend_for(row).batches for row in rows):
+        warn('warning: the ONNX graph takes one image per call: --batch-size applies to the torch rows only')
+    return rows
+
+
+def _choice_rows(choice, warn):
     if choice.backend != 'all':
         backend_for(choice).check_choice(choice)
         rows = [choice]
@@ -377,8 +394,6 @@ def bench_rows(choice, batch_size=1, warn=print):
         if kept:   # the first row is the checkpoint's backend, the one row that takes them
             warn(f'warning: {" and ".join(kept)} apply to the {rows[0].backend} row only; the other rows keep their '
                  'own precisions')
-    if batch_size > 1 and not all(backend_for(row).batches for row in rows):
-        warn('warning: the ONNX graph takes one image per call: --batch-size applies to the torch rows only')
     return rows
 
 
@@ -404,6 +419,7 @@ def run_bench(make_predictor, rows, plan, *, compare=None, pipeline=None, tiled=
         row = measure(predictor.name, predictor.precision, predictor.device, predictor.backend.predict_batch, plan,
                       batch_size=None if predictor.batches else 1, warm_every_batch=compiled)
         row.device = predictor.execution_device
+        row.agreement = getattr(predictor.backend, 'agreement', None)
         row.load_s = load_s
         row.first_result_s = load_s + row.first_result_s if row.first_result_s is not None else None
         if compiled:

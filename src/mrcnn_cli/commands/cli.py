@@ -187,6 +187,16 @@ def merge(out_dir):
     click.echo(f'-> {merge_logs(out_dir)}')
 
 
+def _parse_guard(ctx, param, value):
+    try:
+        box, mask, found = (float(v) for v in value.split(','))
+        if all(0 <= v <= 1 for v in (box, mask, found)):
+            return box, mask, found
+    except ValueError:
+        pass
+    raise click.BadParameter(f'need three numbers in [0, 1], BOX_AP,MASK_AP,FOUND, not {value!r}')
+
+
 @cli.command('export')
 @click.option('--onnx', 'onnx_path', type=click.Path(dir_okay=False), required=True, help='Output .onnx file.')
 @model_choice(backends=None, precision=False, scale=False)
@@ -195,12 +205,47 @@ def merge(out_dir):
 @click.option('--fp16', is_flag=True, help='FP16 network; box decoding and NMS stay FP32.')
 @click.option('--check-image', type=click.Path(dir_okay=False, exists=True), default=None,
               help='Image for the onnxruntime-vs-PyTorch check (default: the bundled demo photo).')
-def export(onnx_path, model, opset, fp16, check_image):
+@click.option('--int8', 'int8_path', type=click.Path(dir_okay=False), default=None,
+              help='Also write an INT8 model for OpenVINO (FILE.xml, its weights in FILE.bin), quantized from the '
+                   'ONNX file with NNCF and checked against it.')
+@click.option('--calib', 'calib_sources', multiple=True,
+              help='Calibration images for --int8: a folder, a glob or files (repeatable).')
+@click.option('--calib-n', type=click.IntRange(1), default=300, show_default=True,
+              help='Calibration images to use at most.')
+@click.option('--int8-check', 'check_sources', multiple=True,
+              help="Held-out images for --int8's accuracy guard (default: the last --int8-check-n of --calib, "
+                   'never used to calibrate).')
+@click.option('--int8-check-n', 'check_n', type=click.IntRange(1), default=50, show_default=True,
+              help='Held-out images for the accuracy guard.')
+@click.option('--int8-guard', 'guard', default='0.90,0.85,0.95', show_default=True, callback=_parse_guard,
+              help='Least agreement with FP32 on the held-out images: box AP, mask AP, share of detections found.')
+@click.option('--force', is_flag=True, help='Write the INT8 model even if it fails the accuracy guard.')
+def export(onnx_path, model, opset, fp16, check_image, int8_path, calib_sources, calib_n, check_sources, check_n,
+           guard, force):
     """Export one ONNX file (standard operators, dynamic size) and check it against PyTorch.
 
     The export itself always traces on the CPU; --device picks where onnxruntime runs the
-    self-check (auto: its CUDA provider when there is a GPU)."""
+    self-check (auto: its CUDA provider when there is a GPU).  With --int8 FILE.xml and --calib,
+    also an INT8 model for OpenVINO, written only if it agrees with the FP32 model on held-out
+    images (box and mask agreement AP, detections found; see docs/int8.md)."""
     from dataclasses import replace
+
+    ctx = click.get_current_context()
+    int8_images = None
+    if int8_path is None:
+        warn_unused(ctx, ('calib_sources', 'calib_n', 'check_sources', 'check_n', 'guard', 'force'), 'without --int8')
+    else:
+        from mrcnn_cli.backends import quantize
+        if not calib_sources:
+            raise click.UsageError('--int8 needs --calib (a folder or glob of calibration images)')
+        if fp16:
+            raise click.UsageError('--int8 quantizes the FP32 export: drop --fp16')
+        if not int8_path.endswith('.xml'):
+            raise click.UsageError(f'--int8 {int8_path}: an INT8 model is an OpenVINO .xml file (its weights go to '
+                                   'the .bin beside it)')
+        quantize.require_nncf()   # before the FP32 export, as the image checks are
+        int8_images = quantize.int8_images(calib_sources, check_sources, calibration_n=calib_n, check_n=check_n,
+                                           warn=warn)
 
     from mrcnn_cli.api import load
     from mrcnn_cli.backends.onnx_export import DEMO_IMAGE, export_onnx
@@ -219,6 +264,12 @@ def export(onnx_path, model, opset, fp16, check_image):
                f'PyTorch: {result}')
     if result.matched < result.total:
         click.echo('warning: onnxruntime and PyTorch disagree on some detections', err=True)
+    if int8_images is not None:
+        done = quantize.quantize_int8(onnx_path, int8_path, int8_images, guard=quantize.Int8Guard(*guard),
+                                      force=force, warn=warn)
+        click.echo(f'exported {done.path} (INT8, calibrated on {done.calibration_images} images) in '
+                   f'{done.seconds:.1f} s')
+        click.echo(f'accuracy guard vs FP32: {done.agreement}: {"passed" if done.passed else "FAILED (--force)"}')
 
 
 @cli.group('eval')
@@ -253,16 +304,17 @@ def eval_coco(ann, images_dir, results_files, merge_dir, model, max_images, out_
     ctx = click.get_current_context()
     if results_files:
         warn_unused(ctx, ('images_dir', 'weights', 'style', 'device', 'weights_dir', 'backend', 'onnx_path',
-                          'ort_provider', 'fp16', 'bf16', 'compile_model', 'max_images', 'resume', 'shard', 'scale',
-                          'max_pixels'), 'with --results (the files are evaluated as they are)')
+                          'ort_provider', 'precision', 'fp16', 'bf16', 'compile_model', 'max_images', 'resume', 'shard',
+                          'scale', 'max_pixels'), 'with --results (the files are evaluated as they are)')
         done = ev.eval_results_files(ann, results_files, out_dir, model.name, covered_only=covered_only, warn=warn)
         _print_evaluation(done.evaluation, ev.published(model.name), classwise)
         click.echo(f'{done.images_evaluated} of {done.images_total} images evaluated; metrics -> {done.metrics_path}')
         return
     warn_unused(ctx, ('covered_only',), 'when a model runs (the images it reads are evaluated)')
     if merge_dir:
-        warn_unused(ctx, ('images_dir', 'weights', 'style', 'device', 'backend', 'onnx_path', 'ort_provider', 'fp16',
-                          'bf16', 'compile_model', 'max_images', 'out_dir', 'resume', 'shard', 'scale', 'max_pixels'),
+        warn_unused(ctx, ('images_dir', 'weights', 'style', 'device', 'backend', 'onnx_path', 'ort_provider',
+                          'precision', 'fp16', 'bf16', 'compile_model', 'max_images', 'out_dir', 'resume', 'shard',
+                          'scale', 'max_pixels'),
                     'with --merge (the parts are evaluated as they were run)')
         _report_evaluation(ev.eval_parts(ann, merge_dir, model.name), model.name, classwise)
         return
@@ -327,14 +379,17 @@ def _print_evaluation(evaluation, published, classwise=False):
 @click.option('--tile', default=None, metavar='SIZE',
               help='Also time `mrcnn predict --tile SIZE --save-geojson` over each of --images once (tiles/s, '
                    'megapixels/s, what the CPU side adds to the network time).')
-def bench(fps, model, images_dir, count, warmup, batch_size, compare, json_path, pipeline, replay, no_vis, tile):
+@click.option('--int8', 'int8_path', type=click.Path(dir_okay=False, exists=True), default=None,
+              help='Also time this INT8 model (from `mrcnn export --int8`) on OpenVINO, with its agreement figures.')
+def bench(fps, model, images_dir, count, warmup, batch_size, compare, json_path, pipeline, replay, no_vis, tile,
+          int8_path):
     """Speed: fps, latency percentiles, peak memory and a per-stage breakdown, per backend."""
     from mrcnn_cli.backends.base import resolve_device
     from mrcnn_cli.commands import bench as bench_lib
     from mrcnn_cli.io.files import write_json
     if (replay or no_vis) and not pipeline:
         raise click.UsageError('--replay and --no-vis go with --pipeline')
-    rows = bench_lib.bench_rows(model, batch_size, warn=warn)
+    rows = bench_lib.bench_rows(model, batch_size, warn=warn, int8=int8_path)
     # only the images the timed batches use (they cycle from the first)
     images, decode_ms = bench_lib.load_images(images_dir, limit=min(64, -(-count // batch_size) * batch_size))
     plan = bench_lib.BenchPlan(images, count, warmup, batch_size, str(resolve_device(rows[0].device)),

@@ -56,9 +56,12 @@ def _parse_scale(ctx, param, value):
 
 def _model_choice(**given):
     """The ModelChoice of the model options a command has (those it lacks keep their defaults)."""
-    if given.get('fp16') and given.get('bf16'):
-        raise click.UsageError('choose one of --fp16 and --bf16')
-    precision = Precision.FP16 if given.get('fp16') else Precision.BF16 if given.get('bf16') else Precision.FP32
+    flags = [p for p in (Precision.FP16, Precision.BF16) if given.get(p.value)]
+    named = given.get('precision')
+    chosen = set(flags) | ({Precision(named)} if named else set())
+    if len(chosen) > 1:
+        raise click.UsageError(f'choose one precision ({", ".join(sorted(p.value for p in chosen))} given)')
+    precision = chosen.pop() if chosen else Precision.FP32
     return ModelChoice(given['model_name'], given['weights'], given.get('onnx_path'), given.get('backend'),
                        given['style'], given['device'], precision, given.get('compile_model', False),
                        given.get('scale', TEST_SCALE), given['weights_dir'], given.get('ort_provider'))
@@ -67,8 +70,8 @@ def _model_choice(**given):
 def model_choice(*, backends: tuple[str, ...] | None = ('torch', 'onnx', 'openvino'), graph_help: str = '',
                  precision: bool = True, scale: bool = True) -> Callable:
     """The options that choose the model, as `model: ModelChoice`.  `backends`: the --backend
-    choices, with --onnx and --ort-provider (None: none of the three); `precision`: --fp16,
-    --bf16, --compile; `scale`: --scale."""
+    choices, with --onnx and --ort-provider (None: none of the three); `precision`: --precision
+    (--fp16 and --bf16 its aliases), --compile; `scale`: --scale."""
     options = [
         ('model_name', click.option('--model', 'model_name', default=None, shell_complete=complete_zoo_names,
                                     help='A zoo name, see `mrcnn zoo list`.')),
@@ -91,9 +94,12 @@ def model_choice(*, backends: tuple[str, ...] | None = ('torch', 'onnx', 'openvi
                                           help='onnxruntime provider (default: CUDA with a GPU, else CPU).'))]
     if precision:
         options += [
-            ('fp16', click.option('--fp16', is_flag=True,
-                                  help='FP16 autocast on a CUDA GPU (NMS, decoding, paste stay FP32).')),
-            ('bf16', click.option('--bf16', is_flag=True, help='BF16 autocast (CPUs with BF16 support, or GPUs).')),
+            ('precision', click.option('--precision', type=click.Choice([p.value for p in Precision]), default=None,
+                                       help='The network\'s precision [default: fp32, or an INT8 file\'s int8]: '
+                                            'fp16 on a CUDA GPU, bf16 on CPUs with BF16 or GPUs, int8 for an '
+                                            '--onnx file from `mrcnn export --int8` (OpenVINO).')),
+            ('fp16', click.option('--fp16', is_flag=True, help='Same as --precision fp16.')),
+            ('bf16', click.option('--bf16', is_flag=True, help='Same as --precision bf16.')),
             ('compile_model', click.option('--compile', 'compile_model', is_flag=True,
                                            help='torch.compile backbone+FPN+RPN (CUDA graphs on a GPU); each new '
                                                 'input size compiles once, so best for video and fixed sizes.'))]

@@ -15,6 +15,7 @@ class Precision(str, Enum):
     FP32 = 'fp32'
     FP16 = 'fp16'
     BF16 = 'bf16'
+    INT8 = 'int8'     # an INT8 file from `mrcnn export --int8`, run by OpenVINO
 
     def __str__(self) -> str:
         return self.value

@@ -93,14 +93,17 @@ _ONNX_NEXT_TAGS = {0x12, 0x1a, 0x22, 0x28, 0x32, 0x3a, 0x42, 0x72, 0xa2, 0xaa}
 
 def model_file_kind(path):
     """'onnx' for an ONNX model, 'checkpoint' for a PyTorch checkpoint (torch.save's zip or legacy
-    pickle), told by the file's first bytes; None for anything else or an unreadable file."""
+    pickle), 'openvino' for an OpenVINO IR (.xml, as `mrcnn export --int8` writes), told by the
+    file's first bytes; None for anything else or an unreadable file."""
     try:
         with open(path, 'rb') as f:
-            head = f.read(4)
+            head = f.read(512)
     except OSError:
         return None
     if head.startswith(b'PK\x03\x04') or head[:1] == b'\x80':
         return 'checkpoint'
+    if head.lstrip().startswith(b'<?xml') and b'<net ' in head:
+        return 'openvino'
     if len(head) >= 3 and head[0] == 0x08 and 1 <= head[1] < 0x80 and head[2] in _ONNX_NEXT_TAGS:
         return 'onnx'
     return None
