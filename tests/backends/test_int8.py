@@ -16,7 +16,7 @@ from mrcnn_cli import MrcnnError, MrcnnWarning, load
 from mrcnn_cli.io.files import file_sha256
 
 from conftest import COCO_IMAGES
-from helpers import FAST, assert_one_error_line, mrcnn_here, no_partial_files
+from helpers import FAST, FAST_SCALE, assert_one_error_line, mrcnn_here, no_partial_files
 
 pytest.importorskip('nncf', reason="INT8 export needs NNCF (pip install 'mrcnn-cli[int8]')")
 pytest.importorskip('openvino', reason="INT8 export needs OpenVINO (pip install 'mrcnn-cli[int8]')")
@@ -39,7 +39,7 @@ def image_folder(folder, names):
 
 
 def export_int8(checkpoint, out, calib, *extra):
-    return mrcnn_here('export', '--weights', checkpoint('r50'), '--style', 'pytorch', '--device', 'cpu',
+    return mrcnn_here('export', '--weights', checkpoint('r50'), '--style', 'pytorch', '--device', 'cpu', *FAST,
                       '--onnx', out / 'r50.onnx', '--int8', out / 'r50_int8.xml', '--calib', calib,
                       *[a for name in CHECK for a in ('--int8-check', COCO_IMAGES / name)], *extra)
 
@@ -65,6 +65,7 @@ def test_the_int8_file_carries_what_made_it_and_what_its_guard_measured(int8_exp
         assert meta[key] == fp32[key], key
     calibration = json.loads(meta['calibration'])
     assert calibration['images'] == len(CALIBRATION) and calibration['first'] == CALIBRATION[0]
+    assert calibration['scale'] == list(FAST_SCALE)
     agreement = json.loads(meta['agreement'])
     assert agreement['images'] == len(CHECK) and agreement['passed'] is True
     assert agreement['thresholds'] == {'box_ap': 0.0, 'mask_ap': 0.0, 'found': 0.0}
@@ -82,7 +83,8 @@ def test_the_guard_measures_what_the_two_models_give(int8_export):
     from mrcnn_cli.engine.compare import agreement_ap
     from mrcnn_cli.io.images import read_image
     out, _ = int8_export
-    fp32, int8 = load(onnx=out / 'r50.onnx', backend='openvino', device='cpu'), load(out / 'r50_int8.xml')
+    fp32 = load(onnx=out / 'r50.onnx', backend='openvino', device='cpu', scale=FAST_SCALE)
+    int8 = load(out / 'r50_int8.xml', device='cpu', scale=FAST_SCALE)
     images = [read_image(COCO_IMAGES / name) for name in CHECK]
     measured = agreement_ap([fp32(img, score_thr=0) for img in images], [int8(img, score_thr=0) for img in images])
     recorded = int8.backend.agreement

@@ -210,7 +210,8 @@ def test_ray_serve_runs_the_same_app_on_two_replicas(checkpoint, monkeypatch):
     import httpx
     ray = pytest.importorskip('ray')
     from ray import serve
-    from ray.serve._private import api as serve_api, client as serve_client
+    from ray.serve._private import api as serve_api
+    from ray.serve._private import client as serve_client
     # Ray gives its HTTP proxy a fixed 60 s to start (a module constant, no setting) and its workers
     # 60 s to register: on a 2-core machine with other work running, starting Python processes that
     # import Ray takes longer. Nothing here is about speed, so give them room.

@@ -117,12 +117,13 @@ def graph_inputs(image: np.ndarray, norm, scale=TEST_SCALE) -> dict[str, np.ndar
     return {'image': pad_batch([p.tensor]).numpy(), 'img_shape': np.asarray(p.img_shape, dtype=np.int64)}
 
 
-def quantize_int8(onnx_path, out_path, images: Int8Images, *, guard: Int8Guard = Int8Guard(), force: bool = False,
+def quantize_int8(onnx_path, out_path, images: Int8Images, *, scale: tuple[int, int] = TEST_SCALE,
+                  guard: Int8Guard = Int8Guard(), force: bool = False,
                   warn: Callable[[str], None] = print) -> Int8Export:
     """Quantize the FP32 export `onnx_path` with NNCF on `images.calibration`, measure it against
-    the FP32 model on `images.check`, and write it to `out_path` (.xml, its .bin beside) when
-    `guard` passes (or with `force`, after one warning).  A failed guard is one MrcnnError naming
-    the numbers, and nothing is written."""
+    the FP32 model on `images.check`, both at the test-time `scale` the model will run at, and
+    write it to `out_path` (.xml, its .bin beside) when `guard` passes (or with `force`, after one
+    warning).  A failed guard is one MrcnnError naming the numbers, and nothing is written."""
     require_nncf()
     import nncf
     import openvino as ov
@@ -141,7 +142,7 @@ def quantize_int8(onnx_path, out_path, images: Int8Images, *, guard: Int8Guard =
     info = parse_metadata(meta, onnx_path)
     if meta.get('precision', 'fp32') != 'fp32':
         raise MrcnnError(f'{onnx_path}: INT8 quantization starts from an FP32 export, not {meta.get("precision")}')
-    dataset = nncf.Dataset(images.calibration, lambda path: graph_inputs(read_image(path), info.spec.norm))
+    dataset = nncf.Dataset(images.calibration, lambda path: graph_inputs(read_image(path), info.spec.norm, scale))
     try:
         with warnings.catch_warnings():   # numpy's overflow notes from NNCF's statistics, not the user's concern
             warnings.simplefilter('ignore', RuntimeWarning)
@@ -150,7 +151,8 @@ def quantize_int8(onnx_path, out_path, images: Int8Images, *, guard: Int8Guard =
     except Exception as e:  # noqa: BLE001 - NNCF's boundary: its own and OpenVINO's errors
         raise MrcnnError(f'NNCF could not quantize {onnx_path} ({type(e).__name__}: {first_line(e)})') from None
     calibration = {'images': len(images.calibration), 'first': images.calibration[0].name,
-                   'last': images.calibration[-1].name, 'tool': f'nncf {nncf.__version__}', 'preset': 'performance'}
+                   'last': images.calibration[-1].name, 'scale': list(scale), 'tool': f'nncf {nncf.__version__}',
+                   'preset': 'performance'}
     for key, value in (('precision', 'int8'), ('calibration', json.dumps(calibration))):
         quantized.set_rt_info(value, ['framework', key])
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -158,8 +160,8 @@ def quantize_int8(onnx_path, out_path, images: Int8Images, *, guard: Int8Guard =
         trial = Path(tmp) / out_path.name
         ov.save_model(quantized, str(trial), compress_to_fp16=False)
         # the trial's compiled blob stays in the trial's folder, not in OpenVINO's cache
-        measured = measure_agreement(OpenVinoBackend(onnx_path, 'cpu'), OpenVinoBackend(trial, 'cpu', cache_dir=tmp),
-                                     images.check)
+        measured = measure_agreement(OpenVinoBackend(onnx_path, 'cpu', scale=scale),
+                                     OpenVinoBackend(trial, 'cpu', cache_dir=tmp, scale=scale), images.check)
         failures = guard.failures(measured)
         if failures and not force:
             raise MrcnnError(f'INT8 model refused by the accuracy guard: {"; ".join(failures)} (on '

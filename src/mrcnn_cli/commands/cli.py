@@ -199,7 +199,7 @@ def _parse_guard(ctx, param, value):
 
 @cli.command('export')
 @click.option('--onnx', 'onnx_path', type=click.Path(dir_okay=False), required=True, help='Output .onnx file.')
-@model_choice(backends=None, precision=False, scale=False)
+@model_choice(backends=None, precision=False)
 @click.option('--opset', type=click.IntRange(16), default=17, show_default=True,
               help='ONNX opset of the graph (16 or newer: RoiAlign with half_pixel).')
 @click.option('--fp16', is_flag=True, help='FP16 network; box decoding and NMS stay FP32.')
@@ -257,7 +257,7 @@ def export(onnx_path, model, opset, fp16, check_image, int8_path, calib_sources,
     click.echo(f'exported {onnx_path} ({size:.1f} MiB, opset {opset}, {"fp16" if fp16 else "fp32"}) in {seconds:.1f} s')
     image_path = check_image or DEMO_IMAGE
     img = read_image(image_path)
-    graph_predictor = load(onnx=onnx_path, device=model.device)
+    graph_predictor = load(onnx=onnx_path, device=model.device, scale=model.scale)
     result = agreement(predictor(img, score_thr=0), graph_predictor(img, score_thr=0),   # all it keeps
                        max_score_diff=0.05 if fp16 else 0.01)
     click.echo(f'check on {os.path.basename(str(image_path))}: onnxruntime ({graph_predictor.execution_device}) vs '
@@ -265,8 +265,8 @@ def export(onnx_path, model, opset, fp16, check_image, int8_path, calib_sources,
     if result.matched < result.total:
         click.echo('warning: onnxruntime and PyTorch disagree on some detections', err=True)
     if int8_images is not None:
-        done = quantize.quantize_int8(onnx_path, int8_path, int8_images, guard=quantize.Int8Guard(*guard),
-                                      force=force, warn=warn)
+        done = quantize.quantize_int8(onnx_path, int8_path, int8_images, scale=model.scale,
+                                      guard=quantize.Int8Guard(*guard), force=force, warn=warn)
         click.echo(f'exported {done.path} (INT8, calibrated on {done.calibration_images} images) in '
                    f'{done.seconds:.1f} s')
         click.echo(f'accuracy guard vs FP32: {done.agreement}: {"passed" if done.passed else "FAILED (--force)"}')
