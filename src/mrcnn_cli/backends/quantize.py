@@ -61,11 +61,19 @@ class Int8Export:
 
 
 def require_nncf():
+    """Import NNCF (and OpenVINO), or one MrcnnError naming the extra to install."""
+    import logging
+    # importing NNCF looks for a CUDA toolkit through torch, which logs a warning on CPU machines
+    cpp_logger = logging.getLogger('torch.utils.cpp_extension')
+    level = cpp_logger.level
+    cpp_logger.setLevel(logging.ERROR)
     try:
         import nncf  # noqa: F401
         import openvino  # noqa: F401
     except ImportError:
         raise MrcnnError(INSTALL) from None
+    finally:
+        cpp_logger.setLevel(level)
 
 
 def readable_images(sources, limit: int, skip: Sequence[Path], warn: Callable[[str], None]) -> tuple[list[Path], int]:
