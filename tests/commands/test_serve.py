@@ -212,12 +212,19 @@ def test_ray_serve_runs_the_same_app_on_two_replicas(checkpoint, monkeypatch):
     from ray import serve
     from ray.serve._private import api as serve_api
     from ray.serve._private import client as serve_client
-    # Ray gives its HTTP proxy a fixed 60 s to start (a module constant, no setting) and its workers
-    # 60 s to register: on a 2-core machine with other work running, starting Python processes that
-    # import Ray takes longer. Nothing here is about speed, so give them room.
+    # Ray gives its HTTP proxy a fixed 60 s to start (a module constant, no setting), its controller
+    # 5 s to see the proxy ready (then kills it: "the actor never ran") and its workers 60 s to
+    # register: on a 2-core machine with other work running, starting Python processes that import
+    # Ray takes longer. Nothing here is about speed, so give them room (the settings reach Ray's
+    # processes through the environment ray.init starts them in).  Ray also starts its workers at
+    # niceness 15, where busy processes beside them leave them next to no CPU: the replicas run at
+    # the test's own priority.
     for module in (serve_api, serve_client):
         monkeypatch.setattr(module, 'HTTP_PROXY_TIMEOUT', 600)
-    monkeypatch.setenv('RAY_worker_register_timeout_seconds', '600')
+    for name in ('RAY_worker_register_timeout_seconds', 'RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S',
+                 'RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S'):
+        monkeypatch.setenv(name, '600')
+    monkeypatch.setenv('RAY_worker_niceness', '0')
 
     from mrcnn_cli.serve.ray_serve import app_builder
     # one CPU a replica, the machine's two in the cluster; Ray sets a replica's torch threads to its CPUs, and
