@@ -112,8 +112,15 @@ def start_server(checkpoint, *options):
             if httpx.get(base + '/readyz').status_code == 200:
                 return proc, base
         except httpx.TransportError:
-            time.sleep(0.05)   # polling its readiness (refused until it listens), not timing it
+            pass
+        look_again()
     raise AssertionError(f'the server exited: {proc.stderr.read()[-2000:]}')
+
+
+def look_again():
+    """The pause between two looks of a polling loop: it waits for an event the server exposes, and
+    must not take the CPU the server needs to get there (a busy loop starved it beside other work)."""
+    time.sleep(0.05)
 
 
 def metric(base, name):
@@ -157,12 +164,13 @@ def test_a_real_server_answers_refuses_beyond_its_queue_and_drains_on_sigterm(ch
             'r', httpx.post(base + '/v1/predict/batch', files=two, timeout=600)))
         worker.start()
         while metric(base, 'mrcnn_images_in_flight') < 1:   # in flight when the signal comes
-            pass
+            look_again()
         os.kill(proc.pid, signal.SIGTERM)
         refused = False
         while not refused and proc.poll() is None:   # draining: new connections are refused
             try:
                 httpx.get(base + '/healthz')
+                look_again()
             except httpx.ConnectError:
                 refused = True
         assert refused
@@ -315,7 +323,7 @@ def test_slow_and_vanishing_clients_are_cut_off_and_cost_nothing(checkpoint):
             sock.sendall(b'POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n' % len(image)
                          + image[:cut_at])
             while cut_at == len(image) and metric(base, 'mrcnn_images_in_flight') < 1:
-                pass
+                look_again()
             sock.close()
         r = httpx.post(base + '/v1/predict', content=image, timeout=600)
         assert r.status_code == 200 and r.json()['detections']
