@@ -8,23 +8,17 @@ The held-out images are the last N readable images of DIR, as `mrcnn export --in
 out of --calib.  Prints one line per row and writes JSON with --json."""
 import argparse
 import json
-import platform
 from pathlib import Path
 
 from mrcnn_cli import load
 from mrcnn_cli.backends.quantize import int8_images, measure_agreement
+from mrcnn_cli.io.cpu import cpu_info
 
 
 def cpu_line():
-    flags = set()
-    name = platform.processor()
-    for line in Path('/proc/cpuinfo').read_text().splitlines():
-        if line.startswith('model name') and not name:
-            name = line.split(':', 1)[1].strip()
-        if line.startswith('flags'):
-            flags |= set(line.split(':', 1)[1].split())
-    isa = sorted(f for f in flags if f.startswith(('avx512', 'amx', 'avx2', 'avx_vnni')))
-    return f'{name}; {" ".join(isa)}'
+    cpu = cpu_info()
+    isa = sorted(f for f in cpu.flags or () if f.startswith(('avx512', 'amx', 'avx2', 'avx_vnni')))
+    return f'{cpu.model}; {" ".join(isa)}'
 
 
 def main():

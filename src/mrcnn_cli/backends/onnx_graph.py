@@ -11,6 +11,11 @@ INPUT_NAMES = ['image', 'img_shape']
 OUTPUT_NAMES = ['boxes', 'scores', 'labels', 'mask_probs']
 
 
+def graph_inputs(image: torch.Tensor, img_shape) -> dict[str, np.ndarray]:
+    """The graph's inputs for one prepared image: its padded (3, H, W) tensor and unpadded (h, w)."""
+    return {'image': image[None].cpu().numpy(), 'img_shape': np.asarray(img_shape, dtype=np.int64)}
+
+
 class GraphBackend(Backend):
     """A backend of the exported graph (onnxruntime, OpenVINO): it implements `run_graph`."""
 
@@ -26,7 +31,6 @@ class GraphBackend(Backend):
         results = []
         for image, shape in zip(batch, img_shapes):   # the graph takes one image per call
             with stage('network'):
-                outs = self.run_graph({'image': image[None].cpu().numpy(),
-                                       'img_shape': np.asarray(shape, dtype=np.int64)})
+                outs = self.run_graph(graph_inputs(image, shape))
             results.append(NetworkOutput(*(torch.from_numpy(o) for o in outs)))
         return results

@@ -16,6 +16,7 @@ from mrcnn_cli.backends.onnx_metadata import parse_metadata
 from mrcnn_cli.engine.choice import ModelChoice, Precision
 from mrcnn_cli.engine.preprocess import TEST_SCALE
 from mrcnn_cli.errors import MrcnnError, first_line, option, warn
+from mrcnn_cli.io.cpu import cpu_info
 from mrcnn_cli.io.files import file_sha256
 
 DEVICES = {'auto': 'AUTO', 'cpu': 'CPU', 'gpu': 'GPU', 'npu': 'NPU'}
@@ -78,14 +79,10 @@ INT8_DOT_FLAGS = {'avx512_vnni', 'avx_vnni', 'amx_int8', 'asimddp', 'i8mm'}   # 
 
 
 def cpu_has_int8_dot_product():
-    """Whether this CPU has INT8 dot-product units (VNNI, AMX-INT8, Arm's SDOT), from /proc/cpuinfo's
-    flags; None where the flags cannot be read (not Linux)."""
-    try:
-        text = Path('/proc/cpuinfo').read_text()
-    except OSError:
-        return None
-    flags = {f for line in text.splitlines() if line.startswith(('flags', 'Features')) for f in line.split()}
-    return bool(flags & INT8_DOT_FLAGS)
+    """Whether this CPU has INT8 dot-product units (VNNI, AMX-INT8, Arm's SDOT); None where its
+    flags cannot be read (not Linux)."""
+    flags = cpu_info().flags
+    return None if flags is None else bool(flags & INT8_DOT_FLAGS)
 
 
 def check_int8_file(meta, path, precision):
@@ -105,6 +102,13 @@ def check_int8_file(meta, path, precision):
         raise MrcnnError(f'{path} was quantized by mrcnn {meta.get("mrcnn_version") or "(unknown)"}, this is mrcnn '
                          f'{__version__}: export it again with this version')
     return Precision.INT8
+
+
+def model_metadata(model) -> dict[str, str]:
+    """What an `mrcnn export` file says of itself, as OpenVINO reads it (an ONNX file's
+    metadata_props, an IR's rt_info) from a read ov.Model."""
+    framework = model.get_rt_info()['framework'] if model.has_rt_info(['framework']) else {}
+    return {k: v.astype(str) for k, v in framework.items()}
 
 
 def cpu_runs_bf16():
@@ -157,8 +161,7 @@ class OpenVinoBackend(GraphBackend):
             raise MrcnnError(f'ONNX file not found: {path}')
         try:   # the reader's boundary: whatever OpenVINO raises on this file
             model = core.read_model(str(path))
-            framework = model.get_rt_info()['framework'] if model.has_rt_info(['framework']) else {}
-            meta = {k: v.astype(str) for k, v in framework.items()}
+            meta = model_metadata(model)
         except Exception as e:  # noqa: BLE001
             raise MrcnnError(f'{path}: cannot load the ONNX model in OpenVINO ({first_line(e)})') from None
         info = parse_metadata(meta, path)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mrcnn_cli.backends.onnx_graph import graph_inputs
 from mrcnn_cli.engine.compare import AgreementAP, agreement_ap
 from mrcnn_cli.engine.preprocess import TEST_SCALE, pad_batch, prepare
 from mrcnn_cli.errors import MrcnnError, first_line, option
@@ -89,7 +90,7 @@ def readable_images(sources, limit: int, skip: Sequence[Path], warn: Callable[[s
         path = Path(str(src.location))
         if path.resolve() in excluded:
             continue
-        try:
+        try:   # decoded here to drop what does not decode, and again by NNCF: not all held in memory at once
             read_source_image(src)
         except MrcnnError as e:
             warn(f'warning: {e} (skipped)')
@@ -119,10 +120,19 @@ def int8_images(calibration, check=None, *, calibration_n: int = DEFAULT_CALIBRA
     return Int8Images(tuple(calib_paths), tuple(check_paths), skipped)
 
 
-def graph_inputs(image: np.ndarray, norm, scale=TEST_SCALE) -> dict[str, np.ndarray]:
-    """The exported graph's inputs for one BGR image, as the backends give them."""
+def calibration_inputs(image: np.ndarray, norm, scale=TEST_SCALE) -> dict[str, np.ndarray]:
+    """The exported graph's inputs for one BGR image, prepared and padded as the backends do."""
     p = prepare(image, norm, 'cpu', scale)
-    return {'image': pad_batch([p.tensor]).numpy(), 'img_shape': np.asarray(p.img_shape, dtype=np.int64)}
+    return graph_inputs(pad_batch([p.tensor])[0], p.img_shape)
+
+
+def check_int8_path(path) -> Path:
+    """The INT8 file's path, which must name an OpenVINO .xml (its weights go to the .bin beside it)."""
+    path = Path(path)
+    if path.suffix != '.xml':
+        raise MrcnnError(f'{option("int8", meta=str(path))}: an INT8 model is an OpenVINO .xml file (its weights '
+                         'go to the .bin beside it)')
+    return path
 
 
 def quantize_int8(onnx_path, out_path, images: Int8Images, *, scale: tuple[int, int] = TEST_SCALE,
@@ -137,20 +147,16 @@ def quantize_int8(onnx_path, out_path, images: Int8Images, *, scale: tuple[int, 
     import openvino as ov
 
     from mrcnn_cli.backends.onnx_metadata import parse_metadata
-    from mrcnn_cli.backends.openvino import OpenVinoBackend
+    from mrcnn_cli.backends.openvino import OpenVinoBackend, model_metadata
     from mrcnn_cli.io.images import read_image
-    out_path = Path(out_path)
-    if out_path.suffix != '.xml':
-        raise MrcnnError(f'{option("int8", meta=str(out_path))}: an INT8 model is an OpenVINO .xml file (its weights '
-                         'go to the .bin beside it)')
+    out_path = check_int8_path(out_path)
     start = time.perf_counter()
-    core = ov.Core()
-    model = core.read_model(str(onnx_path))
-    meta = {k: v.astype(str) for k, v in model.get_rt_info()['framework'].items()}
+    model = ov.Core().read_model(str(onnx_path))
+    meta = model_metadata(model)
     info = parse_metadata(meta, onnx_path)
     if meta.get('precision', 'fp32') != 'fp32':
         raise MrcnnError(f'{onnx_path}: INT8 quantization starts from an FP32 export, not {meta.get("precision")}')
-    dataset = nncf.Dataset(images.calibration, lambda path: graph_inputs(read_image(path), info.spec.norm, scale))
+    dataset = nncf.Dataset(images.calibration, lambda path: calibration_inputs(read_image(path), info.spec.norm, scale))
     try:
         with warnings.catch_warnings():   # numpy's overflow notes from NNCF's statistics, not the user's concern
             warnings.simplefilter('ignore', RuntimeWarning)

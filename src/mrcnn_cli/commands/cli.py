@@ -240,9 +240,10 @@ def export(onnx_path, model, opset, fp16, check_image, int8_path, calib_sources,
             raise click.UsageError('--int8 needs --calib (a folder or glob of calibration images)')
         if fp16:
             raise click.UsageError('--int8 quantizes the FP32 export: drop --fp16')
-        if not int8_path.endswith('.xml'):
-            raise click.UsageError(f'--int8 {int8_path}: an INT8 model is an OpenVINO .xml file (its weights go to '
-                                   'the .bin beside it)')
+        try:
+            quantize.check_int8_path(int8_path)
+        except MrcnnError as e:
+            raise click.UsageError(str(e)) from None
         quantize.require_nncf()   # before the FP32 export, as the image checks are
         int8_images = quantize.int8_images(calib_sources, check_sources, calibration_n=calib_n, check_n=check_n,
                                            warn=warn)

@@ -1,0 +1,32 @@
+"""What this machine's CPU is, from /proc/cpuinfo: its model name and its feature flags (what
+bench reports beside its figures, and what says whether a precision runs natively)."""
+from __future__ import annotations
+
+import functools
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    model: str
+    flags: frozenset[str] | None      # None where they cannot be read (not Linux)
+
+
+@functools.cache
+def cpu_info() -> CpuInfo:
+    """The first CPU's model name and flags (x86 'flags', Arm 'Features'), read once."""
+    try:
+        text = Path('/proc/cpuinfo').read_text()
+    except OSError:
+        return CpuInfo(platform.processor() or platform.machine(), None)
+    model, flags = '', set()
+    for line in text.splitlines():
+        key, _, value = line.partition(':')
+        key = key.strip()
+        if key == 'model name' and not model:
+            model = value.strip()
+        elif key in ('flags', 'Features'):
+            flags.update(value.split())
+    return CpuInfo(model or platform.processor() or platform.machine(), frozenset(flags))
