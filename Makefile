@@ -17,11 +17,12 @@ setup: $(BIN)/mrcnn
 # The test and lint tools, the serving stack, OpenVINO and Ray (the `test` extra), installed by the
 # commands that need them.  SAHI is the tests' independent reference for tiling (its slicer and box NMS); it
 # asks for the GUI build of OpenCV, which would clash with the headless one, and the parts the tests use
-# need nothing else: no deps.
+# need nothing else: no deps.  The same holds for roboflow's trackers and TrackEval (`mrcnn track`, `mrcnn
+# eval track`), whose other requirements the `test` extra names.
 TEST_DEPS := $(VENV)/.test-deps
 $(TEST_DEPS): $(BIN)/mrcnn
 	$(BIN)/pip install -q -e '.[test]'
-	$(BIN)/pip install -q --no-deps sahi==0.12.8
+	$(BIN)/pip install -q --no-deps sahi==0.12.8 trackers==2.6.1 trackeval==1.3.0
 	touch $@
 
 test-deps: $(TEST_DEPS)

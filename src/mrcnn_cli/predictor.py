@@ -20,10 +20,12 @@ from mrcnn_cli.engine.runner import Palette, Stage
 from mrcnn_cli.engine.stream import ErrorMode, StreamItem, StreamOptions, stream_sources
 from mrcnn_cli.engine.tiling import TileOptions, TileSize, parse_tile_size
 from mrcnn_cli.engine.timing import no_stage
+from mrcnn_cli.engine.tracking import TrackOptions, tracked_items
 from mrcnn_cli.errors import MrcnnError, warn
 from mrcnn_cli.io.fetch import is_http_url
 from mrcnn_cli.io.images import MAX_PIXELS
 from mrcnn_cli.io.sources import collect_sources
+from mrcnn_cli.model.spec import TRACK_SCORE_THR
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -199,6 +201,34 @@ class Predictor:
             vid_stride=vid_stride, max_frames=max_frames, batch_size=batch_size, errors=errors, max_pixels=max_pixels,
             selection=Selection(per_call.get('score_thr', DEFAULT_SCORE_THR), per_call.get('classes')),
             tiles=tile_options(per_call.get('tile'))))
+
+    def track(self, source: ImagesLike, *, tracker: str | TrackOptions = 'bytetrack', vid_stride: int = 1,
+              max_frames: int | None = None, batch_size: int = 1, errors: ErrorMode = 'warn',
+              max_pixels: int = MAX_PIXELS, **per_call: Unpack[PerCallOptions]) -> Iterator[StreamItem]:
+        """`stream` with identities: each item's detections are those of a confirmed track, with
+        `track_ids` (from 1, stable over the track's life).  `source` is a video, a camera index, a
+        stream URL, or a folder or glob pattern of frames (its image files in sorted order, one
+        sequence; arrays given together, a list or an NHWC batch, are one sequence too).  One
+        tracker per video or sequence.  In a loop of your own, keep an
+        `engine.tracking.MaskTracker` and `update` it with each frame's Detections.
+
+        `tracker` 'bytetrack' (roboflow's trackers, `pip install 'mrcnn-cli[track]'`), or a
+        TrackOptions for its settings: association by mask or box IoU, the score that starts a
+        track, the least IoU of a match, how long a lost track waits, how many frames a missed
+        track is filled in.  `score_thr` defaults to 0.1 here: low-scoring detections continue
+        tracks (ByteTrack's second stage).  `vid_stride` runs the model on every Nth frame; the
+        tracker predicts across the frames between.  The other options as in `stream` (`tile`
+        excepted: tracked frames run whole)."""
+        unknown = set(per_call) - (set(PerCallOptions.__annotations__) - {'tile'})
+        if unknown:
+            raise TypeError(f'track() got an unexpected keyword argument {sorted(unknown)[0]!r}')
+        options = (tracker if isinstance(tracker, TrackOptions) else TrackOptions(tracker=tracker)).checked()
+        sources, _ = collect_sources(source, warn=_warn_missing, channels=per_call.get('channels', 'bgr'),
+                                     sequences=True)
+        items = stream_sources(self.backend, sources, StreamOptions(
+            vid_stride=vid_stride, max_frames=max_frames, batch_size=batch_size, errors=errors, max_pixels=max_pixels,
+            selection=Selection(per_call.get('score_thr', TRACK_SCORE_THR), per_call.get('classes'))))
+        return tracked_items(items, options)
 
 
 def tile_options(tile: TileLike) -> TileOptions | None:

@@ -26,6 +26,7 @@ class Drawable(Protocol):
     labels: np.ndarray
     classes: tuple[str, ...]
     palette: Sequence[tuple[int, int, int]] | None
+    track_ids: np.ndarray | None
 
     def __len__(self) -> int: ...
 
@@ -124,7 +125,7 @@ def draw_detections(img: np.ndarray, det: Drawable, options: DrawOptions = DrawO
     thickness = int(line_width) if line_width else max(1, round(min(h, w) / 400))
     font_scale = label_font_scale(h, w, options.label_size)
     order = range(len(det) - 1, -1, -1)   # highest score drawn last, on top
-    colors = [class_color(int(label), det.palette) for label in det.labels]
+    colors = instance_colors(det)
     windows = det.mask_windows()
     if masks:
         for i in order:
@@ -149,6 +150,13 @@ def draw_detections(img: np.ndarray, det: Drawable, options: DrawOptions = DrawO
     return out
 
 
+def instance_colors(det: Drawable) -> list[tuple[int, int, int]]:
+    """BGR colour of each detection: its track's when tracked (stable for the track's life), else its class's."""
+    if det.track_ids is not None:
+        return [class_color(int(t)) for t in det.track_ids]
+    return [class_color(int(label), det.palette) for label in det.labels]
+
+
 def label_font_scale(height: int, width: int, label_size: int | None = None) -> float:
     """OpenCV's font scale for labels `label_size` px tall (by default 4 % of the shorter side,
     16 to 32 px)."""
@@ -162,7 +170,9 @@ def label_layout(det: Drawable, width: int, height: int, options: DrawOptions = 
     corner in the picture, None where it is not drawn (beyond `max_labels`, beyond what fits, or
     covering a label placed before it)."""
     font_scale = label_font_scale(height, width, options.label_size)
-    texts = [det.classes[det.labels[i]] + (f' {det.scores[i]:.2f}' if options.conf else '') for i in range(len(det))]
+    ids = [''] * len(det) if det.track_ids is None else [f'id:{t} ' for t in det.track_ids.tolist()]
+    texts = [ids[i] + det.classes[det.labels[i]] + (f' {det.scores[i]:.2f}' if options.conf else '')
+             for i in range(len(det))]
     sizes = [_label_size(text, font_scale) for text in texts]
     shown = _labels_that_fit(sizes, width, height)
     if options.max_labels is not None:

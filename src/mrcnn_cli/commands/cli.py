@@ -18,11 +18,12 @@ from mrcnn_cli.commands.options import (
     save_options,
     serve_options,
     tile_options,
+    track_options,
     video_options,
     weights_dir_option,
 )
 from mrcnn_cli.errors import MrcnnError, command_line_voice
-from mrcnn_cli.model.spec import DEFAULT_SCORE_THR
+from mrcnn_cli.model.spec import DEFAULT_SCORE_THR, TRACK_SCORE_THR
 from mrcnn_cli.version import __version__
 
 
@@ -125,6 +126,39 @@ def predict(sources, model, score_thr, out_dir, no_vis, class_names, batch_size,
             max_pixels):
     """Segment SOURCES: image files, directories, glob patterns, videos, camera indexes (0), image
     URLs (http/https, fetched) or rtsp/http stream URLs."""
+    _predict_command(locals())
+
+
+@cli.command()
+@click.argument('sources', nargs=-1, required=True)
+@model_choice()
+@click.option('--score-thr', type=click.FloatRange(0, 1), default=TRACK_SCORE_THR, show_default=True,
+              help='The least score a detection needs to continue a track (--track-thr to start one).')
+@click.option('--out', 'out_dir', type=click.Path(file_okay=False), default='runs/track', show_default=True,
+              help='Output folder (one holding another run becomes runs/track2, ... by default).')
+@click.option('--no-vis', is_flag=True, help='No annotated videos: the results and track files only.')
+@click.option('--classes', 'class_names', default=None,
+              help='Track only these classes, by name or 0-based index, e.g. person,car or 0,2.')
+@click.option('--batch-size', type=click.IntRange(1), default=1, show_default=True,
+              help='Frames per network call (results are identical to 1).')
+@track_options
+@video_options
+@save_options
+@draw_options
+@run_options(exist_ok=True, joined_by='`mrcnn merge OUT`')
+@max_pixels_option
+def track(sources, model, score_thr, out_dir, no_vis, class_names, batch_size, track, video, save, draw, run,
+          max_pixels):
+    """Track the objects of SOURCES over time: videos, camera indexes (0), stream URLs, or folders
+    and glob patterns of frames (each one sequence, its images in sorted order).  Writes annotated
+    videos with each track's id, predictions.jsonl/.json with track_id, mots/<video>.txt and
+    ytvis.json."""
+    _predict_command({**locals(), 'tiles': None})
+
+
+def _predict_command(params):
+    """What `mrcnn predict` and `mrcnn track` share (their parameters by name): sources found, the
+    model loaded, the run."""
     from dataclasses import replace
 
     from click.core import ParameterSource
@@ -132,7 +166,13 @@ def predict(sources, model, score_thr, out_dir, no_vis, class_names, batch_size,
     from mrcnn_cli.commands.predict import PredictOptions, predict_sources
     from mrcnn_cli.engine.distributed import is_rank_zero, torchrun_device
     from mrcnn_cli.io.sources import collect_sources
-    found, missing = collect_sources(sources, exclude_dir=out_dir, warn=warn)   # before any model download
+    sources, model, out_dir, class_names = params['sources'], params['model'], params['out_dir'], params['class_names']
+    track, save, batch_size, no_vis = params.get('track'), params['save'], params['batch_size'], params['no_vis']
+    found, missing = collect_sources(sources, exclude_dir=out_dir, warn=warn,   # before any model download
+                                     sequences=track is not None)
+    if track is not None:
+        from mrcnn_cli.engine.tracking import require_trackers
+        require_trackers()
     early_classes = classes_known_before_loading(model)
     if early_classes is not None:
         parse_class_filter(class_names, early_classes)   # a typo is an error before any download
@@ -145,16 +185,16 @@ def predict(sources, model, score_thr, out_dir, no_vis, class_names, batch_size,
         warn_unused(ctx, ('save_conf',), 'without --save-txt')
     if no_vis:
         warn_unused(ctx, (*DRAW_OPTION_NAMES, 'codec'), 'with --no-vis (nothing is drawn)')
-    run = replace(run, next_free_out=ctx.get_parameter_source('out_dir') == ParameterSource.DEFAULT)
-    opts = PredictOptions(out_dir, score_thr, not no_vis, parse_class_filter(class_names, predictor.classes),
-                          batch_size, max_pixels, not quiet(), draw, save, video, run, tiles)
+    run = replace(params['run'], next_free_out=ctx.get_parameter_source('out_dir') == ParameterSource.DEFAULT)
+    opts = PredictOptions(out_dir, params['score_thr'], not no_vis, parse_class_filter(class_names, predictor.classes),
+                          batch_size, params['max_pixels'], not quiet(), params['draw'], save, params['video'], run,
+                          params['tiles'], track=track)
     s = predict_sources(predictor, found, opts, warn=warn, missing=missing)
-    _print_predict_summary(s, score_thr, no_vis)
+    _print_predict_summary(s, opts.score_thr, no_vis)
     if s.failed:
         click.echo(f'{len(s.failed)} inputs failed: ' + ', '.join(s.failed[:5])
                    + (' ...' if len(s.failed) > 5 else ''), err=True)
         sys.exit(1)
-
 
 def plural(n, noun):
     return f'{n} {noun}' + ('' if n == 1 else 's')
@@ -275,7 +315,7 @@ def export(onnx_path, model, opset, fp16, check_image, int8_path, calib_sources,
 
 @cli.group('eval')
 def eval_group():
-    """Evaluate box and mask AP."""
+    """Evaluate box and mask AP (coco), or tracks (track)."""
 
 
 @eval_group.command('coco')
@@ -332,6 +372,28 @@ def eval_coco(ann, images_dir, results_files, merge_dir, model, max_images, out_
                    f'mrcnn eval coco --ann {ann} --merge {out_dir}')
         return
     _report_evaluation(outcome, model.name, classwise)
+
+
+@eval_group.command('track')
+@click.argument('gt')
+@click.argument('results')
+@click.option('--out', 'out_path', type=click.Path(dir_okay=False), default=None,
+              help='Write the scores as JSON here (default: track_metrics.json beside RESULTS).')
+def eval_track(gt, results, out_path):
+    """HOTA, IDF1 and MOTA (DetA, AssA, IDSW) through TrackEval: RESULTS (a MOTS txt file, or a
+    folder of them such as `mrcnn track`'s --out) against GT (KITTI MOTS / MOTSChallenge txt, a
+    file or a folder; sequences paired by file name)."""
+    from pathlib import Path
+
+    from mrcnn_cli.engine.track_metrics import evaluate_mots
+    from mrcnn_cli.io.files import write_text
+    scores = evaluate_mots(gt, results)
+    target = Path(out_path) if out_path else (Path(results) if Path(results).is_dir() else Path(results).parent) \
+        / 'track_metrics.json'
+    import json
+    write_text(target, json.dumps(scores.to_dict(), indent=1))
+    click.echo('\n'.join(scores.table()))
+    click.echo(f'{plural(len(scores.sequences), "sequence")} evaluated by TrackEval -> {target}')
 
 
 def _report_evaluation(outcome, model_name, classwise):

@@ -295,3 +295,29 @@ def serve_options(f: Callable) -> Callable:
                          show_default=default is not None and name != 'api_key', envvar=meta['envvar'],
                          help=meta['help'])(f)
     return f
+
+
+def _track_options(tracker, association, track_thr, match_thr, track_buffer, min_hits):
+    from mrcnn_cli.engine.tracking import TrackOptions
+    return TrackOptions(tracker, association, track_thr, match_thr, track_buffer, min_hits)
+
+
+track_options = grouped(
+    'track', _track_options,
+    ('tracker', click.option('--tracker', type=click.Choice(['bytetrack']), default='bytetrack', show_default=True,
+                             help="ByteTrack, as roboflow's trackers implements it.")),
+    ('association', click.option('--association', type=click.Choice(['mask', 'box']), default='mask',
+                                 show_default=True,
+                                 help='Match tracks to detections by mask IoU (the last mask moved to the predicted '
+                                      'box) or by box IoU.')),
+    ('track_thr', click.option('--track-thr', type=click.FloatRange(0, 1), default=0.5, show_default=True,
+                               help='Detections scoring at least this are matched first and may start a track; lower '
+                                    'ones (down to --score-thr) only continue one.')),
+    ('match_thr', click.option('--match-thr', type=click.FloatRange(0, 1), default=0.1, show_default=True,
+                               help='The least IoU that matches a detection to a track.')),
+    ('track_buffer', click.option('--track-buffer', type=click.IntRange(0), default=30, show_default=True,
+                                  help='Frames (at 30 fps; scaled to the video) a lost track waits to be found '
+                                       'again.')),
+    ('min_hits', click.option('--min-hits', type=click.IntRange(1), default=2, show_default=True,
+                              help="Frames in a row before a new object gets an id (a sequence's first frame: at "
+                                   'once).')))

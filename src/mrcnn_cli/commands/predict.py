@@ -19,18 +19,22 @@ from mrcnn_cli.engine.runner import Stage
 from mrcnn_cli.engine.stream import StreamOptions, stream_sources
 from mrcnn_cli.engine.tiling import TileOptions
 from mrcnn_cli.engine.timing import no_stage
+from mrcnn_cli.engine.tracking import TrackOptions, tracked_items
 from mrcnn_cli.errors import MrcnnError
+from mrcnn_cli.io.coco import category_ids
 from mrcnn_cli.io.files import write_image, write_text
 from mrcnn_cli.io.images import MAX_PIXELS
 from mrcnn_cli.io.results_log import (
     ResultsLog,
     header_differences,
+    iter_lines,
     read_header,
     unfinished_parts,
     write_document,
 )
 from mrcnn_cli.io.scene import shrunk_size
 from mrcnn_cli.io.sources import IMAGE, file_path, output_names
+from mrcnn_cli.io.tracks import write_track_files
 from mrcnn_cli.io.video import VideoSink, display_available, video_suffix
 from mrcnn_cli.model.spec import DEFAULT_SCORE_THR
 from mrcnn_cli.visualize import PICTURE_MAX_SIDE, DrawOptions
@@ -54,6 +58,7 @@ class PredictOptions:
     run: RunOptions = RunOptions()
     tiles: TileOptions | None = None      # sliced inference (--tile)
     stage: Stage = no_stage               # timing hook (bench): see engine.runner
+    track: TrackOptions | None = None     # `mrcnn track`: identities, and the MOTS and YouTube-VIS files
 
 
 @dataclass
@@ -95,6 +100,7 @@ def run_header(predictor, opts, sources, part):
     return {**predictor.identity(), 'score_thr': opts.score_thr, 'class_filter': opts.classes,
             'mask_format': opts.save.mask_format, 'vid_stride': opts.video.vid_stride,
             'max_frames': opts.video.max_frames, 'tiles': opts.tiles.to_dict() if opts.tiles else None,
+            **({'track': asdict(opts.track)} if opts.track else {}),
             'inputs': {'count': len(sources), 'sha256': names},
             'partition': [part.rank, part.world]}
 
@@ -359,10 +365,19 @@ def predict_sources(predictor, sources, opts=None, warn=print, missing=()):
                 wait_for_ranks(dist, logs)
             if part.world == 1 or (dist is not None and part.rank == 0 and completed):
                 write_document(logs, summary.json_path, predictor.classes)
+                if opts.track is not None:
+                    summary.outputs += write_tracks(logs, opts.out_dir, names, predictor.classes)
             else:
                 summary.json_path = None if dist is not None else log.path
             summary.seconds = time.perf_counter() - start
     return summary
+
+
+def write_tracks(logs, out_dir, names, classes):
+    """mots/<video>.txt and ytvis.json from the logs (complete frames only: what Ctrl-C left is whole)."""
+    records = (record for path in logs for i, (record, _) in enumerate(iter_lines(path)) if i > 0)
+    class_names = dict(zip(category_ids(classes), classes))
+    return write_track_files(records, out_dir, {i: Path(name).stem for i, name in enumerate(names)}, class_names)
 
 
 def wait_for_ranks(dist, logs):
@@ -384,7 +399,10 @@ def _run(predictor, sources, writer, opts, show_progress):
         stream = StreamOptions(vid_stride=opts.video.vid_stride, max_frames=opts.video.max_frames,
                                max_pixels=opts.max_pixels, batch_size=opts.batch_size, errors='yield', tiles=opts.tiles,
                                selection=Selection(opts.score_thr, opts.classes), stage=opts.stage)
-        for item in (stream_sources(predictor, sources, stream) if sources else ()):
+        items = stream_sources(predictor, sources, stream) if sources else iter(())
+        if opts.track is not None:
+            items = tracked_items(items, opts.track)
+        for item in items:
             if item.video is not None and item.source_index not in opened:
                 opened.add(item.source_index)
                 frames = min(item.video.frames, opts.video.max_frames or item.video.frames)

@@ -119,6 +119,8 @@ class Detections:
         self.height, self.width = int(height), int(width)
         self.classes = tuple(classes)
         self.palette = palette
+        # (N,) int64 identities from 1 where a tracker ran (`Predictor.track`, `with_track_ids`), else None
+        self.track_ids: np.ndarray | None = None
         if not len(self.boxes) == len(self.scores) == len(self.labels) == len(self._windows):
             raise ValueError('boxes, scores, labels and masks must have one row per detection')
 
@@ -142,9 +144,19 @@ class Detections:
                 raise IndexError(f'detection {index} of {n}')
             index = [index % n]
         rows = np.arange(len(self))[index]
-        return Detections(self.boxes[rows], self.scores[rows], self.labels[rows],
-                          [self._windows[i] for i in rows.tolist()], self.height, self.width, self.classes,
-                          self.palette)
+        out = Detections(self.boxes[rows], self.scores[rows], self.labels[rows],
+                         [self._windows[i] for i in rows.tolist()], self.height, self.width, self.classes, self.palette)
+        return out if self.track_ids is None else out.with_track_ids(self.track_ids[rows])
+
+    def with_track_ids(self, track_ids: ArrayLike | None) -> Detections:
+        """These detections with identities, one per row (what a tracker gives); this object is unchanged."""
+        out = Detections(self.boxes, self.scores, self.labels, self._windows, self.height, self.width, self.classes,
+                         self.palette)
+        if track_ids is not None:
+            out.track_ids = np.asarray(track_ids, dtype=np.int64).reshape(-1)
+            if len(out.track_ids) != len(out):
+                raise ValueError('track_ids must have one row per detection')
+        return out
 
     @property
     def class_names(self) -> list[str]:
@@ -196,14 +208,19 @@ class Detections:
 
     def to_dict(self) -> dict[str, Any]:
         """Everything as plain JSON types: image size, class names, and per instance its label,
-        class name, score, box (x1, y1, x2, y2), mask (COCO compressed RLE of the whole image) and
-        the mask's area in pixels.  `Detections.from_dict` reads it back."""
+        class name, score, box (x1, y1, x2, y2), mask (COCO compressed RLE of the whole image), the
+        mask's area in pixels and, for tracked detections, `track_id`.  `Detections.from_dict` reads it back."""
         rles = encode_rle(self._windows, self.height, self.width)
-        return {'width': self.width, 'height': self.height, 'classes': list(self.classes),
-                'instances': [{'label': int(label), 'class_name': self.classes[label], 'score': float(score),
-                               'box': [float(v) for v in box], 'mask': rle, 'area': area}
-                              for label, score, box, (rle, area) in zip(self.labels.tolist(), self.scores,
-                                                                        self.boxes, rles)]}
+        instances = [{'label': int(label), 'class_name': self.classes[label], 'score': float(score),
+                      'box': [float(v) for v in box], 'mask': rle, 'area': area}
+                     for label, score, box, (rle, area) in zip(self.labels.tolist(), self.scores, self.boxes, rles)]
+        for instance, track_id in zip(instances, self._track_id_list()):
+            instance['track_id'] = track_id
+        return {'width': self.width, 'height': self.height, 'classes': list(self.classes), 'instances': instances}
+
+    def _track_id_list(self) -> list[int]:
+        """The identities as ints (empty when no tracker ran: zip then adds none)."""
+        return [] if self.track_ids is None else self.track_ids.tolist()
 
     def to_json(self, path: str | os.PathLike | None = None, *, indent: int | None = None) -> str:
         """`to_dict()` as a JSON text, also written to `path` when given (atomically)."""
@@ -223,8 +240,10 @@ class Detections:
             if problem:   # checked before pycocotools' decoder sees it
                 raise ValueError(problem)
             windows = [_window_of(decode_rle(i['mask'])) for i in instances]
-            return cls(boxes, [i['score'] for i in instances], [i['label'] for i in instances], windows,
-                       height, width, classes)
+            tracked = bool(instances) and all('track_id' in i for i in instances)
+            det = cls(boxes, [i['score'] for i in instances], [i['label'] for i in instances], windows,
+                      height, width, classes)
+            return det.with_track_ids([i['track_id'] for i in instances]) if tracked else det
         except (KeyError, TypeError, ValueError) as e:
             raise MrcnnError(f'not a Detections dict ({type(e).__name__}: {e})') from None
 
@@ -249,7 +268,7 @@ class Detections:
         ids for COCO's classes, else 1..N), bbox [x, y, w, h], score, segmentation and the mask's
         area.  `mask_format='rle'`: compressed RLE with counts a str, which
         `pycocotools.COCO.loadRes` takes as it is; 'polygon': COCO polygons (flat x, y lists, one
-        per outer contour; polygons cannot express holes)."""
+        per outer contour; polygons cannot express holes).  Tracked detections add `track_id`."""
         if mask_format not in ('rle', 'polygon'):
             raise MrcnnError(f"mask_format must be 'rle' or 'polygon', not {mask_format!r}")
         cat_ids = category_ids(self.classes)
@@ -263,6 +282,8 @@ class Detections:
             out.append({'image_id': int(image_id), 'category_id': int(cat_ids[self.labels[i]]),
                         'bbox': [x1, y1, x2 - x1, y2 - y1], 'score': float(self.scores[i]),
                         'segmentation': segm, 'area': area})
+        for entry, track_id in zip(out, self._track_id_list()):
+            entry['track_id'] = track_id
         return out
 
     def to_geojson(self, *, georef: GeoReference | None = None, name: str = '') -> dict[str, Any]:
@@ -298,7 +319,8 @@ class Detections:
             small = cv2.resize(win.mask.view(np.uint8), (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST)
             windows.append(MaskWindow(small.astype(bool), x0, y0))
         boxes = self.boxes * np.array([fx, fy, fx, fy], np.float32)
-        return Detections(boxes, self.scores, self.labels, windows, height, width, self.classes, self.palette)
+        return Detections(boxes, self.scores, self.labels, windows, height, width, self.classes,
+                          self.palette).with_track_ids(self.track_ids)
 
     def instance_map(self) -> np.ndarray:
         """(H, W) uint16: 0 background, k for detection k - 1 (where masks overlap, the higher score)."""

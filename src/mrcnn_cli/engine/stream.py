@@ -4,7 +4,8 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal, get_args
+from pathlib import Path
+from typing import Literal, cast, get_args
 
 from mrcnn_cli.engine.detections import Detections, Selection, check_score_thr, select_classes
 from mrcnn_cli.engine.frames import Frame, Item, Problem, SceneEnd
@@ -15,9 +16,9 @@ from mrcnn_cli.engine.sliced import Slices, prepare_frame, scene_items
 from mrcnn_cli.engine.tiling import TileOptions
 from mrcnn_cli.engine.timing import no_stage
 from mrcnn_cli.errors import MrcnnError, option, warn
-from mrcnn_cli.io.images import MAX_PIXELS, check_max_pixels
-from mrcnn_cli.io.sources import ARRAY, ENCODED, IMAGE, URL, Source, read_source_image
-from mrcnn_cli.io.video import ReadStats, open_capture, read_frames
+from mrcnn_cli.io.images import MAX_PIXELS, check_max_pixels, read_image
+from mrcnn_cli.io.sources import ARRAY, ENCODED, FRAMES, IMAGE, SEQUENCE_FPS, URL, Source, read_source_image
+from mrcnn_cli.io.video import ReadStats, VideoInfo, open_capture, read_frames
 from mrcnn_cli.model.spec import TEST_SCALE
 
 ErrorMode = Literal['warn', 'raise', 'yield']
@@ -40,6 +41,8 @@ def source_items(sources: Sequence[Source], vid_stride: int = 1, max_frames: int
                 yield Frame(src.name, src.kind, si, image=read_source_image(src, max_pixels))
             except MrcnnError as e:
                 yield Problem(src.name, src.kind, si, error=str(e))
+        elif src.kind == FRAMES:
+            yield from _sequence_frames(si, src, vid_stride, max_frames, max_pixels)
         else:
             yield from _video_frames(si, src, vid_stride, max_frames, max_pixels)
 
@@ -62,6 +65,33 @@ def _video_frames(si: int, src: Source, vid_stride: int, max_frames: int | None,
                               '(truncated?)')
     elif stats.skipped:
         yield problem(warning=f'{src.name}: {stats.skipped} unreadable frames skipped')
+
+
+def _sequence_frames(si: int, src: Source, vid_stride: int, max_frames: int | None,
+                     max_pixels: int) -> Iterator[Item]:
+    """The image files of a FRAMES source as one video's frames.  A frame that cannot be read is
+    skipped with a warning (its number stays its place); a frame of another size than the first
+    ends the sequence with an error: tracking needs one frame size."""
+    problem = functools.partial(Problem, src.name, src.kind, si)
+    paths = cast(tuple[Path, ...], src.location)[:max_frames]
+    info = None
+    for index, path in enumerate(paths):
+        try:
+            image = read_image(path, max_pixels)
+        except MrcnnError as e:
+            yield problem(warning=f'{e}; frame {index} of {src.name} skipped')
+            continue
+        height, width = image.shape[:2]
+        if info is None:
+            info = VideoInfo(width, height, SEQUENCE_FPS, len(paths))
+        elif (width, height) != (info.width, info.height):
+            yield problem(error=f'{path} is {width}x{height}, the earlier frames of {src.name} are '
+                                f'{info.width}x{info.height}: a frame sequence needs one frame size (resize them)')
+            return
+        yield Frame(src.name, src.kind, si, image=image, frame_index=index, inferred=index % vid_stride == 0,
+                    video=info)
+    if info is None:
+        yield problem(error=f'{src.name}: no frame could be read')
 
 
 @dataclass(frozen=True)

@@ -29,12 +29,14 @@ class SourceKind(str, Enum):
     ARRAY = 'array'        # an image in memory (numpy; tensors and PIL images converted)
     ENCODED = 'bytes'      # an encoded image in memory
     URL = 'url'            # an image to fetch over http(s)
+    FRAMES = 'frames'      # the image files of a folder or pattern as the frames of one video (tracking)
 
     def __str__(self):
         return self.value
 
 
-IMAGE, VIDEO, CAMERA, STREAM, ARRAY, ENCODED, URL = SourceKind
+IMAGE, VIDEO, CAMERA, STREAM, ARRAY, ENCODED, URL, FRAMES = SourceKind
+SEQUENCE_FPS = 30.0   # the frame rate of a frame sequence's annotated video and of its tracker
 CHANNELS = ('bgr', 'rgb')
 ACCEPTED = ('inputs are paths (str or pathlib.Path: files, folders, glob patterns, videos), http(s) URLs, camera '
             'indexes, encoded image bytes, binary file objects, numpy arrays (BGR uint8), PIL images, torch tensors '
@@ -53,7 +55,7 @@ class Source:
 
     @property
     def is_video(self):
-        return self.kind in (VIDEO, CAMERA, STREAM)
+        return self.kind in (VIDEO, CAMERA, STREAM, FRAMES)
 
 
 def is_video_file(path):
@@ -111,7 +113,8 @@ def _file_source(path):
     return Source(VIDEO if is_video_file(path) else IMAGE, path, str(path))
 
 
-def collect_sources(sources, exclude_dir=None, warn=None, *, images_only=False, unique=True, channels='bgr'):
+def collect_sources(sources, exclude_dir=None, warn=None, *, images_only=False, unique=True, channels='bgr',
+                    sequences=False):
     """(sources, missing): one Source per input in the order given (directories recursively and
     sorted, globs expanded, each file once unless `unique` is False).  An input is a path (str or
     os.PathLike), a folder, a glob pattern, a video, a camera index, a stream or image URL, encoded
@@ -120,8 +123,10 @@ def collect_sources(sources, exclude_dir=None, warn=None, *, images_only=False, 
     these.  A source that does not exist is reported through `warn` and listed in `missing`; files
     under `exclude_dir` (the output folder) are never taken from folders or patterns.
     `images_only`: every input must give images (what `predict` returns one Detections each for);
-    an http(s) URL is then an image to fetch whatever its name.  Raises MrcnnError when nothing is
-    left, or for an input of a type not listed."""
+    an http(s) URL is then an image to fetch whatever its name.  `sequences`: the image files a
+    folder or pattern names are the frames of one video, in sorted order (a FRAMES source, what
+    tracking reads); its videos stay their own.  Raises MrcnnError when nothing is left, or for an
+    input of a type not listed."""
     if channels not in CHANNELS:
         raise MrcnnError(f"channels must be 'bgr' or 'rgb', not {channels!r}")
     if not isinstance(sources, (list, tuple)):
@@ -143,7 +148,8 @@ def collect_sources(sources, exclude_dir=None, warn=None, *, images_only=False, 
             src = str(src)
         if not isinstance(src, (str, os.PathLike)):
             raise MrcnnError(f'cannot read a {type_name(src)} as an image: {ACCEPTED}')
-        found += _named_sources(src, exclude, note, images_only)
+        named = _named_sources(src, exclude, note, images_only)
+        found += as_sequence(named, os.fspath(src)) if sequences else named
     if images_only:
         _check_images_only(found)
     if unique:
@@ -177,6 +183,14 @@ def _named_sources(src, exclude, note, images_only):
         return [_file_source(p) for p in items]
     note(f'warning: no such file or directory: {src}', src)
     return []
+
+
+def as_sequence(sources, name):
+    """`sources` (what one name stands for) with its image files joined into one FRAMES source."""
+    images = [s.location for s in sources if s.kind == IMAGE]
+    if len(images) < 2:
+        return sources
+    return [Source(FRAMES, tuple(images), name)] + [s for s in sources if s.kind != IMAGE]
 
 
 def type_name(obj):
@@ -300,6 +314,8 @@ def _output_stem(s):
         return Path(s.location).stem
     if s.kind in (CAMERA, STREAM):
         return stream_name(s.location)
+    if s.kind == FRAMES:   # a folder's name, or the pattern made a file name
+        return Path(s.name).name if Path(s.name).is_dir() else stream_name(s.name)
     if s.kind == URL:   # http://host/a.jpg?x=1 -> a
         return file_path(s).stem or 'url'
     return s.name

@@ -5,6 +5,7 @@ TEST_SCALE = (1333, 800)   # mmdetection's test-time bound: long side <= 1333, s
 # The one default lowest score: what `model(img)`, `mrcnn predict`, `plot` and `mrcnn serve` keep unless told
 # otherwise (inside the model mmdetection's 0.05 / 100 per image always apply; eval keeps all of those).
 DEFAULT_SCORE_THR = 0.3
+TRACK_SCORE_THR = 0.1       # tracking: ByteTrack's second stage continues tracks with low-scoring detections
 
 
 @dataclass(frozen=True)

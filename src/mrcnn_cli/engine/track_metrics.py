@@ -1,0 +1,126 @@
+"""`mrcnn eval track`: HOTA, IDF1 and MOTA (with DetA, AssA, IDSW) through TrackEval.
+
+Ground truth and results are MOTS txt files (KITTI MOTS / MOTSChallenge layout: `frame id class_id
+height width rle`), one per sequence, paired by file name.  They are checked line by line first
+(TrackEval's own errors name no line), then laid out as TrackEval's KITTI MOTS dataset reads them
+and scored by TrackEval itself, for its two classes: car (1) and pedestrian (2)."""
+from __future__ import annotations
+
+import contextlib
+import io
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mrcnn_cli.errors import MrcnnError
+from mrcnn_cli.io.tracks import KITTI_CLASS_IDS, read_mots
+
+MOTS_CLASSES = {'car': KITTI_CLASS_IDS['car'], 'pedestrian': KITTI_CLASS_IDS['pedestrian']}
+TRACKER_NAME = 'mrcnn'
+# what each row reports: (name, TrackEval metric family, its field); HOTA's are averaged over its alphas
+COLUMNS = (('HOTA', 'HOTA', 'HOTA'), ('DetA', 'HOTA', 'DetA'), ('AssA', 'HOTA', 'AssA'), ('IDF1', 'Identity', 'IDF1'),
+           ('MOTA', 'CLEAR', 'MOTA'), ('IDSW', 'CLEAR', 'IDSW'), ('GT', 'Count', 'GT_Dets'),
+           ('found', 'Count', 'Dets'))
+
+
+def require_trackeval() -> Any:
+    try:
+        import trackeval
+    except ImportError:
+        raise MrcnnError('mrcnn eval track needs TrackEval: pip install --no-deps trackeval (its other needs, numpy, '
+                         'scipy and pycocotools, are mrcnn\'s)') from None
+    return trackeval
+
+
+@dataclass
+class TrackScores:
+    """Per sequence ('COMBINED_SEQ' for all of them) and class: each COLUMNS name's value."""
+    sequences: list[str]
+    classes: list[str]
+    scores: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+
+    def table(self) -> list[str]:
+        """The combined scores, one row per class, as `mrcnn eval track` prints them."""
+        names = [name for name, _, _ in COLUMNS]
+        rows = [f'{"class":<12}' + ''.join(f'{n:>8}' for n in names)]
+        for cls in self.classes:
+            values = self.scores['COMBINED_SEQ'][cls]
+            rows.append(f'{cls:<12}' + ''.join(_cell(n, values[n]) for n in names))
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        return {'sequences': self.sequences, 'classes': self.classes, 'scores': self.scores}
+
+
+def _cell(name: str, value: float) -> str:
+    return f'{int(value):>8d}' if name in ('IDSW', 'GT', 'found') else f'{value:>8.3f}'
+
+
+def sequence_files(path: str | Path, what: str) -> dict[str, Path]:
+    """{sequence name: MOTS file}: a .txt file, or the .txt files of a folder (or of its mots/)."""
+    path = Path(path)
+    if path.is_file():
+        return {path.stem: path}
+    if path.is_dir():
+        folder = path / 'mots' if (path / 'mots').is_dir() else path
+        files = {p.stem: p for p in sorted(folder.glob('*.txt'))}
+        if files:
+            return files
+        raise MrcnnError(f'no MOTS .txt files in {folder} ({what})')
+    raise MrcnnError(f'no such file or directory: {path} ({what})')
+
+
+def evaluate_mots(gt: str | Path, results: str | Path) -> TrackScores:
+    """TrackEval's HOTA, CLEAR and Identity metrics of `results` against `gt` (files or folders)."""
+    trackeval = require_trackeval()
+    gt_files, result_files = sequence_files(gt, 'ground truth'), sequence_files(results, 'results')
+    if len(gt_files) == 1 and len(result_files) == 1:   # two files: one sequence, whatever their names
+        result_files = {next(iter(gt_files)): next(iter(result_files.values()))}
+    missing = sorted(set(gt_files) - set(result_files))
+    if missing:
+        raise MrcnnError(f'no results for the ground truth sequence {missing[0]} (results are paired with ground '
+                         f'truth by file name; found {", ".join(sorted(result_files)) or "none"})')
+    lengths, present = {}, set()
+    for seq in gt_files:
+        truth, found = read_mots(gt_files[seq]), read_mots(result_files[seq])
+        lengths[seq] = 1 + max((o.frame for o in truth + found), default=0)
+        present |= {o.class_id for o in truth}
+    classes = [name for name, class_id in MOTS_CLASSES.items() if class_id in present]
+    if not classes:
+        raise MrcnnError('the ground truth has no car (class_id 1) or pedestrian (2) objects: the classes TrackEval '
+                         'scores MOTS files for')
+    with tempfile.TemporaryDirectory(prefix='mrcnn-eval-track-') as tmp:
+        root = Path(tmp)
+        for seq in gt_files:
+            _link(gt_files[seq], root / 'gt' / 'label_02' / f'{seq}.txt')
+            _link(result_files[seq], root / 'trackers' / TRACKER_NAME / 'data' / f'{seq}.txt')
+        dataset = trackeval.datasets.KittiMOTS({
+            'GT_FOLDER': str(root / 'gt'), 'TRACKERS_FOLDER': str(root / 'trackers'),
+            'OUTPUT_FOLDER': str(root / 'out'), 'TRACKERS_TO_EVAL': [TRACKER_NAME], 'CLASSES_TO_EVAL': classes,
+            'SEQ_INFO': lengths, 'PRINT_CONFIG': False})
+        evaluator = trackeval.Evaluator({
+            'USE_PARALLEL': False, 'PRINT_RESULTS': False, 'PRINT_CONFIG': False, 'TIME_PROGRESS': False,
+            'OUTPUT_SUMMARY': False, 'OUTPUT_DETAILED': False, 'PLOT_CURVES': False, 'BREAK_ON_ERROR': True,
+            'RETURN_ON_ERROR': False, 'LOG_ON_ERROR': None, 'DISPLAY_LESS_PROGRESS': True})
+        metrics = [trackeval.metrics.HOTA(), trackeval.metrics.CLEAR({'PRINT_CONFIG': False}),
+                   trackeval.metrics.Identity({'PRINT_CONFIG': False})]   # TrackEval adds its Count
+        with contextlib.redirect_stdout(io.StringIO()):   # its progress lines; the numbers are returned
+            try:
+                results_by_dataset, _ = evaluator.evaluate([dataset], metrics)
+            except trackeval.utils.TrackEvalException as e:
+                raise MrcnnError(f'TrackEval: {e}') from None
+    by_sequence = results_by_dataset['KittiMOTS'][TRACKER_NAME]
+    scores = {seq: {cls: _row(by_sequence[seq][cls]) for cls in classes} for seq in [*gt_files, 'COMBINED_SEQ']}
+    return TrackScores(list(gt_files), classes, scores)
+
+
+def _row(result: dict[str, dict[str, Any]]) -> dict[str, float]:
+    return {name: float(np.mean(result[family][key])) for name, family, key in COLUMNS}
+
+
+def _link(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(source.read_bytes())

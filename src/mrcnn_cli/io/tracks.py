@@ -1,0 +1,168 @@
+"""The files tracking tools read: MOTS txt (KITTI MOTS / MOTSChallenge) and YouTube-VIS results JSON.
+
+MOTS txt: one line per object per frame, `frame id class_id height width rle` (frame from 0,
+`rle` the counts string of COCO's compressed RLE), masks non-overlapping as TrackEval requires:
+where two masks claim a pixel the higher score keeps it.  class_id is KITTI MOTS's for its two
+classes (car 1, pedestrian 2: COCO's person) and 100 + the COCO category id for every other class,
+which TrackEval's MOTS datasets leave out.
+
+YouTube-VIS results: one entry per track, `video_id`, `category_id`, `score` (the mean of its
+detections'), `segmentations` (one RLE per frame of the video, null where the track is absent)."""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import groupby
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from mrcnn_cli.errors import MrcnnError
+from mrcnn_cli.io.files import atomic_path, write_text
+
+KITTI_CLASS_IDS = {'car': 1, 'person': 2, 'pedestrian': 2}
+OTHER_CLASS_BASE = 100
+
+
+def mots_class_id(name: str, category_id: int) -> int:
+    return KITTI_CLASS_IDS.get(name, OTHER_CLASS_BASE + category_id)
+
+
+@dataclass
+class TrackedFrame:
+    """One frame's tracked instances as a results log holds them."""
+    frame_index: int
+    height: int
+    width: int
+    instances: list[dict[str, Any]]   # track_id, category_id, score, segmentation (RLE or polygons)
+
+
+def full_rle(segmentation: Any, height: int, width: int) -> dict[str, Any]:
+    """A COCO segmentation (compressed RLE, or polygons) as compressed RLE."""
+    if isinstance(segmentation, list):
+        return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width)) if segmentation else \
+            mask_utils.encode(np.zeros((height, width), np.uint8, order='F'))
+    counts = segmentation['counts']
+    return {'size': list(segmentation['size']), 'counts': counts.encode() if isinstance(counts, str) else counts}
+
+
+def non_overlapping(frame: TrackedFrame) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(instance, its RLE with the pixels a higher-scoring instance claims removed), by decreasing
+    score; instances left with no pixel are dropped."""
+    order = sorted(frame.instances, key=lambda i: -i['score'])
+    claimed = np.zeros((frame.height, frame.width), bool)
+    out = []
+    for instance in order:
+        mask = mask_utils.decode(full_rle(instance['segmentation'], frame.height, frame.width)).astype(bool)
+        mask &= ~claimed
+        if not mask.any():
+            continue
+        claimed |= mask
+        out.append((instance, mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))))
+    return out
+
+
+def mots_line(frame: TrackedFrame, instance: dict[str, Any], counts: str, class_names: dict[int, str]) -> str:
+    """One MOTS txt line (see the module docstring), `counts` the instance's non-overlapping RLE."""
+    category = instance['category_id']
+    return (f'{frame.frame_index} {instance["track_id"]} {mots_class_id(class_names.get(category, ""), category)} '
+            f'{frame.height} {frame.width} {counts}')
+
+
+@dataclass
+class _Track:
+    category_id: int
+    scores: list[float] = field(default_factory=list)
+    segmentations: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+def write_track_files(records: Iterable[dict[str, Any]], folder: str | os.PathLike, stems: dict[int, str],
+                      class_names: dict[int, str]) -> list[Path]:
+    """FOLDER/mots/<stem>.txt for each tracked video of a results log (its records, in order) and
+    FOLDER/ytvis.json for them all (video_id 1, 2, ... in input order).  One frame's masks are in
+    memory at a time for the MOTS files; the YouTube-VIS document holds every track's RLEs (it is
+    one JSON document).  Each file is written atomically."""
+    folder = Path(folder)
+    paths, entries = [], []
+    for video_id, (index, group) in enumerate(groupby(frames_of_log(records), key=lambda f: f[0]), 1):
+        path = folder / 'mots' / f'{stems[index]}.txt'
+        tracks: dict[int, _Track] = {}
+        length = 0
+        with atomic_path(path) as tmp, open(tmp, 'w') as f:
+            for _, frame in group:
+                length = max(length, frame.frame_index + 1)
+                for inst, rle in non_overlapping(frame):
+                    counts = rle['counts'].decode()
+                    f.write(mots_line(frame, inst, counts, class_names) + '\n')
+                    track = tracks.setdefault(inst['track_id'], _Track(inst['category_id']))
+                    track.scores.append(float(inst['score']))
+                    track.segmentations[frame.frame_index] = {'size': [frame.height, frame.width], 'counts': counts}
+        paths.append(path)
+        entries += [{'video_id': video_id, 'category_id': t.category_id, 'score': float(np.mean(t.scores)),
+                     'segmentations': [t.segmentations.get(i) for i in range(length)], 'track_id': track_id}
+                    for track_id, t in sorted(tracks.items())]
+    if paths:
+        write_text(folder / 'ytvis.json', json.dumps(entries))
+        paths.append(folder / 'ytvis.json')
+    return paths
+
+
+@dataclass(frozen=True)
+class MotsObject:
+    frame: int
+    track_id: int
+    class_id: int
+    rle: dict[str, Any]
+
+
+def read_mots(path: str | os.PathLike) -> list[MotsObject]:
+    """A MOTS txt file's objects; a malformed line is one MrcnnError naming the file and line."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise MrcnnError(f'{path} is not a MOTS txt file (not text)') from None
+    except OSError as e:
+        raise MrcnnError(f'cannot read {path}: {e.strerror or e}') from None
+    objects = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        objects.append(_mots_object(path, number, line))
+    return objects
+
+
+def _mots_object(path: Path, number: int, line: str) -> MotsObject:
+    fields = line.split()
+    where = f'{path}, line {number}'
+    if len(fields) != 6:
+        raise MrcnnError(f'{where}: not a MOTS line (frame id class_id height width rle: 6 fields, '
+                         f'not {len(fields)})')
+    try:
+        frame, track_id, class_id, height, width = (int(v) for v in fields[:5])
+    except ValueError:
+        raise MrcnnError(f'{where}: frame, id, class_id, height and width must be integers') from None
+    if frame < 0 or height <= 0 or width <= 0:
+        raise MrcnnError(f'{where}: frame must be >= 0 and the image size positive')
+    rle = {'size': [height, width], 'counts': fields[5].encode()}
+    try:
+        area = int(mask_utils.area(rle))
+    except Exception:   # pycocotools' decoder raises bare errors on bad counts
+        raise MrcnnError(f'{where}: the mask is not a valid RLE for a {width}x{height} image') from None
+    if area > height * width:
+        raise MrcnnError(f'{where}: the mask is not a valid RLE for a {width}x{height} image')
+    return MotsObject(frame, track_id, class_id, rle)
+
+
+def frames_of_log(records: Iterable[dict[str, Any]]) -> Iterator[tuple[int, TrackedFrame]]:
+    """(source index, frame) for each video frame record of a results log, its tracked instances."""
+    for record in records:
+        if 'frame_index' not in record or 'annotations' not in record:
+            continue
+        instances = [a for a in record['annotations'] if 'track_id' in a]
+        yield record['source_index'], TrackedFrame(record['frame_index'], record['height'], record['width'],
+                                                   instances)
