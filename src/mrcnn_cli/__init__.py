@@ -11,8 +11,8 @@ imported on first use.
 from mrcnn_cli.errors import MrcnnError, MrcnnWarning
 from mrcnn_cli.version import __version__
 
-__all__ = ['Detections', 'ModelChoice', 'MrcnnError', 'MrcnnWarning', 'Precision', 'Predictor', 'StreamItem',
-           'TileOptions', 'load', 'tune_cpu_allocator', '__version__']
+__all__ = ['Detections', 'MaskTracker', 'ModelChoice', 'MrcnnError', 'MrcnnWarning', 'Precision', 'Predictor',
+           'StreamItem', 'TileOptions', 'TrackOptions', 'load', 'save_tracks', 'tune_cpu_allocator', '__version__']
 
 _LAZY = {
     'load': 'mrcnn_cli.api',
@@ -22,6 +22,9 @@ _LAZY = {
     'Predictor': 'mrcnn_cli.predictor',
     'StreamItem': 'mrcnn_cli.engine.stream',
     'TileOptions': 'mrcnn_cli.engine.tiling',
+    'MaskTracker': 'mrcnn_cli.engine.tracking',
+    'TrackOptions': 'mrcnn_cli.engine.tracking',
+    'save_tracks': 'mrcnn_cli.engine.tracking',
     'tune_cpu_allocator': 'mrcnn_cli.engine.memory',
 }
 

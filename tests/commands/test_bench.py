@@ -2,6 +2,7 @@
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from mrcnn_cli.errors import MrcnnError
@@ -68,8 +69,12 @@ def test_bench_pipeline_replay_row(tmp_path, checkpoint):
         (images / name).symlink_to(COCO_IMAGES / name)
     out = tmp_path / 'bench.json'
     proc = mrcnn_here('bench', '--weights', checkpoint('r50'), '--style', 'pytorch', *FAST, '--images', images,
-                      '--n', 4, '--warmup', 0, '--device', 'cpu', '--pipeline', '--replay', '--no-vis', '--json', out)
+                      '--n', 4, '--warmup', 0, '--device', 'cpu', '--pipeline', '--replay', '--no-vis', '--json', out,
+                      '--track')
     assert proc.returncode == 0, proc.stderr
+    tracking = json.loads(out.read_text())['tracking']
+    assert tracking['objects'] == 20 and tracking['mask_ms_per_frame'] > 0 and tracking['box_ms_per_frame'] > 0
+    assert 'tracking (bytetrack, 20 objects on 1920x1080 frames' in proc.stdout
     rows = {r['backend']: r for r in json.loads(out.read_text())['rows']}
     assert set(rows) == {'torch', 'torch predict (replay)'}
     row = rows['torch predict (replay)']
@@ -174,3 +179,13 @@ def test_without_native_bf16_openvino_has_no_bf16_row_and_auto_refuses_bf16(monk
     for device in ('cpu', 'auto'):
         with pytest.raises(MrcnnError, match='needs BF16 support on OpenVINO CPU'):
             load(onnx=exported('r50'), backend='openvino', device=device, precision='bf16')
+
+
+def test_the_tracking_rows_stream_is_twenty_objects_the_tracker_follows():
+    pytest.importorskip('trackers')
+    from mrcnn_cli.commands.bench import tracking_stream
+    from mrcnn_cli.engine.tracking import MaskTracker
+    tracker = MaskTracker()
+    ids = [tracker.update(det, timestamp=t / 30).track_ids for t, det in enumerate(tracking_stream(frames=60))]
+    assert all(len(frame) == 20 for frame in ids)                     # every object tracked in every frame
+    assert len(set(np.concatenate(ids).tolist())) <= 24                # by nearly the same tracks throughout

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from mrcnn_cli import load, save_tracks
 from mrcnn_cli.engine.detections import Detections
 from mrcnn_cli.engine.pipeline import StreamItem
 from mrcnn_cli.engine.track_metrics import evaluate_mots
@@ -11,6 +12,7 @@ from mrcnn_cli.io.coco import COCO_CLASSES, category_ids
 from mrcnn_cli.io.tracks import write_track_files
 from mrcnn_cli.ops.paste import MaskWindow
 
+from helpers import FAST_SCALE
 from tracking_scenes import HEIGHT, NO_OCCLUSION, WIDTH, detections_from_truth, detections_of_masks, mots_text, render
 
 pytest.importorskip('trackers')
@@ -154,11 +156,7 @@ def test_identities_survive_indexing_serialising_and_drawing():
 
 
 @pytest.mark.slow   # the model on three frames
-def test_predictor_track_is_stream_with_a_tracker(checkpoint):
-    from helpers import FAST_SCALE
-    from tracking_scenes import render
-
-    from mrcnn_cli import load
+def test_predictor_track_is_stream_with_a_tracker(checkpoint, tmp_path):
     model = load(weights=checkpoint('r50'), style='pytorch', device='cpu', scale=FAST_SCALE)
     frames = [f[::2, ::2].copy() for f in render('crossing').frames[:3]]
     items = list(model.track(frames))
@@ -169,6 +167,10 @@ def test_predictor_track_is_stream_with_a_tracker(checkpoint):
         assert item.detections.track_ids.tolist() == expected.track_ids.tolist()
         assert np.array_equal(item.detections.boxes, expected.boxes)
     assert len(items[0].detections) > 0
+    paths = save_tracks(items, tmp_path)
+    assert paths == [tmp_path / 'mots' / 'arrays.txt', tmp_path / 'ytvis.json']
+    frames_written = {int(line.split()[0]) for line in paths[0].read_text().splitlines()}
+    assert frames_written == {i for i, item in enumerate(items) if len(item.detections)}
     with pytest.raises(TypeError, match="'tile'"):
         model.track(frames, tile=512)
     with pytest.raises(MrcnnError, match="unknown tracker 'sort'"):

@@ -59,6 +59,53 @@ class BenchReport:
     decode_ms_per_image: float
     image_sizes: list
     rows: list = field(default_factory=list)
+    tracking: dict | None = None      # `--track`: what the tracker adds per frame, by association
+
+
+TRACK_OBJECTS, TRACK_FRAMES, TRACK_SIZE = 20, 300, (1920, 1080)
+
+
+def tracking_stream(objects=TRACK_OBJECTS, frames=TRACK_FRAMES, size=TRACK_SIZE, seed=0):
+    """Detections of `objects` elliptic blobs (people-sized on a full-HD frame) moving at constant
+    velocities with a pixel of jitter: what the tracker sees of a busy scene, without the model."""
+    import cv2
+
+    from mrcnn_cli.engine.detections import Detections
+    from mrcnn_cli.io.coco import COCO_CLASSES
+    from mrcnn_cli.ops.paste import MaskWindow
+    rng = np.random.default_rng(seed)
+    width, height = size
+    w, h = 80, 160
+    shape = cv2.ellipse(np.zeros((h, w), np.uint8), (w // 2, h // 2), (w // 2 - 1, h // 2 - 1), 0, 0, 360, 1, -1) > 0
+    start = rng.uniform((0, 0), (width - w, height - h), (objects, 2))
+    velocity = rng.uniform(-6, 6, (objects, 2))
+    out = []
+    for t in range(frames):
+        corners = np.clip(start + velocity * t + rng.integers(-1, 2, (objects, 2)), 0, (width - w, height - h))
+        corners = corners.astype(int)
+        boxes = np.concatenate([corners, corners + (w, h)], axis=1)
+        out.append(Detections(boxes, rng.uniform(0.6, 0.99, objects), np.zeros(objects, int),
+                              [MaskWindow(shape, int(x), int(y)) for x, y in corners], height, width, COCO_CLASSES))
+    return out
+
+
+def measure_tracking(runs=3):
+    """Milliseconds per frame the tracker adds at TRACK_OBJECTS objects, per association: the
+    median over frames of the median of `runs` passes over the same stream."""
+    from mrcnn_cli.engine.tracking import MaskTracker, TrackOptions
+    stream = tracking_stream()
+    result = {'objects': TRACK_OBJECTS, 'frames': TRACK_FRAMES, 'frame_size': list(TRACK_SIZE), 'runs': runs}
+    for association in ('mask', 'box'):
+        medians = []
+        for _ in range(runs):
+            tracker, times = MaskTracker(TrackOptions(association=association), fps=30.0), []
+            for t, det in enumerate(stream):
+                start = time.perf_counter()
+                tracker.update(det, timestamp=t / 30)
+                times.append(time.perf_counter() - start)
+            medians.append(float(np.median(times)) * 1000)
+        result[f'{association}_ms_per_frame'] = float(np.median(medians))
+    return result
 
 
 def image_paths(folder=None, limit=64):
@@ -190,6 +237,11 @@ def format_table(report):
                       f'{r.peak_rss_mb:.0f}', f'{r.speedup_vs_torchvision:.2f}x' if r.speedup_vs_torchvision else '-'])
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
     out = ['  '.join(str(v).ljust(w) for v, w in zip(line, widths)).rstrip() for line in lines]
+    if report.tracking:
+        t = report.tracking
+        out.append(f'tracking (bytetrack, {t["objects"]} objects on {t["frame_size"][0]}x{t["frame_size"][1]} frames, '
+                   f'median of {t["runs"]} runs): mask association {t["mask_ms_per_frame"]:.2f} ms/frame, box '
+                   f'{t["box_ms_per_frame"]:.2f} ms/frame')
     for r in rows:
         if r.tiled:
             t = r.tiled
@@ -391,11 +443,11 @@ def _choice_rows(choice, warn):
     return rows
 
 
-def run_bench(make_predictor, rows, plan, *, compare=None, pipeline=None, tiled=None):
+def run_bench(make_predictor, rows, plan, *, compare=None, pipeline=None, tiled=None, track=False):
     """Benchmark each row (a ModelChoice, built by `make_predictor`) in this process on the plan's
     images (and first, with `compare='torchvision'`, the torchvision peer on the first row's weights
     in a process of its own); with `pipeline` (a PipelinePlan) also the whole predict path, with
-    `tiled` (a TiledPlan) sliced inference."""
+    `tiled` (a TiledPlan) sliced inference, with `track` what the tracker adds per frame."""
     report = BenchReport(METHOD, machine_info(plan.device), plan.decode_ms,
                          sorted({tuple(int(v) for v in img.shape[:2]) for img in plan.images}))
     peer_row = None
@@ -429,4 +481,6 @@ def run_bench(make_predictor, rows, plan, *, compare=None, pipeline=None, tiled=
         for r in report.rows:
             r.speedup_vs_torchvision = r.fps / peer_row.fps
         report.rows.append(peer_row)
+    if track:
+        report.tracking = measure_tracking()
     return report

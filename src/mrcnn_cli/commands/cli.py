@@ -444,8 +444,10 @@ def _print_evaluation(evaluation, published, classwise=False):
                    'megapixels/s, what the CPU side adds to the network time).')
 @click.option('--int8', 'int8_path', type=click.Path(dir_okay=False, exists=True), default=None,
               help='Also time this INT8 model (from `mrcnn export --int8`) on OpenVINO, with its agreement figures.')
+@click.option('--track', is_flag=True,
+              help='Also time what tracking adds per frame (20 objects; mask and box association).')
 def bench(fps, model, images_dir, count, warmup, batch_size, compare, json_path, pipeline, replay, no_vis, tile,
-          int8_path):
+          int8_path, track):
     """Speed: fps, latency percentiles, peak memory and a per-stage breakdown, per backend."""
     from mrcnn_cli.backends.base import resolve_device
     from mrcnn_cli.commands import bench as bench_lib
@@ -466,7 +468,7 @@ def bench(fps, model, images_dir, count, warmup, batch_size, compare, json_path,
         except MrcnnError as e:
             raise click.UsageError(str(e)) from None
     report = bench_lib.run_bench(lambda row: load_model(row, announce=False), rows, plan, compare=compare,
-                                 pipeline=paths if pipeline else None, tiled=tiled)
+                                 pipeline=paths if pipeline else None, tiled=tiled, track=track)
     click.echo(f'method: {report.method}')
     click.echo('machine: ' + ', '.join(f'{k} {v}' for k, v in report.machine.items()))
     click.echo(f'images: {len(images)} ({", ".join(f"{w}x{h}" for h, w in report.image_sizes)}), '

@@ -297,9 +297,9 @@ def serve_options(f: Callable) -> Callable:
     return f
 
 
-def _track_options(tracker, association, track_thr, match_thr, track_buffer, min_hits):
+def _track_options(tracker, association, track_thr, match_thr, track_buffer, min_hits, track_fill):
     from mrcnn_cli.engine.tracking import TrackOptions
-    return TrackOptions(tracker, association, track_thr, match_thr, track_buffer, min_hits)
+    return TrackOptions(tracker, association, track_thr, match_thr, track_buffer, min_hits, track_fill)
 
 
 track_options = grouped(
@@ -320,4 +320,7 @@ track_options = grouped(
                                        'again.')),
     ('min_hits', click.option('--min-hits', type=click.IntRange(1), default=2, show_default=True,
                               help="Frames in a row before a new object gets an id (a sequence's first frame: at "
-                                   'once).')))
+                                   'once).')),
+    ('track_fill', click.option('--track-fill', type=click.IntRange(0), default=2, show_default=True,
+                                help='Report a track the detector missed for up to N frames, its last mask moved to '
+                                     'where it is predicted (0: detected objects only).')))

@@ -12,14 +12,18 @@ The tracker runs on the frames the model ran on (`vid_stride`); frame times tell
 filter how far to predict across skipped frames."""
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mrcnn_cli.engine.detections import Detections
 from mrcnn_cli.errors import MrcnnError, warn
+from mrcnn_cli.io.coco import category_ids
+from mrcnn_cli.io.tracks import write_track_files
 from mrcnn_cli.ops.paste import MaskWindow
 
 if TYPE_CHECKING:
@@ -303,3 +307,26 @@ def tracked_items(items: Iterable[StreamItem], options: TrackOptions) -> Iterato
             timestamp = item.frame_index / fps if item.video is not None else None
             last = tracker.update(item.detections, timestamp=timestamp)
         yield replace(item, detections=last)
+
+
+
+def save_tracks(items: Iterable[StreamItem], folder: str | os.PathLike) -> list[Path]:
+    """FOLDER/mots/<video>.txt for each video or sequence of tracked `items` (what `Predictor.track`
+    yields) and FOLDER/ytvis.json for them all: the files `mrcnn track` writes (see io.tracks).
+    Arrays given together are one sequence, `arrays`; frames the model did not run on are left out."""
+    stems: dict[int, str] = {}
+    class_names: dict[int, str] = {}
+
+    def records() -> Iterator[dict[str, Any]]:   # stems and class names are known by each video's first frame
+        for item in items:
+            det = item.detections
+            if det is None or not item.inferred:
+                continue
+            array = item.kind == 'array'
+            key = -1 if array else item.source_index
+            stems.setdefault(key, 'arrays' if array else Path(item.source).stem or f'video{key}')
+            class_names.update(zip(category_ids(det.classes), det.classes))
+            yield {'source_index': key, 'frame_index': item.source_index if array else item.frame_index,
+                   'height': det.height, 'width': det.width, 'annotations': det.to_coco()}
+
+    return write_track_files(records(), folder, stems, class_names)
