@@ -71,10 +71,14 @@ def test_readme_option_tables_are_clicks_options():
     from mrcnn_cli.commands.cli import cli
     tables = readme_option_tables()
     commands = {'predict': cli.commands['predict'], 'eval coco': cli.commands['eval'].commands['coco'],
-                'bench': cli.commands['bench'], 'export': cli.commands['export'], 'serve': cli.commands['serve']}
+                'bench': cli.commands['bench'], 'export': cli.commands['export'], 'serve': cli.commands['serve'],
+                'track': cli.commands['track'], 'eval track': cli.commands['eval'].commands['track']}
     assert set(tables) == {'mrcnn', 'model', *(f'mrcnn {c}' for c in commands)}
     common = tables['model']
     assert tables['mrcnn'] == click_options(cli) | {'--help', '-h'}
+    # track's table names its own options and says it takes every predict option but --tile
+    tables['mrcnn track'] |= tables['mrcnn predict'] - {'--tile', '--tile-overlap', '--tile-full', '--tile-merge',
+                                                        '--tile-match', '--tile-match-thr'}
     for name, command in commands.items():
         own, options = tables[f'mrcnn {name}'], click_options(command)
         assert own | (common & options) == options, f'{name}: {options - own - common} missing, {own - options} unknown'
