@@ -6,7 +6,14 @@ from mrcnn_cli import load, save_tracks
 from mrcnn_cli.engine.detections import Detections
 from mrcnn_cli.engine.pipeline import StreamItem
 from mrcnn_cli.engine.track_metrics import evaluate_mots
-from mrcnn_cli.engine.tracking import MaskTracker, TrackOptions, moved_window, tracked_items
+from mrcnn_cli.engine.tracking import (
+    BotSortTracker,
+    MaskTracker,
+    TrackOptions,
+    make_tracker,
+    moved_window,
+    tracked_items,
+)
 from mrcnn_cli.errors import MrcnnError
 from mrcnn_cli.io.coco import COCO_CLASSES, category_ids
 from mrcnn_cli.io.tracks import write_track_files
@@ -20,7 +27,7 @@ pytest.importorskip('trackeval')
 CLASS_NAMES = dict(zip(category_ids(COCO_CLASSES), COCO_CLASSES))
 
 
-def track_sequence(name, folder, association):
+def track_sequence(name, folder, association, seed=0):
     """Ground truth and tracked results of sequence `name` as MOTS files in folder/gt, folder/<association>."""
     seq = render(name)
     (folder / 'gt').mkdir(parents=True, exist_ok=True)
@@ -28,35 +35,47 @@ def track_sequence(name, folder, association):
     tracker = MaskTracker(TrackOptions(association=association), fps=30.0)
     records = [{'source_index': 0, 'frame_index': t, 'height': HEIGHT, 'width': WIDTH,
                 'annotations': tracker.update(det, timestamp=t / 30).to_coco()}
-               for t, det in enumerate(detections_from_truth(seq))]
+               for t, det in enumerate(detections_from_truth(seq, seed=seed))]
     write_track_files(records, folder / association, {0: name}, CLASS_NAMES)
 
 
-@pytest.mark.slow   # TrackEval on four rendered sequences
+@pytest.mark.slow   # TrackEval on four rendered sequences, five times
 def test_sequences_without_occlusion_are_tracked_with_hota_095_and_no_id_switch(tmp_path):
-    for name in NO_OCCLUSION:
-        track_sequence(name, tmp_path, 'mask')
-    scores = evaluate_mots(tmp_path / 'gt', tmp_path / 'mask')
-    print('\n'.join(scores.table()))
-    for cls in scores.classes:
-        assert scores.scores['COMBINED_SEQ'][cls]['HOTA'] >= 0.95, scores.table()
-    for name in NO_OCCLUSION:
-        present = [row for row in scores.scores[name].values() if row['GT']]
-        assert present and all(row['IDSW'] == 0 and row['IDF1'] >= 0.95 for row in present), (name, present)
+    """HOTA over the four sequences, averaged over five draws of the detector's errors (one draw
+    can lose an entering car's first frames: its HOTA is lower), and no id switch in any."""
+    hota = {}
+    for seed in range(5):
+        for name in NO_OCCLUSION:
+            track_sequence(name, tmp_path / str(seed), 'mask', seed)
+        scores = evaluate_mots(tmp_path / str(seed) / 'gt', tmp_path / str(seed) / 'mask')
+        print(seed, *scores.table()[1:], sep='\n')
+        for cls in scores.classes:
+            hota.setdefault(cls, []).append(scores.scores['COMBINED_SEQ'][cls]['HOTA'])
+        for name in NO_OCCLUSION:
+            present = [row for row in scores.scores[name].values() if row['GT']]
+            assert present and all(row['IDSW'] == 0 and row['IDF1'] >= 0.9 for row in present), (seed, name, present)
+    assert set(hota) == {'car', 'pedestrian'}
+    for cls, values in hota.items():
+        assert np.mean(values) >= 0.95 and min(values) >= 0.9, (cls, values)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize('name', ['crossing', 'occlusion'])
 def test_mask_association_is_no_worse_than_box_association(tmp_path, name):
-    rows = {}
-    for association in ('mask', 'box'):
-        track_sequence(name, tmp_path, association)
-        scores = evaluate_mots(tmp_path / 'gt', tmp_path / association)
-        rows[association] = scores.scores['COMBINED_SEQ']
-        print(name, association, *scores.table()[1:], sep='\n')
-    for cls in rows['mask']:
-        assert rows['mask'][cls]['HOTA'] >= rows['box'][cls]['HOTA'] - 1e-9
-        assert rows['mask'][cls]['IDSW'] <= rows['box'][cls]['IDSW']
+    """Over three draws of the detector's errors: the mean HOTA and the id switches, per class."""
+    hota, switches = {}, {}
+    for seed in range(3):
+        for association in ('mask', 'box'):
+            track_sequence(name, tmp_path / str(seed), association, seed)
+            scores = evaluate_mots(tmp_path / str(seed) / 'gt', tmp_path / str(seed) / association)
+            print(name, seed, association, *scores.table()[1:], sep='\n')
+            for cls, row in scores.scores['COMBINED_SEQ'].items():
+                hota.setdefault((association, cls), []).append(row['HOTA'])
+                switches[association, cls] = switches.get((association, cls), 0) + row['IDSW']
+    for association, cls in hota:
+        if association == 'mask':
+            assert np.mean(hota['mask', cls]) >= np.mean(hota['box', cls]) - 1e-9, cls
+            assert switches['mask', cls] <= switches['box', cls], cls
 
 
 def blob(x, y, w=40, h=60, height=200, width=300):
@@ -93,8 +112,9 @@ def test_a_missed_detection_is_filled_in_at_the_predicted_place_for_fill_frames(
 
 def test_tracks_are_class_aware():
     tracker = MaskTracker(TrackOptions(), fps=30.0)
-    tracker.update(detections_of_masks([blob(10, 20)], [0], [0.9]), timestamp=0.0)
-    for t in (1, 2):   # a car where the person was: a track of its own, never the person's
+    for t in (0, 1):
+        tracker.update(detections_of_masks([blob(10, 20)], [0], [0.9]), timestamp=t / 30)
+    for t in (2, 3):   # a car where the person was: a track of its own, never the person's
         out = tracker.update(detections_of_masks([blob(10 + t, 20)], [2], [0.9]), timestamp=t / 30)
     assert sorted(zip(out.track_ids.tolist(), out.class_names)) == [(1, 'person'), (2, 'car')]   # the person filled in
 
@@ -175,3 +195,26 @@ def test_predictor_track_is_stream_with_a_tracker(checkpoint, tmp_path):
         model.track(frames, tile=512)
     with pytest.raises(MrcnnError, match="unknown tracker 'sort'"):
         model.track(frames, tracker='sort')
+
+
+@pytest.mark.slow
+def test_botsort_is_the_librarys_own_and_tracks_the_constant_sequence(tmp_path):
+    seq = render('constant')
+    (tmp_path / 'gt.txt').write_text(mots_text(seq))
+    tracker = make_tracker(TrackOptions(tracker='botsort'), 30.0)
+    records = []
+    for t, det in enumerate(detections_from_truth(seq)):
+        tracked = tracker.update(det, timestamp=t / 30, image=seq.frames[t])   # the frame: camera-motion compensation
+        assert set(tracked.track_ids.tolist()) <= {1, 2} and np.all(np.diff(tracked.scores) <= 0)
+        records.append({'source_index': 0, 'frame_index': t, 'height': HEIGHT, 'width': WIDTH,
+                        'annotations': tracked.to_coco()})
+    write_track_files(records, tmp_path, {0: 'constant'}, CLASS_NAMES)
+    scores = evaluate_mots(tmp_path / 'gt.txt', tmp_path / 'mots' / 'constant.txt')
+    print(*scores.table(), sep='\n')
+    assert all(row['IDSW'] == 0 and row['IDF1'] >= 0.8 for row in scores.scores['COMBINED_SEQ'].values())
+
+
+def test_botsort_refuses_mask_association_in_one_line():
+    with pytest.raises(MrcnnError, match='BoT-SORT matches by box IoU'):
+        make_tracker(TrackOptions(tracker='botsort', association='mask'))
+    assert isinstance(make_tracker(TrackOptions(tracker='botsort', association='box')), BotSortTracker)

@@ -304,12 +304,13 @@ def _track_options(tracker, association, track_thr, match_thr, track_buffer, min
 
 track_options = grouped(
     'track', _track_options,
-    ('tracker', click.option('--tracker', type=click.Choice(['bytetrack']), default='bytetrack', show_default=True,
-                             help="ByteTrack, as roboflow's trackers implements it.")),
-    ('association', click.option('--association', type=click.Choice(['mask', 'box']), default='mask',
-                                 show_default=True,
-                                 help='Match tracks to detections by mask IoU (the last mask moved to the predicted '
-                                      'box) or by box IoU.')),
+    ('tracker', click.option('--tracker', type=click.Choice(['bytetrack', 'botsort']), default='bytetrack',
+                             show_default=True,
+                             help="ByteTrack with mrcnn's mask-aware association, or roboflow's BoT-SORT as it is "
+                                  '(box IoU after camera-motion compensation).')),
+    ('association', click.option('--association', type=click.Choice(['mask', 'box']), default=None,
+                                 help='ByteTrack matches tracks to detections by mask IoU (the last mask moved to the '
+                                      'predicted box; the default) or by box IoU; BoT-SORT by box IoU.')),
     ('track_thr', click.option('--track-thr', type=click.FloatRange(0, 1), default=0.5, show_default=True,
                                help='Detections scoring at least this are matched first and may start a track; lower '
                                     'ones (down to --score-thr) only continue one.')),

@@ -16,7 +16,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
@@ -29,7 +29,7 @@ from mrcnn_cli.ops.paste import MaskWindow
 if TYPE_CHECKING:
     from mrcnn_cli.engine.pipeline import StreamItem
 
-TRACKERS = ('bytetrack',)
+TRACKERS = ('bytetrack', 'botsort')
 ASSOCIATIONS = ('mask', 'box')
 DEFAULT_FPS = 30.0          # cameras and streams that declare no frame rate
 TRACKERS_VERSION = '2.6.1'   # mrcnn's association step uses this version's tracklets and lifecycle
@@ -44,6 +44,8 @@ class TrackOptions:
     `track_thr`: detections scoring at least this are matched first and may start a track; lower
     ones (down to the stream's score_thr) only continue tracks (ByteTrack's second stage).
     `match_thr`: the least IoU (mask or box, `association`) that matches a detection to a track.
+    `tracker='botsort'` is the library's BoT-SORT as it is: box IoU after camera-motion
+    compensation (sparse optical flow on the frames), class-agnostic, no filling in.
     `buffer`: how long a lost track waits to be found again, in frames at 30 fps (as ByteTrack
     counts; scaled to the video's frame rate).  `min_hits`: consecutive frames before a new
     object gets an id (on a sequence's first frame every detection above track_thr gets one).
@@ -51,7 +53,7 @@ class TrackOptions:
     mask moved to where the Kalman filter predicts it (with its last score); 0 reports detected
     objects only."""
     tracker: str = 'bytetrack'
-    association: str = 'mask'
+    association: str | None = None   # bytetrack: mask; botsort: box (its own, camera-motion compensated)
     track_thr: float = 0.5
     match_thr: float = 0.1
     buffer: int = 30
@@ -61,8 +63,11 @@ class TrackOptions:
     def checked(self) -> TrackOptions:
         if self.tracker not in TRACKERS:
             raise MrcnnError(f"unknown tracker {self.tracker!r}; choose from {', '.join(TRACKERS)}")
-        if self.association not in ASSOCIATIONS:
+        if self.association not in (*ASSOCIATIONS, None):
             raise MrcnnError(f"association must be one of {', '.join(ASSOCIATIONS)}, not {self.association!r}")
+        if self.tracker == 'botsort' and self.association == 'mask':
+            raise MrcnnError('BoT-SORT matches by box IoU (after camera-motion compensation): use association box, '
+                             'or the bytetrack tracker for mask association')
         for name, value in (('track_thr', self.track_thr), ('match_thr', self.match_thr)):
             if not 0.0 <= value <= 1.0:
                 raise MrcnnError(f'{name} must be between 0 and 1, not {value}')
@@ -129,6 +134,8 @@ class MaskTracker:
 
     def __init__(self, options: TrackOptions = TrackOptions(), *, fps: float = DEFAULT_FPS) -> None:
         self.options = options.checked()
+        if self.options.tracker != 'bytetrack':
+            raise MrcnnError(f'MaskTracker is ByteTrack; make_tracker builds {self.options.tracker}')
         byte_track = require_trackers()
         from trackers.core.bytetrack.tracklet import ByteTrackTracklet
 
@@ -136,6 +143,7 @@ class MaskTracker:
             """A library tracklet that also keeps its class and its last box and mask."""
             label: int = -1
             score: float = 0.0
+            hits: int = 0
             box: np.ndarray
             window: MaskWindow
             area: int = 0
@@ -147,8 +155,10 @@ class MaskTracker:
                                    minimum_iou_threshold=options.match_thr, high_conf_det_threshold=options.track_thr)
         self._first = True
 
-    def update(self, det: Detections, *, timestamp: float | None = None) -> Detections:
-        """The detections of this frame that belong to a confirmed track, with `track_ids` set."""
+    def update(self, det: Detections, *, timestamp: float | None = None,
+               image: np.ndarray | None = None) -> Detections:
+        """The detections of this frame that belong to a confirmed track, with `track_ids` set
+        (`image`, the frame, is for trackers that compensate camera motion; ByteTrack does not)."""
         from trackers.core.bytetrack.utils import _get_alive_tracklets
         lib = self._library
         timing = lib._predict_timing(timestamp)
@@ -179,7 +189,7 @@ class MaskTracker:
             tracklet = self._tracklet_class(initial_bbox=det.boxes[i].astype(np.float64),
                                             state_estimator_class=lib.state_estimator_class)
             self._remember(tracklet, det, windows, areas, i)
-            if self._first:   # ByteTrack: the first frame's detections are tracks at once
+            if self._first or lib.minimum_consecutive_frames <= 1:   # ByteTrack: the first frame's are tracks at once
                 tracklet.tracker_id = lib._allocate_tracker_id()
                 ids[i] = tracklet.tracker_id
             lib.tracks.append(tracklet)
@@ -197,7 +207,8 @@ class MaskTracker:
         frame; a track predicted out of the frame is not reported)."""
         out = []
         for track in tracks:
-            if track.tracker_id < 0 or not 0 < track.time_since_update <= self.options.fill or not track.area:
+            if track.tracker_id < 0 or track.hits < 2 or not 0 < track.time_since_update <= self.options.fill \
+                    or not track.area:   # a track seen once may be a false positive: not carried on
                 continue
             dx, dy = _predicted_move(track)
             box = np.clip(track.box + (dx, dy, dx, dy), 0, (width, height, width, height))
@@ -223,7 +234,7 @@ class MaskTracker:
         labels = det.labels[columns]
         for r, track in enumerate(tracks):
             similarity[r, labels != track.label] = 0.0
-        if self.options.association == 'box':
+        if self.options.association == 'box':   # None: ByteTrack's default, mask
             return similarity
         for r, c in zip(*np.nonzero(similarity)):
             track, i = tracks[r], int(columns[c])
@@ -248,8 +259,45 @@ class MaskTracker:
     def _remember(tracklet: Any, det: Detections, windows: Sequence[MaskWindow], areas: Sequence[int],
                   i: int) -> None:
         tracklet.label, tracklet.score = int(det.labels[i]), float(det.scores[i])
+        tracklet.hits += 1
         tracklet.box = det.boxes[i].astype(np.float64)
         tracklet.window, tracklet.area = windows[i], areas[i]
+
+
+class BotSortTracker:
+    """roboflow's BoT-SORT as it is (see TrackOptions), behind MaskTracker's `update`."""
+
+    def __init__(self, options: TrackOptions = TrackOptions(tracker='botsort'), *, fps: float = DEFAULT_FPS) -> None:
+        self.options = options.checked()
+        require_trackers()
+        from trackers.core.botsort.tracker import BoTSORTTracker
+        self._library = BoTSORTTracker(lost_track_buffer=options.buffer, frame_rate=fps,
+                                       track_activation_threshold=options.track_thr,
+                                       minimum_consecutive_frames=options.min_hits,
+                                       minimum_iou_threshold_first_assoc=options.match_thr,
+                                       high_conf_det_threshold=options.track_thr)
+
+    def update(self, det: Detections, *, timestamp: float | None = None,
+               image: np.ndarray | None = None) -> Detections:
+        import supervision as sv
+        index = np.arange(len(det))
+        given = sv.Detections(xyxy=det.boxes.astype(np.float64).reshape(-1, 4), confidence=det.scores,
+                              class_id=det.labels, data={'index': index})
+        tracked = self._library.update(given, frame=image, timestamp=timestamp)
+        rows = np.asarray(tracked.data.get('index', np.zeros(0, int)), np.int64)
+        ids = np.asarray(tracked.tracker_id if tracked.tracker_id is not None else np.zeros(0), np.int64)
+        by_row = dict(zip(rows[ids >= 0].tolist(), (ids[ids >= 0] + 1).tolist()))
+        keep = sorted(by_row)   # detections keep their order (by decreasing score)
+        return det[keep].with_track_ids([by_row[i] for i in keep])
+
+
+Tracker = Union[MaskTracker, BotSortTracker]  # noqa: UP007 - evaluated on 3.10 too
+
+
+def make_tracker(options: TrackOptions, fps: float = DEFAULT_FPS) -> Tracker:
+    """The tracker `options` name, for one video or sequence at `fps`."""
+    options = options.checked()
+    return BotSortTracker(options, fps=fps) if options.tracker == 'botsort' else MaskTracker(options, fps=fps)
 
 
 def _predicted_move(track: Any) -> tuple[int, int]:
@@ -292,7 +340,7 @@ def tracked_items(items: Iterable[StreamItem], options: TrackOptions) -> Iterato
     detections; video frames carry their time (frame number / fps) to the tracker, so that it
     predicts across the frames between.  Problems pass through unchanged."""
     options = options.checked()
-    tracker: MaskTracker | None = None
+    tracker: Tracker | None = None
     sequence: object = None
     last: Detections | None = None
     for item in items:
@@ -302,10 +350,10 @@ def tracked_items(items: Iterable[StreamItem], options: TrackOptions) -> Iterato
         key = 'arrays' if item.kind == 'array' else item.source_index
         fps = item.video.fps if item.video is not None and item.video.fps > 0 else DEFAULT_FPS
         if tracker is None or key != sequence:
-            tracker, sequence, last = MaskTracker(options, fps=fps), key, None
+            tracker, sequence, last = make_tracker(options, fps), key, None
         if item.inferred or last is None:
             timestamp = item.frame_index / fps if item.video is not None else None
-            last = tracker.update(item.detections, timestamp=timestamp)
+            last = tracker.update(item.detections, timestamp=timestamp, image=item.image)
         yield replace(item, detections=last)
 
 
