@@ -193,11 +193,11 @@ def test_a_full_queue_is_503_with_retry_after():
         first = threading.Thread(target=lambda: answers.append(c.post('/v1/predict', content=png(8, 8))))
         first.start()
         while 'mrcnn_images_in_flight 1.0' not in c.get('/metrics').text:   # it is with the model
-            pass
+            time.sleep(0.001)   # polling that state (the gate holds it there), not timing it
         second = threading.Thread(target=lambda: answers.append(c.post('/v1/predict', content=png(8, 8))))
         second.start()
         while 'mrcnn_queue_depth 1.0' not in c.get('/metrics').text:       # it waits in the queue
-            pass
+            time.sleep(0.001)
         third = c.post('/v1/predict', content=png(8, 8))
         model.network_gate.set()
         first.join(30), second.join(30)
