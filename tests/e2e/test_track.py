@@ -146,7 +146,8 @@ def test_an_unknown_tracker_is_a_usage_error_naming_the_choices(tmp_path):
     assert proc.returncode == 2 and "'sort' is not 'bytetrack'" in proc.stderr and 'Traceback' not in proc.stderr
 
 
-def test_ctrl_c_leaves_complete_track_files_for_the_frames_done(scene_video, checkpoint, tmp_path):
+def test_ctrl_c_leaves_complete_track_files_and_resume_restarts_the_video(scene_video, checkpoint, tracked_run,
+                                                                          tmp_path):
     out = tmp_path / 'out'
     proc = subprocess.Popen([sys.executable, '-m', 'mrcnn_cli', 'track', str(scene_video), '--weights',
                              str(checkpoint('r50')), '--device', 'cpu', *FAST, '--out', str(out)],
@@ -163,3 +164,10 @@ def test_ctrl_c_leaves_complete_track_files_for_the_frames_done(scene_video, che
     lines = (out / 'mots' / 'crossing.txt').read_text().splitlines()
     assert {int(line.split()[0]) for line in lines} <= {r['frame_index'] for r in done}
     assert json.loads((out / 'ytvis.json').read_text())
+    # --resume: the unfinished video starts again, tracker and ids with it: what one whole run gives
+    proc = mrcnn('track', scene_video, '--weights', checkpoint('r50'), '--device', 'cpu', *FAST, '--out', out,
+                 '--resume')
+    assert proc.returncode == 0 and 'was not finished by the last run; it starts again' in proc.stderr, proc.stderr
+    whole, _ = tracked_run
+    for name in ('mots/crossing.txt', 'ytvis.json', 'predictions.json'):
+        assert (out / name).read_text() == (whole / name).read_text(), name
