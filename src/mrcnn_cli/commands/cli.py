@@ -4,6 +4,7 @@ import os
 import signal
 import sys
 import warnings
+from collections.abc import Callable
 
 import click
 
@@ -104,24 +105,31 @@ def load_model(model, announce=True):
     return predictor
 
 
-@cli.command()
-@click.argument('sources', nargs=-1, required=True)
-@model_choice()
-@click.option('--score-thr', type=click.FloatRange(0, 1), default=DEFAULT_SCORE_THR, show_default=True,
-              help='Minimum score drawn and written to JSON (the model always applies 0.05).')
-@click.option('--out', 'out_dir', type=click.Path(file_okay=False), default='runs/predict', show_default=True,
-              help='Output folder (one holding another run becomes runs/predict2, ... by default).')
-@click.option('--no-vis', is_flag=True, help='Write predictions.json only, no pictures or videos.')
-@click.option('--classes', 'class_names', default=None,
-              help='Keep only these classes, by name or 0-based index, e.g. person,car or 0,2.')
-@click.option('--batch-size', type=click.IntRange(1), default=1, show_default=True,
-              help='Images or frames per network call (results are identical to 1).')
-@tile_options
-@video_options
-@save_options
-@draw_options
-@run_options(exist_ok=True, joined_by='`mrcnn merge OUT`')
-@max_pixels_option
+def sources_command(*, out: str, score_thr: float, score_help: str, what: str, group: Callable) -> Callable:
+    """The options `mrcnn predict` and `mrcnn track` share, around their own `group` of options."""
+    shared: list[Callable[[Callable], Callable]] = [
+              click.argument('sources', nargs=-1, required=True), model_choice(),
+              click.option('--score-thr', type=click.FloatRange(0, 1), default=score_thr, show_default=True,
+                           help=score_help),
+              click.option('--out', 'out_dir', type=click.Path(file_okay=False), default=out, show_default=True,
+                           help=f'Output folder (one holding another run becomes {out}2, ... by default).'),
+              click.option('--no-vis', is_flag=True, help='Write the results only, no pictures or videos.'),
+              click.option('--classes', 'class_names', default=None,
+                           help=f'{what} only these classes, by name or 0-based index, e.g. person,car or 0,2.'),
+              click.option('--batch-size', type=click.IntRange(1), default=1, show_default=True,
+                           help='Images or frames per network call (results are identical to 1).'),
+              group, video_options, save_options, draw_options,
+              run_options(exist_ok=True, joined_by='`mrcnn merge OUT`'), max_pixels_option]
+
+    def decorate(f: Callable) -> Callable:
+        for option in reversed(shared):
+            f = option(f)
+        return cli.command()(f)
+    return decorate
+
+
+@sources_command(out='runs/predict', score_thr=DEFAULT_SCORE_THR, what='Keep', group=tile_options,
+                 score_help='Minimum score drawn and written to JSON (the model always applies 0.05).')
 def predict(sources, model, score_thr, out_dir, no_vis, class_names, batch_size, tiles, video, save, draw, run,
             max_pixels):
     """Segment SOURCES: image files, directories, glob patterns, videos, camera indexes (0), image
@@ -129,24 +137,8 @@ def predict(sources, model, score_thr, out_dir, no_vis, class_names, batch_size,
     _predict_command(locals())
 
 
-@cli.command()
-@click.argument('sources', nargs=-1, required=True)
-@model_choice()
-@click.option('--score-thr', type=click.FloatRange(0, 1), default=TRACK_SCORE_THR, show_default=True,
-              help='The least score a detection needs to continue a track (--track-thr to start one).')
-@click.option('--out', 'out_dir', type=click.Path(file_okay=False), default='runs/track', show_default=True,
-              help='Output folder (one holding another run becomes runs/track2, ... by default).')
-@click.option('--no-vis', is_flag=True, help='No annotated videos: the results and track files only.')
-@click.option('--classes', 'class_names', default=None,
-              help='Track only these classes, by name or 0-based index, e.g. person,car or 0,2.')
-@click.option('--batch-size', type=click.IntRange(1), default=1, show_default=True,
-              help='Frames per network call (results are identical to 1).')
-@track_options
-@video_options
-@save_options
-@draw_options
-@run_options(exist_ok=True, joined_by='`mrcnn merge OUT`')
-@max_pixels_option
+@sources_command(out='runs/track', score_thr=TRACK_SCORE_THR, what='Track', group=track_options,
+                 score_help='The least score a detection needs to continue a track (--track-thr to start one).')
 def track(sources, model, score_thr, out_dir, no_vis, class_names, batch_size, track, video, save, draw, run,
           max_pixels):
     """Track the objects of SOURCES over time: videos, camera indexes (0), stream URLs, or folders
