@@ -28,7 +28,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-KINDS = ('image', 'video', 'checkpoint', 'onnx', 'annotations', 'results')
+KINDS = ('image', 'video', 'checkpoint', 'onnx', 'annotations', 'results', 'mots')
 SELFTEST = 'selftest'   # a target that hangs and fails on purpose, for the harness's own test
 EXTREMES = (0, 1, 0x7F, 0x80, 0xFF)
 JSON_VALUES = (None, True, -1, 0, 1, 2 ** 63, -2 ** 31, 1e308, float('nan'), float('inf'), -0.5, '', 'x', [], {},
@@ -194,6 +194,19 @@ def results():
              'segmentation': [[2, 2, 12, 2, 12, 12]]}]
 
 
+def mots_text():
+    """A MOTS txt ground truth: two frames of a pedestrian and a car on a 24x32 image."""
+    import numpy as np
+    import pycocotools.mask as mask_util
+    lines = []
+    for frame in (0, 1):
+        for track_id, class_id, (y0, x0) in ((2001, 2, (2, 2 + frame)), (1002, 1, (12, 16 - frame))):
+            mask = np.zeros((24, 32), np.uint8, order='F')
+            mask[y0:y0 + 8, x0:x0 + 6] = 1
+            lines.append(f'{frame} {track_id} {class_id} 24 32 {mask_util.encode(mask)["counts"].decode()}')
+    return ''.join(line + '\n' for line in lines)
+
+
 # ---- targets: what the CLI calls for each kind ----------------------------------------------
 
 class Target:
@@ -211,6 +224,10 @@ class Target:
             self.seeds = [(ext, data, None) for ext, data in checkpoint_seeds()]
         elif kind == 'onnx':
             self.seeds = [(ext, data, None) for ext, data in onnx_seeds()]
+        elif kind == 'mots':   # a ground truth, scored against the same file unchanged
+            self.results_path = self.folder.parent / 'results.txt'
+            self.results_path.write_text(mots_text())
+            self.seeds = [('.txt', mots_text().encode(), None)]
         else:   # the other file of an evaluation, left as it is
             self.gt_path = self.folder.parent / 'gt.json'
             self.gt_path.write_text(json.dumps(ground_truth()))
@@ -259,6 +276,9 @@ class Target:
             mrcnn_cli.load(weights=path, style='pytorch', device='cpu')
         elif self.kind == 'onnx':
             mrcnn_cli.load(onnx=path, device='cpu')
+        elif self.kind == 'mots':
+            from mrcnn_cli.engine.track_metrics import evaluate_mots
+            evaluate_mots(path, self.results_path)
         elif self.kind == 'annotations':
             ev.eval_results_files(path, [str(self.results_path)], self.out)
         else:

@@ -61,11 +61,16 @@ def test_ytvis_has_one_entry_per_track_with_null_where_it_is_absent(tmp_path):
     assert sorted(p.name for p in (tmp_path / 'mots').iterdir()) == ['a.txt', 'b.txt']
 
 
+FULL = '0 1 2 40 60 ' + mask_utils.encode(np.asfortranarray(np.ones((40, 60), np.uint8)))['counts'].decode()
+
+
 @pytest.mark.parametrize('text, where', [
-    ('0 1 2 40 60 ' + mask_utils.encode(np.asfortranarray(np.ones((40, 60), np.uint8)))['counts'].decode()
-     + '\n0 1 2 40\n', 'line 2: not a MOTS line'),
+    (FULL + '\n0 1 2 40\n', 'line 2: not a MOTS line'),
     ('0 x 2 40 60 abc\n', 'line 1: frame, id, class_id, height and width must be integers'),
-    ('\n-1 1 2 40 60 abc\n', 'line 2: frame must be >= 0'),
+    ('\n-1 1 2 40 60 abc\n', 'line 2: frame must be 0 to 100000'),
+    (FULL + '\n0 2 2 40 61 ' + FULL.split()[-1] + '\n', 'line 2: a 61x40 image; the file\'s first line says 60x40'),
+    ('0 1 2 40 60 l7\n', 'line 1: RLE runs do not cover its 40x60 pixels exactly'),   # pycocotools would hang
+    ('0 1 2 100000 100000 abc\n', 'line 1: a 100000x100000 image is larger than'),
 ])
 def test_a_malformed_mots_line_is_one_error_naming_it(tmp_path, text, where):
     path = tmp_path / 'gt.txt'
@@ -79,3 +84,16 @@ def test_a_binary_file_is_not_a_mots_file(tmp_path):
     path.write_bytes(b'\x80\x04\x95 pickle')
     with pytest.raises(MrcnnError, match='not a MOTS txt file'):
         read_mots(path)
+
+
+def test_ids_twice_in_a_frame_and_overlapping_masks_break_mots_rules():
+    from mrcnn_cli.io.tracks import MotsObject, mots_frame_problem
+
+    def obj(frame, track_id, x0):
+        mask = np.zeros((H, W), np.uint8, order='F')
+        mask[0:10, x0:x0 + 10] = 1
+        return MotsObject(frame, track_id, 2, mask_utils.encode(mask))
+    assert mots_frame_problem([obj(0, 1, 0), obj(0, 2, 10), obj(1, 1, 5)]) is None
+    assert mots_frame_problem([obj(0, 1, 0), obj(0, 1, 20)]) == 'frame 0 has id 1 twice'
+    assert mots_frame_problem([obj(3, 1, 0), obj(3, 2, 20), obj(3, 4, 25)]) == \
+        'in frame 3 the mask of id 4 overlaps another (MOTS masks do not overlap)'

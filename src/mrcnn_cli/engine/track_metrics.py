@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from mrcnn_cli.errors import MrcnnError
-from mrcnn_cli.io.tracks import KITTI_CLASS_IDS, read_mots
+from mrcnn_cli.io.tracks import KITTI_CLASS_IDS, mots_frame_problem, read_mots
 
 MOTS_CLASSES = {'car': KITTI_CLASS_IDS['car'], 'pedestrian': KITTI_CLASS_IDS['pedestrian']}
 TRACKER_NAME = 'mrcnn'
@@ -86,6 +86,14 @@ def evaluate_mots(gt: str | Path, results: str | Path) -> TrackScores:
     lengths, present = {}, set()
     for seq in gt_files:
         truth, found = read_mots(gt_files[seq]), read_mots(result_files[seq])
+        for path, objects in ((gt_files[seq], truth), (result_files[seq], found)):
+            problem = mots_frame_problem(objects)
+            if problem:
+                raise MrcnnError(f'{path}: {problem}')
+        if truth and found and truth[0].rle['size'] != found[0].rle['size']:
+            (h, w), (rh, rw) = truth[0].rle['size'], found[0].rle['size']
+            raise MrcnnError(f'{result_files[seq]} is for {rw}x{rh} images, its ground truth {gt_files[seq]} for '
+                             f'{w}x{h}')
         lengths[seq] = 1 + max((o.frame for o in truth + found), default=0)
         present |= {o.class_id for o in truth}
     classes = [name for name, class_id in MOTS_CLASSES.items() if class_id in present]
@@ -107,7 +115,8 @@ def evaluate_mots(gt: str | Path, results: str | Path) -> TrackScores:
             'RETURN_ON_ERROR': False, 'LOG_ON_ERROR': None, 'DISPLAY_LESS_PROGRESS': True})
         metrics = [trackeval.metrics.HOTA(), trackeval.metrics.CLEAR({'PRINT_CONFIG': False}),
                    trackeval.metrics.Identity({'PRINT_CONFIG': False})]   # TrackEval adds its Count
-        with contextlib.redirect_stdout(io.StringIO()):   # its progress lines; the numbers are returned
+        # its progress lines, and the traceback it prints of an error it then raises (one line here)
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             try:
                 results_by_dataset, _ = evaluator.evaluate([dataset], metrics)
             except trackeval.utils.TrackEvalException as e:

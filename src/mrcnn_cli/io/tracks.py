@@ -22,7 +22,9 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from mrcnn_cli.errors import MrcnnError
+from mrcnn_cli.io.coco_checks import segmentation_problem
 from mrcnn_cli.io.files import atomic_path, write_text
+from mrcnn_cli.io.images import MAX_PIXELS
 
 KITTI_CLASS_IDS = {'car': 1, 'person': 2, 'pedestrian': 2}
 OTHER_CLASS_BASE = 100
@@ -119,8 +121,14 @@ class MotsObject:
     rle: dict[str, Any]
 
 
+MAX_MOTS_FRAME = 100_000   # a frame number beyond this is taken as a broken file (an hour of video at 30 fps)
+
+
 def read_mots(path: str | os.PathLike) -> list[MotsObject]:
-    """A MOTS txt file's objects; a malformed line is one MrcnnError naming the file and line."""
+    """A MOTS txt file's objects; a malformed line is one MrcnnError naming the file and line: not
+    six fields, not integers, a frame number beyond MAX_MOTS_FRAME, an image size other than the
+    file's first or larger than mrcnn reads, a mask that is not a compressed RLE covering exactly
+    its image (what pycocotools' decoder needs to be safe)."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -128,17 +136,32 @@ def read_mots(path: str | os.PathLike) -> list[MotsObject]:
         raise MrcnnError(f'{path} is not a MOTS txt file (not text)') from None
     except OSError as e:
         raise MrcnnError(f'cannot read {path}: {e.strerror or e}') from None
-    objects = []
+    objects: list[MotsObject] = []
     for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        objects.append(_mots_object(path, number, line))
+        if line.strip():
+            objects.append(_mots_object(f'{path}, line {number}', line, objects[0].rle['size'] if objects else None))
     return objects
 
 
-def _mots_object(path: Path, number: int, line: str) -> MotsObject:
+def mots_frame_problem(objects: Iterable[MotsObject]) -> str | None:
+    """Why a MOTS file's frames break MOTS's rules (an id twice in a frame, masks that overlap), or None."""
+    by_frame: dict[int, list[MotsObject]] = {}
+    for o in objects:
+        by_frame.setdefault(o.frame, []).append(o)
+    for frame, found in sorted(by_frame.items()):
+        ids = [o.track_id for o in found]
+        if len(set(ids)) != len(ids):
+            return f'frame {frame} has id {next(i for i in ids if ids.count(i) > 1)} twice'
+        union = found[0].rle
+        for o in found[1:]:
+            if mask_utils.area(mask_utils.merge([union, o.rle], intersect=True)):
+                return f'in frame {frame} the mask of id {o.track_id} overlaps another (MOTS masks do not overlap)'
+            union = mask_utils.merge([union, o.rle], intersect=False)
+    return None
+
+
+def _mots_object(where: str, line: str, size: list[int] | None) -> MotsObject:
     fields = line.split()
-    where = f'{path}, line {number}'
     if len(fields) != 6:
         raise MrcnnError(f'{where}: not a MOTS line (frame id class_id height width rle: 6 fields, '
                          f'not {len(fields)})')
@@ -146,16 +169,16 @@ def _mots_object(path: Path, number: int, line: str) -> MotsObject:
         frame, track_id, class_id, height, width = (int(v) for v in fields[:5])
     except ValueError:
         raise MrcnnError(f'{where}: frame, id, class_id, height and width must be integers') from None
-    if frame < 0 or height <= 0 or width <= 0:
-        raise MrcnnError(f'{where}: frame must be >= 0 and the image size positive')
-    rle = {'size': [height, width], 'counts': fields[5].encode()}
-    try:
-        area = int(mask_utils.area(rle))
-    except Exception:   # pycocotools' decoder raises bare errors on bad counts
-        raise MrcnnError(f'{where}: the mask is not a valid RLE for a {width}x{height} image') from None
-    if area > height * width:
-        raise MrcnnError(f'{where}: the mask is not a valid RLE for a {width}x{height} image')
-    return MotsObject(frame, track_id, class_id, rle)
+    if not 0 <= frame <= MAX_MOTS_FRAME or height <= 0 or width <= 0:
+        raise MrcnnError(f'{where}: frame must be 0 to {MAX_MOTS_FRAME} and the image size positive')
+    if size is not None and [height, width] != size:
+        raise MrcnnError(f'{where}: a {width}x{height} image; the file\'s first line says {size[1]}x{size[0]}')
+    if height * width > MAX_PIXELS:
+        raise MrcnnError(f'{where}: a {width}x{height} image is larger than {MAX_PIXELS} pixels')
+    problem = segmentation_problem({'size': [height, width], 'counts': fields[5]})
+    if problem:
+        raise MrcnnError(f'{where}: {problem}')
+    return MotsObject(frame, track_id, class_id, {'size': [height, width], 'counts': fields[5].encode()})
 
 
 def frames_of_log(records: Iterable[dict[str, Any]]) -> Iterator[tuple[int, TrackedFrame]]:
