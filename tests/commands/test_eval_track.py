@@ -82,3 +82,53 @@ def test_a_malformed_ground_truth_line_is_one_error_line(files, tmp_path):
     assert proc.stderr.strip().splitlines() == [
         f'error: {bad}, line 5: not a MOTS line (frame id class_id height width rle: 6 fields, not 4)']
     assert not (tmp_path / 's.json').exists()
+
+
+def mot_ground_truth(scene):
+    """MOTChallenge gt.txt of a scene: every visible object's box, people as pedestrians (1), cars 3."""
+    lines = []
+    for t, objects in enumerate(scene.truth):
+        for track_id, name, mask in objects:
+            ys, xs = np.nonzero(mask)
+            left, top = xs.min(), ys.min()
+            lines.append(f'{t + 1},{track_id},{left},{top},{xs.max() + 1 - left},{ys.max() + 1 - top},1,'
+                         f'{1 if name == "person" else 3},1.0')
+    return ''.join(line + '\n' for line in lines)
+
+
+def test_eval_track_scores_motchallenge_boxes_as_trackeval_does(files, tmp_path):
+    """MOTChallenge boxes: mrcnn's mot/ files against box ground truth, as TrackEval scores them in
+    its own MOT17 layout (seqinfo.ini, seqmap)."""
+    root = tmp_path / 'mot'
+    seqmap = ['name']
+    for seq, name in SEQUENCES.items():
+        scene = render(name)
+        folder = root / 'gt' / 'MOT17-train' / f'MOT17-{seq}'
+        (folder / 'gt').mkdir(parents=True)
+        (folder / 'gt' / 'gt.txt').write_text(mot_ground_truth(scene))
+        (folder / 'seqinfo.ini').write_text(f'[Sequence]\nname=MOT17-{seq}\nseqLength={len(scene.frames)}\n')
+        seqmap.append(f'MOT17-{seq}')
+        results = root / 'trackers' / 'MOT17-train' / 'mine' / 'data'
+        results.mkdir(parents=True, exist_ok=True)
+        (results / f'MOT17-{seq}.txt').write_text((files / 'run' / 'mot' / f'{seq}.txt').read_text())
+    (root / 'gt' / 'seqmaps').mkdir()
+    (root / 'gt' / 'seqmaps' / 'MOT17-train.txt').write_text('\n'.join(seqmap) + '\n')
+    out = tmp_path / 'scores.json'
+    proc = mrcnn('eval', 'track', root / 'gt' / 'MOT17-train' / 'MOT17-0000' / 'gt' / 'gt.txt',
+                 root / 'trackers' / 'MOT17-train' / 'mine' / 'data' / 'MOT17-0000.txt', '--out', out)
+    assert proc.returncode == 0, proc.stderr
+    ours = json.loads(out.read_text())['scores']['COMBINED_SEQ']['pedestrian']
+    evaluator = trackeval.Evaluator({**trackeval.Evaluator.get_default_eval_config(), 'USE_PARALLEL': False,
+                                     'PRINT_RESULTS': False, 'OUTPUT_SUMMARY': False, 'OUTPUT_DETAILED': False,
+                                     'PLOT_CURVES': False})
+    dataset = trackeval.datasets.MotChallenge2DBox({
+        **trackeval.datasets.MotChallenge2DBox.get_default_dataset_config(), 'GT_FOLDER': str(root / 'gt'),
+        'TRACKERS_FOLDER': str(root / 'trackers'), 'OUTPUT_FOLDER': str(tmp_path / 'te')})
+    with contextlib.redirect_stdout(io.StringIO()):
+        results, _ = evaluator.evaluate([dataset], [trackeval.metrics.HOTA(), trackeval.metrics.CLEAR(),
+                                                    trackeval.metrics.Identity()])
+    reference = results['MotChallenge2DBox']['mine']['MOT17-0000']['pedestrian']
+    assert ours['HOTA'] == pytest.approx(np.mean(reference['HOTA']['HOTA']), abs=1e-12) and ours['HOTA'] > 0.5
+    assert ours['IDF1'] == pytest.approx(reference['Identity']['IDF1'], abs=1e-12)
+    assert ours['MOTA'] == pytest.approx(reference['CLEAR']['MOTA'], abs=1e-12)
+    assert ours['IDSW'] == reference['CLEAR']['IDSW']

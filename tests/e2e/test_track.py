@@ -80,8 +80,8 @@ def kept_ids(records):
 
 def test_track_writes_ids_mots_and_ytvis_that_trackeval_and_pycocotools_read(tracked_run):
     out, proc = tracked_run
-    assert sorted(p.name for p in out.iterdir()) == ['crossing.mp4', 'mots', 'predictions.json', 'predictions.jsonl',
-                                                     'ytvis.json']
+    assert sorted(p.name for p in out.iterdir()) == ['crossing.mp4', 'mot', 'mots', 'predictions.json',
+                                                     'predictions.jsonl', 'ytvis.json']
     records = frame_records(out)
     assert [r['frame_index'] for r in records] == list(range(FRAMES))
     entries = [a for r in records for a in r['annotations']]

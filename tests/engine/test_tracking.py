@@ -188,7 +188,7 @@ def test_predictor_track_is_stream_with_a_tracker(checkpoint, tmp_path):
         assert np.array_equal(item.detections.boxes, expected.boxes)
     assert len(items[0].detections) > 0
     paths = save_tracks(items, tmp_path)
-    assert paths == [tmp_path / 'mots' / 'arrays.txt', tmp_path / 'ytvis.json']
+    assert paths == [tmp_path / 'mots' / 'arrays.txt', tmp_path / 'mot' / 'arrays.txt', tmp_path / 'ytvis.json']
     frames_written = {int(line.split()[0]) for line in paths[0].read_text().splitlines()}
     assert frames_written == {i for i, item in enumerate(items) if len(item.detections)}
     with pytest.raises(TypeError, match="'tile'"):

@@ -35,7 +35,9 @@ def test_mots_masks_do_not_overlap_and_the_higher_score_keeps_a_contested_pixel(
     person, car, dog = COCO_CLASSES.index('person'), COCO_CLASSES.index('car'), COCO_CLASSES.index('dog')
     det = tracked([(0, 0, 30, 20), (20, 10, 50, 30), (52, 0, 60, 8)], [person, car, dog], [0.6, 0.9, 0.5], [4, 7, 9])
     paths = write_track_files([frame_record(3, det)], tmp_path, {0: 'clip'}, CLASS_NAMES)
-    assert paths == [tmp_path / 'mots' / 'clip.txt', tmp_path / 'ytvis.json']
+    assert paths == [tmp_path / 'mots' / 'clip.txt', tmp_path / 'mot' / 'clip.txt', tmp_path / 'ytvis.json']
+    # MOTChallenge boxes: the person only (it scores pedestrians), frames from 1, the detection's box
+    assert (tmp_path / 'mot' / 'clip.txt').read_text() == '4,4,0.00,0.00,30.00,20.00,0.6000,-1,-1,-1\n'
     rows = [line.split() for line in (tmp_path / 'mots' / 'clip.txt').read_text().splitlines()]
     assert [r[:5] for r in rows] == [['3', '7', '1', str(H), str(W)], ['3', '4', '2', str(H), str(W)],
                                      ['3', '9', str(100 + category_ids(COCO_CLASSES)[dog]), str(H), str(W)]]
@@ -59,6 +61,8 @@ def test_ytvis_has_one_entry_per_track_with_null_where_it_is_absent(tmp_path):
     assert first['segmentations'][2] is None and second['segmentations'][1:] == [None, None]
     assert mask_utils.decode(first['segmentations'][1])[0:10, 2:12].all()
     assert sorted(p.name for p in (tmp_path / 'mots').iterdir()) == ['a.txt', 'b.txt']
+    assert [line.split(',')[:2] for line in (tmp_path / 'mot' / 'a.txt').read_text().splitlines()] == \
+        [['1', '1'], ['1', '2'], ['2', '1']]
 
 
 FULL = '0 1 2 40 60 ' + mask_utils.encode(np.asfortranarray(np.ones((40, 60), np.uint8)))['counts'].decode()
@@ -97,3 +101,18 @@ def test_ids_twice_in_a_frame_and_overlapping_masks_break_mots_rules():
     assert mots_frame_problem([obj(0, 1, 0), obj(0, 1, 20)]) == 'frame 0 has id 1 twice'
     assert mots_frame_problem([obj(3, 1, 0), obj(3, 2, 20), obj(3, 4, 25)]) == \
         'in frame 3 the mask of id 4 overlaps another (MOTS masks do not overlap)'
+
+
+@pytest.mark.parametrize('text, where', [
+    ('1,1,10,10,5,5,1,1,1\n1,2,10,10\n', 'line 2: not a MOTChallenge line'),
+    ('1,1,10,x,5,5,1,1,1\n', 'line 1: the fields must be numbers'),
+    ('0,1,10,10,5,5,1,1,1\n', 'line 1: frame must be a whole number from 1'),
+    ('1,1,10,10,-5,5,1,1,1\n', 'line 1: width and height must not be negative'),
+    ('1,1,nan,10,5,5,1,1,1\n', 'line 1: the fields must be finite numbers'),
+])
+def test_a_malformed_mot_line_is_one_error_naming_it(tmp_path, text, where):
+    from mrcnn_cli.io.tracks import read_mot
+    path = tmp_path / 'gt.txt'
+    path.write_text(text)
+    with pytest.raises(MrcnnError, match=where):
+        read_mot(path)

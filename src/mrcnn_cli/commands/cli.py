@@ -372,14 +372,15 @@ def eval_coco(ann, images_dir, results_files, merge_dir, model, max_images, out_
 @click.option('--out', 'out_path', type=click.Path(dir_okay=False), default=None,
               help='Write the scores as JSON here (default: track_metrics.json beside RESULTS).')
 def eval_track(gt, results, out_path):
-    """HOTA, IDF1 and MOTA (DetA, AssA, IDSW) through TrackEval: RESULTS (a MOTS txt file, or a
-    folder of them such as `mrcnn track`'s --out) against GT (KITTI MOTS / MOTSChallenge txt, a
-    file or a folder; sequences paired by file name)."""
+    """HOTA, IDF1 and MOTA (DetA, AssA, IDSW) through TrackEval: RESULTS (a file, or a folder of
+    them such as `mrcnn track`'s --out) against GT (a file or a folder; sequences paired by file
+    name): MOTS txt masks (KITTI MOTS / MOTSChallenge), or MOTChallenge boxes when GT is
+    comma-separated."""
     from pathlib import Path
 
-    from mrcnn_cli.engine.track_metrics import evaluate_mots
+    from mrcnn_cli.engine.track_metrics import evaluate_tracks
     from mrcnn_cli.io.files import write_text
-    scores = evaluate_mots(gt, results)
+    scores = evaluate_tracks(gt, results)
     target = Path(out_path) if out_path else (Path(results) if Path(results).is_dir() else Path(results).parent) \
         / 'track_metrics.json'
     import json

@@ -1,9 +1,10 @@
 """`mrcnn eval track`: HOTA, IDF1 and MOTA (with DetA, AssA, IDSW) through TrackEval.
 
 Ground truth and results are MOTS txt files (KITTI MOTS / MOTSChallenge layout: `frame id class_id
-height width rle`), one per sequence, paired by file name.  They are checked line by line first
-(TrackEval's own errors name no line), then laid out as TrackEval's KITTI MOTS dataset reads them
-and scored by TrackEval itself, for its two classes: car (1) and pedestrian (2)."""
+height width rle`) or MOTChallenge box files (`frame,id,left,top,width,height,conf,class,visibility`),
+one per sequence, paired by file name.  They are checked line by line first (TrackEval's own
+errors name no line), then laid out as TrackEval's KITTI MOTS or MOTChallenge 2D box dataset reads
+them and scored by TrackEval itself: car (1) and pedestrian (2) masks, or pedestrian boxes."""
 from __future__ import annotations
 
 import contextlib
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from mrcnn_cli.errors import MrcnnError
-from mrcnn_cli.io.tracks import KITTI_CLASS_IDS, mots_frame_problem, read_mots
+from mrcnn_cli.io.tracks import KITTI_CLASS_IDS, mot_frame_problem, mots_frame_problem, read_mot, read_mots
 
 MOTS_CLASSES = {'car': KITTI_CLASS_IDS['car'], 'pedestrian': KITTI_CLASS_IDS['pedestrian']}
 TRACKER_NAME = 'mrcnn'
@@ -59,30 +60,58 @@ def _cell(name: str, value: float) -> str:
     return f'{int(value):>8d}' if name in ('IDSW', 'GT', 'found') else f'{value:>8.3f}'
 
 
-def sequence_files(path: str | Path, what: str) -> dict[str, Path]:
-    """{sequence name: MOTS file}: a .txt file, or the .txt files of a folder (or of its mots/)."""
+def sequence_files(path: str | Path, what: str, folder_name: str = 'mots') -> dict[str, Path]:
+    """{sequence name: file}: a .txt file, or the .txt files of a folder (or of its `folder_name`/,
+    as `mrcnn track` writes them)."""
     path = Path(path)
     if path.is_file():
         return {path.stem: path}
     if path.is_dir():
-        folder = path / 'mots' if (path / 'mots').is_dir() else path
+        folder = path / folder_name if (path / folder_name).is_dir() else path
         files = {p.stem: p for p in sorted(folder.glob('*.txt'))}
         if files:
             return files
-        raise MrcnnError(f'no MOTS .txt files in {folder} ({what})')
+        raise MrcnnError(f'no .txt files in {folder} ({what})')
     raise MrcnnError(f'no such file or directory: {path} ({what})')
 
 
+def is_mot_box_file(path: Path) -> bool:
+    """MOTChallenge box files are comma-separated; MOTS txt is not."""
+    try:
+        with open(path, 'rb') as f:
+            return b',' in f.readline()
+    except OSError as e:
+        raise MrcnnError(f'cannot read {path}: {e.strerror or e}') from None
+
+
+def evaluate_tracks(gt: str | Path, results: str | Path) -> TrackScores:
+    """TrackEval's HOTA, CLEAR and Identity metrics of `results` against `gt` (files or folders):
+    MOTS txt (masks: car and pedestrian, as KITTI MOTS) or, when the ground truth is
+    comma-separated, MOTChallenge boxes (pedestrians, with MOT's distractor classes)."""
+    boxes = is_mot_box_file(next(iter(sequence_files(gt, 'ground truth').values())))
+    gt_files, result_files = paired(gt, results, 'mot' if boxes else 'mots')
+    return _evaluate_boxes(gt_files, result_files) if boxes else _evaluate_masks(gt_files, result_files)
+
+
 def evaluate_mots(gt: str | Path, results: str | Path) -> TrackScores:
-    """TrackEval's HOTA, CLEAR and Identity metrics of `results` against `gt` (files or folders)."""
-    trackeval = require_trackeval()
-    gt_files, result_files = sequence_files(gt, 'ground truth'), sequence_files(results, 'results')
+    """`evaluate_tracks` for MOTS txt files."""
+    return _evaluate_masks(*paired(gt, results, 'mots'))
+
+
+def paired(gt: str | Path, results: str | Path, folder_name: str) -> tuple[dict[str, Path], dict[str, Path]]:
+    """The ground truth's sequences and each one's results file (paired by name; two files: one sequence)."""
+    gt_files = sequence_files(gt, 'ground truth', folder_name)
+    result_files = sequence_files(results, 'results', folder_name)
     if len(gt_files) == 1 and len(result_files) == 1:   # two files: one sequence, whatever their names
         result_files = {next(iter(gt_files)): next(iter(result_files.values()))}
     missing = sorted(set(gt_files) - set(result_files))
     if missing:
         raise MrcnnError(f'no results for the ground truth sequence {missing[0]} (results are paired with ground '
                          f'truth by file name; found {", ".join(sorted(result_files)) or "none"})')
+    return gt_files, {seq: result_files[seq] for seq in gt_files}
+
+
+def _evaluate_masks(gt_files: dict[str, Path], result_files: dict[str, Path]) -> TrackScores:
     lengths, present = {}, set()
     for seq in gt_files:
         truth, found = read_mots(gt_files[seq]), read_mots(result_files[seq])
@@ -100,15 +129,36 @@ def evaluate_mots(gt: str | Path, results: str | Path) -> TrackScores:
     if not classes:
         raise MrcnnError('the ground truth has no car (class_id 1) or pedestrian (2) objects: the classes TrackEval '
                          'scores MOTS files for')
+    return _run_trackeval('KittiMOTS', gt_files, result_files, '{gt_folder}/label_02/{seq}.txt', classes,
+                          {'SEQ_INFO': lengths})
+
+
+def _evaluate_boxes(gt_files: dict[str, Path], result_files: dict[str, Path]) -> TrackScores:
+    lengths = {}
+    for seq in gt_files:
+        truth, found = read_mot(gt_files[seq]), read_mot(result_files[seq])
+        for path, objects in ((gt_files[seq], truth), (result_files[seq], found)):
+            problem = mot_frame_problem(objects)
+            if problem:
+                raise MrcnnError(f'{path}: {problem}')
+        lengths[seq] = max((o.frame for o in truth + found), default=1)   # MOTChallenge counts frames from 1
+    return _run_trackeval('MotChallenge2DBox', gt_files, result_files, '{gt_folder}/{seq}/gt/gt.txt',
+                          ['pedestrian'], {'SEQ_INFO': lengths, 'SKIP_SPLIT_FOL': True})
+
+
+def _run_trackeval(dataset_name: str, gt_files: dict[str, Path], result_files: dict[str, Path], gt_layout: str,
+                   classes: list[str], config: dict[str, Any]) -> TrackScores:
+    """TrackEval's own dataset `dataset_name` on the files laid out as it reads them, in a temporary folder."""
+    trackeval = require_trackeval()
     with tempfile.TemporaryDirectory(prefix='mrcnn-eval-track-') as tmp:
         root = Path(tmp)
         for seq in gt_files:
-            _link(gt_files[seq], root / 'gt' / 'label_02' / f'{seq}.txt')
+            _link(gt_files[seq], Path(gt_layout.format(gt_folder=root / 'gt', seq=seq)))
             _link(result_files[seq], root / 'trackers' / TRACKER_NAME / 'data' / f'{seq}.txt')
-        dataset = trackeval.datasets.KittiMOTS({
-            'GT_FOLDER': str(root / 'gt'), 'TRACKERS_FOLDER': str(root / 'trackers'),
+        dataset = getattr(trackeval.datasets, dataset_name)({
+            'GT_FOLDER': str(root / 'gt'), 'TRACKERS_FOLDER': str(root / 'trackers'), 'GT_LOC_FORMAT': gt_layout,
             'OUTPUT_FOLDER': str(root / 'out'), 'TRACKERS_TO_EVAL': [TRACKER_NAME], 'CLASSES_TO_EVAL': classes,
-            'SEQ_INFO': lengths, 'PRINT_CONFIG': False})
+            'PRINT_CONFIG': False, **config})
         evaluator = trackeval.Evaluator({
             'USE_PARALLEL': False, 'PRINT_RESULTS': False, 'PRINT_CONFIG': False, 'TIME_PROGRESS': False,
             'OUTPUT_SUMMARY': False, 'OUTPUT_DETAILED': False, 'PLOT_CURVES': False, 'BREAK_ON_ERROR': True,
@@ -121,7 +171,7 @@ def evaluate_mots(gt: str | Path, results: str | Path) -> TrackScores:
                 results_by_dataset, _ = evaluator.evaluate([dataset], metrics)
             except trackeval.utils.TrackEvalException as e:
                 raise MrcnnError(f'TrackEval: {e}') from None
-    by_sequence = results_by_dataset['KittiMOTS'][TRACKER_NAME]
+    by_sequence = results_by_dataset[dataset_name][TRACKER_NAME]
     scores = {seq: {cls: _row(by_sequence[seq][cls]) for cls in classes} for seq in [*gt_files, 'COMBINED_SEQ']}
     return TrackScores(list(gt_files), classes, scores)
 

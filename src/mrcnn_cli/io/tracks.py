@@ -6,11 +6,16 @@ where two masks claim a pixel the higher score keeps it.  class_id is KITTI MOTS
 classes (car 1, pedestrian 2: COCO's person) and 100 + the COCO category id for every other class,
 which TrackEval's MOTS datasets leave out.
 
+MOT txt (MOTChallenge's results format, boxes): `frame,id,left,top,width,height,score,-1,-1,-1`
+with frames from 1, for the person class only: MOTChallenge scores pedestrians and its results
+files name no class.
+
 YouTube-VIS results: one entry per track, `video_id`, `category_id`, `score` (the mean of its
 detections'), `segmentations` (one RLE per frame of the video, null where the track is absent)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +32,7 @@ from mrcnn_cli.io.files import atomic_path, write_text
 from mrcnn_cli.io.images import MAX_PIXELS
 
 KITTI_CLASS_IDS = {'car': 1, 'person': 2, 'pedestrian': 2}
+MOT_CLASSES = ('person', 'pedestrian')   # MOTChallenge scores pedestrians; its results files carry no class
 OTHER_CLASS_BASE = 100
 
 
@@ -75,6 +81,13 @@ def mots_line(frame: TrackedFrame, instance: dict[str, Any], counts: str, class_
             f'{frame.height} {frame.width} {counts}')
 
 
+def mot_line(frame: TrackedFrame, instance: dict[str, Any]) -> str:
+    """One MOTChallenge results line: frame from 1, id, box left, top, width, height, score, -1 x 3."""
+    left, top, width, height = instance['bbox']
+    return (f'{frame.frame_index + 1},{instance["track_id"]},{left:.2f},{top:.2f},{width:.2f},{height:.2f},'
+            f'{instance["score"]:.4f},-1,-1,-1')
+
+
 @dataclass
 class _Track:
     category_id: int
@@ -84,26 +97,29 @@ class _Track:
 
 def write_track_files(records: Iterable[dict[str, Any]], folder: str | os.PathLike, stems: dict[int, str],
                       class_names: dict[int, str]) -> list[Path]:
-    """FOLDER/mots/<stem>.txt for each tracked video of a results log (its records, in order) and
-    FOLDER/ytvis.json for them all (video_id 1, 2, ... in input order).  One frame's masks are in
+    """FOLDER/mots/<stem>.txt and FOLDER/mot/<stem>.txt for each tracked video of a results log (its
+    records, in order) and FOLDER/ytvis.json for them all (video_id 1, 2, ... in input order).  One frame's masks are in
     memory at a time for the MOTS files; the YouTube-VIS document holds every track's RLEs (it is
     one JSON document).  Each file is written atomically."""
     folder = Path(folder)
     paths, entries = [], []
     for video_id, (index, group) in enumerate(groupby(frames_of_log(records), key=lambda f: f[0]), 1):
-        path = folder / 'mots' / f'{stems[index]}.txt'
+        path, boxes_path = folder / 'mots' / f'{stems[index]}.txt', folder / 'mot' / f'{stems[index]}.txt'
         tracks: dict[int, _Track] = {}
         length = 0
-        with atomic_path(path) as tmp, open(tmp, 'w') as f:
+        with atomic_path(path) as tmp, open(tmp, 'w') as f, atomic_path(boxes_path) as boxes_tmp, \
+                open(boxes_tmp, 'w') as boxes:
             for _, frame in group:
                 length = max(length, frame.frame_index + 1)
+                boxes.writelines(mot_line(frame, inst) + '\n' for inst in frame.instances
+                                 if class_names.get(inst['category_id']) in MOT_CLASSES)
                 for inst, rle in non_overlapping(frame):
                     counts = rle['counts'].decode()
                     f.write(mots_line(frame, inst, counts, class_names) + '\n')
                     track = tracks.setdefault(inst['track_id'], _Track(inst['category_id']))
                     track.scores.append(float(inst['score']))
                     track.segmentations[frame.frame_index] = {'size': [frame.height, frame.width], 'counts': counts}
-        paths.append(path)
+        paths += [path, boxes_path]
         entries += [{'video_id': video_id, 'category_id': t.category_id, 'score': float(np.mean(t.scores)),
                      'segmentations': [t.segmentations.get(i) for i in range(length)], 'track_id': track_id}
                     for track_id, t in sorted(tracks.items())]
@@ -179,6 +195,63 @@ def _mots_object(where: str, line: str, size: list[int] | None) -> MotsObject:
     if problem:
         raise MrcnnError(f'{where}: {problem}')
     return MotsObject(frame, track_id, class_id, {'size': [height, width], 'counts': fields[5].encode()})
+
+
+@dataclass(frozen=True)
+class MotBox:
+    """One line of a MOTChallenge box file (frames from 1; `class_id` -1 in results files)."""
+    frame: int
+    track_id: int
+    box: tuple[float, float, float, float]   # left, top, width, height
+    confidence: float
+    class_id: int
+
+
+def read_mot(path: str | os.PathLike) -> list[MotBox]:
+    """A MOTChallenge box file's lines (`frame,id,left,top,width,height,conf[,class,visibility,...]`);
+    a malformed line is one MrcnnError naming the file and line."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise MrcnnError(f'{path} is not a MOTChallenge txt file (not text)') from None
+    except OSError as e:
+        raise MrcnnError(f'cannot read {path}: {e.strerror or e}') from None
+    boxes = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            boxes.append(_mot_box(f'{path}, line {number}', line))
+    return boxes
+
+
+def _mot_box(where: str, line: str) -> MotBox:
+    fields = [f.strip() for f in line.split(',')]
+    if len(fields) < 7:
+        raise MrcnnError(f'{where}: not a MOTChallenge line (frame,id,left,top,width,height,conf[,class,visibility]: '
+                         f'7 fields or more, not {len(fields)})')
+    try:
+        values = [float(v) for v in fields[:9]]
+    except ValueError:
+        raise MrcnnError(f'{where}: the fields must be numbers') from None
+    if not all(math.isfinite(v) for v in values):
+        raise MrcnnError(f'{where}: the fields must be finite numbers')
+    frame, track_id, left, top, width, height, confidence = values[:7]
+    if frame != int(frame) or not 1 <= frame <= MAX_MOTS_FRAME + 1 or track_id != int(track_id):
+        raise MrcnnError(f'{where}: frame must be a whole number from 1 to {MAX_MOTS_FRAME + 1}, id a whole number')
+    if width < 0 or height < 0:
+        raise MrcnnError(f'{where}: width and height must not be negative')
+    class_id = int(values[7]) if len(values) > 7 else -1
+    return MotBox(int(frame), int(track_id), (left, top, width, height), confidence, class_id)
+
+
+def mot_frame_problem(boxes: Iterable[MotBox]) -> str | None:
+    """Why a MOTChallenge file breaks its rules (an id twice in a frame), or None."""
+    seen = set()
+    for b in boxes:
+        if (b.frame, b.track_id) in seen:
+            return f'frame {b.frame} has id {b.track_id} twice'
+        seen.add((b.frame, b.track_id))
+    return None
 
 
 def frames_of_log(records: Iterable[dict[str, Any]]) -> Iterator[tuple[int, TrackedFrame]]:
