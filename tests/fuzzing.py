@@ -28,7 +28,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-KINDS = ('image', 'video', 'checkpoint', 'onnx', 'annotations', 'results', 'mots')
+KINDS = ('image', 'video', 'checkpoint', 'onnx', 'annotations', 'results', 'mots', 'mot')
 SELFTEST = 'selftest'   # a target that hangs and fails on purpose, for the harness's own test
 EXTREMES = (0, 1, 0x7F, 0x80, 0xFF)
 JSON_VALUES = (None, True, -1, 0, 1, 2 ** 63, -2 ** 31, 1e308, float('nan'), float('inf'), -0.5, '', 'x', [], {},
@@ -207,6 +207,12 @@ def mots_text():
     return ''.join(line + '\n' for line in lines)
 
 
+def mot_text():
+    """A MOTChallenge box ground truth: three frames of two pedestrians and a car."""
+    return ''.join(f'{t},{i},{10 * i + t},{5 + t},20,40,1,{1 if i < 3 else 3},1.0\n'
+                   for t in (1, 2, 3) for i in (1, 2, 3))
+
+
 # ---- targets: what the CLI calls for each kind ----------------------------------------------
 
 class Target:
@@ -224,10 +230,12 @@ class Target:
             self.seeds = [(ext, data, None) for ext, data in checkpoint_seeds()]
         elif kind == 'onnx':
             self.seeds = [(ext, data, None) for ext, data in onnx_seeds()]
-        elif kind == 'mots':   # a ground truth, scored against the same file unchanged
+        elif kind in ('mots', 'mot'):   # a ground truth, scored against the same file unchanged
+            text = mots_text() if kind == 'mots' else mot_text()
             self.results_path = self.folder.parent / 'results.txt'
-            self.results_path.write_text(mots_text())
-            self.seeds = [('.txt', mots_text().encode(), None)]
+            self.results_path.write_text(text if kind == 'mots' else ''.join(   # results carry no class
+                ','.join(line.split(',')[:7] + ['-1', '-1', '-1']) + '\n' for line in text.splitlines()))
+            self.seeds = [('.txt', text.encode(), None)]
         else:   # the other file of an evaluation, left as it is
             self.gt_path = self.folder.parent / 'gt.json'
             self.gt_path.write_text(json.dumps(ground_truth()))
@@ -276,9 +284,9 @@ class Target:
             mrcnn_cli.load(weights=path, style='pytorch', device='cpu')
         elif self.kind == 'onnx':
             mrcnn_cli.load(onnx=path, device='cpu')
-        elif self.kind == 'mots':
-            from mrcnn_cli.engine.track_metrics import evaluate_mots
-            evaluate_mots(path, self.results_path)
+        elif self.kind in ('mots', 'mot'):
+            from mrcnn_cli.engine.track_metrics import evaluate_tracks
+            evaluate_tracks(path, self.results_path)
         elif self.kind == 'annotations':
             ev.eval_results_files(path, [str(self.results_path)], self.out)
         else:
