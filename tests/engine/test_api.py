@@ -30,9 +30,10 @@ def same(a, b):
 
 
 def test_public_names():
-    assert sorted(mrcnn_cli.__all__) == sorted(['Detections', 'ModelChoice', 'MrcnnError', 'MrcnnWarning', 'Precision',
-                                                'Predictor', 'StreamItem', 'TileOptions', 'load',
-                                                'tune_cpu_allocator', '__version__'])
+    assert sorted(mrcnn_cli.__all__) == sorted(['Detections', 'MaskTracker', 'ModelChoice', 'MrcnnError',
+                                                'MrcnnWarning', 'Precision', 'Predictor', 'StreamItem', 'TileOptions',
+                                                'TrackOptions', 'load', 'save_tracks', 'tune_cpu_allocator',
+                                                '__version__'])
     for name in mrcnn_cli.__all__:
         assert getattr(mrcnn_cli, name) is not None
 
