@@ -126,6 +126,7 @@ class Sequence:
     truth: list[list[tuple[int, str, np.ndarray]]]   # per frame: (track id, class, visible full-frame mask)
 
 
+@lru_cache(maxsize=1)   # the last one (a sequence's frames and masks take a few hundred MB)
 def render(name: str) -> Sequence:
     """The frames and per-frame visible masks of sequence `name` (objects drawn back to front)."""
     length, movers = SEQUENCES[name]()
