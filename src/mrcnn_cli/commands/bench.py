@@ -19,7 +19,7 @@ from mrcnn_cli.engine.memory import release_freed_memory
 from mrcnn_cli.engine.preprocess import pad_batch
 from mrcnn_cli.engine.timing import StageTimer, no_stage
 from mrcnn_cli.errors import MrcnnError
-from mrcnn_cli.io.cpu import cpu_info
+from mrcnn_cli.io.cpu import cpu_info, isa_flags
 from mrcnn_cli.io.images import read_image
 from mrcnn_cli.io.sources import collect_sources, list_images
 from mrcnn_cli.predictor import Predictor
@@ -215,7 +215,7 @@ def measure(name, precision, device, predict_batch, plan, *, batch_size=None, wa
 
 
 def machine_info(device):
-    info = {'cpu': cpu_info().model, 'cores': os.cpu_count(),
+    info = {'cpu': cpu_info().model, 'isa': isa_flags(), 'cores': os.cpu_count(),
             'torch_threads': torch.get_num_threads(), 'torch': torch.__version__, 'python': platform.python_version()}
     if torch.device(device).type == 'cuda':
         info['gpu'] = torch.cuda.get_device_name(torch.device(device))

@@ -30,3 +30,16 @@ def cpu_info() -> CpuInfo:
         elif key in ('flags', 'Features'):
             flags.update(value.split())
     return CpuInfo(model or platform.processor() or platform.machine(), frozenset(flags))
+
+
+# the flags that decide how fast a precision runs on x86 (what a figure needs named beside it)
+ISA_FLAGS = ('avx2', 'fma', 'avx512f', 'avx512bw', 'avx512vl', 'avx512_vnni', 'avx_vnni', 'avx512_bf16', 'avx512_fp16',
+             'amx_tile', 'amx_bf16', 'amx_int8')
+
+
+def isa_flags(info: CpuInfo | None = None) -> str:
+    """The ISA_FLAGS the CPU has, in that order ('unknown' where the flags cannot be read)."""
+    info = info or cpu_info()
+    if info.flags is None:
+        return 'unknown'
+    return ' '.join(f for f in ISA_FLAGS if f in info.flags) or 'none of ' + ', '.join(ISA_FLAGS[:3])
