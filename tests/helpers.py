@@ -72,3 +72,11 @@ EXPORT_IMAGES = ['000000397133.jpg', '000000516916.jpg', '000000011813.jpg', '00
 # R-50 at mmdetection's test scale; the others at a smaller one (the same network either way)
 EXPORT_CASES = [('r50', None, EXPORT_IMAGES, None), ('r50_caffe', 'caffe', EXPORT_IMAGES[:2], FAST_SCALE),
          ('x101_32x4d', None, EXPORT_IMAGES[2:3], FAST_SCALE)]
+
+
+def interruptible():
+    """`preexec_fn` for a command a test stops with SIGINT: Ctrl-C restored to its default in the child.
+    A test run started in the background of a non-interactive shell ignores SIGINT, its children
+    inherit that, and Python then installs no KeyboardInterrupt handler (the run would go on)."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from conftest import COCO_IMAGES, DEMO, SHARED
-from helpers import FAST, assert_one_error_line, mrcnn, mrcnn_here, mrcnn_with_peak_rss, no_partial_files
+from helpers import FAST, assert_one_error_line, interruptible, mrcnn, mrcnn_here, mrcnn_with_peak_rss, no_partial_files
 
 
 @pytest.fixture(scope='module')
@@ -129,7 +129,7 @@ def test_signal_during_a_directory_run(tmp_path, checkpoint, sig, after):
     out = tmp_path / 'out'
     proc = subprocess.Popen([sys.executable, '-m', 'mrcnn_cli', 'predict', str(src), *FAST, '--weights',
                              str(checkpoint('r50')), '--device', 'cpu', '--out', str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=interruptible)
     while proc.poll() is None and not (out / f'img{after:02d}.jpg').exists():   # that picture is written
         time.sleep(0.05)
     proc.send_signal(sig)

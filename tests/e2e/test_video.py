@@ -14,7 +14,7 @@ from mrcnn_cli.commands.predict import PredictOptions, predict_sources
 from mrcnn_cli.io.sources import collect_sources
 
 from conftest import DEMO, SHARED
-from helpers import FAST, FAST_SCALE, mrcnn
+from helpers import FAST, FAST_SCALE, interruptible, mrcnn
 
 CLIP = SHARED / 'data' / 'video' / 'mmaction2_demo.mp4'   # 280 frames, 340x256
 
@@ -87,7 +87,8 @@ def test_interrupt_leaves_playable_video_and_complete_json(tmp_path, checkpoint)
     env = dict(os.environ, PYTHONUNBUFFERED='1')
     proc = subprocess.Popen([sys.executable, '-m', 'mrcnn_cli', 'predict', str(CLIP), *FAST, '--weights',
                              str(checkpoint('r50')), '--device', 'cpu', '--out', str(out), '--vid-stride', '40'],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=interruptible)
     part = out / '.mmaction2_demo.part.mp4'
     while proc.poll() is None and not (part.exists() and part.stat().st_size > 20000):
         time.sleep(0.2)   # wait until frames are being written

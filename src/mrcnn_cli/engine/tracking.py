@@ -23,7 +23,6 @@ import numpy as np
 from mrcnn_cli.engine.detections import Detections
 from mrcnn_cli.errors import MrcnnError, warn
 from mrcnn_cli.io.coco import category_ids
-from mrcnn_cli.io.tracks import write_track_files
 from mrcnn_cli.ops.paste import MaskWindow
 
 if TYPE_CHECKING:
@@ -362,6 +361,7 @@ def save_tracks(items: Iterable[StreamItem], folder: str | os.PathLike) -> list[
     """FOLDER/mots/<video>.txt for each video or sequence of tracked `items` (what `Predictor.track`
     yields) and FOLDER/ytvis.json for them all: the files `mrcnn track` writes (see io.tracks).
     Arrays given together are one sequence, `arrays`; frames the model did not run on are left out."""
+    from mrcnn_cli.io.tracks import write_track_files  # pycocotools: not for every Predictor
     stems: dict[int, str] = {}
     class_names: dict[int, str] = {}
 
