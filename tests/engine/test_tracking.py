@@ -150,6 +150,7 @@ def test_frames_between_vid_stride_steps_show_the_last_tracked_detections():
     assert out[1].detections is out[0].detections and out[3].detections is out[2].detections
 
 
+@pytest.mark.slow   # 10,000 frames
 def test_track_state_stays_bounded_over_a_long_stream():
     """10,000 frames of objects coming and going: the tracker holds only the live and recently lost tracks."""
     rng = np.random.default_rng(0)

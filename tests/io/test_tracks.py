@@ -8,7 +8,7 @@ from pycocotools import mask as mask_utils
 from mrcnn_cli.engine.detections import Detections
 from mrcnn_cli.errors import MrcnnError
 from mrcnn_cli.io.coco import COCO_CLASSES, category_ids
-from mrcnn_cli.io.tracks import read_mots, write_track_files
+from mrcnn_cli.io.tracks import read_mot, read_mots, write_track_files
 from mrcnn_cli.ops.paste import MaskWindow
 
 H, W = 40, 60
@@ -68,19 +68,25 @@ def test_ytvis_has_one_entry_per_track_with_null_where_it_is_absent(tmp_path):
 FULL = '0 1 2 40 60 ' + mask_utils.encode(np.asfortranarray(np.ones((40, 60), np.uint8)))['counts'].decode()
 
 
-@pytest.mark.parametrize('text, where', [
-    (FULL + '\n0 1 2 40\n', 'line 2: not a MOTS line'),
-    ('0 x 2 40 60 abc\n', 'line 1: frame, id, class_id, height and width must be integers'),
-    ('\n-1 1 2 40 60 abc\n', 'line 2: frame must be 0 to 100000'),
-    (FULL + '\n0 2 2 40 61 ' + FULL.split()[-1] + '\n', 'line 2: a 61x40 image; the file\'s first line says 60x40'),
-    ('0 1 2 40 60 l7\n', 'line 1: RLE runs do not cover its 40x60 pixels exactly'),   # pycocotools would hang
-    ('0 1 2 100000 100000 abc\n', 'line 1: a 100000x100000 image is larger than'),
+@pytest.mark.parametrize('read, text, where', [
+    (read_mots, FULL + '\n0 1 2 40\n', 'line 2: not a MOTS line'),
+    (read_mots, '0 x 2 40 60 abc\n', 'line 1: frame, id, class_id, height and width must be integers'),
+    (read_mots, '\n-1 1 2 40 60 abc\n', 'line 2: frame must be 0 to 100000'),
+    (read_mots, FULL + '\n0 2 2 40 61 ' + FULL.split()[-1] + '\n',
+     'line 2: a 61x40 image; the file\'s first line says 60x40'),
+    (read_mots, '0 1 2 40 60 l7\n', 'line 1: RLE runs do not cover its 40x60 pixels exactly'),   # pycocotools hangs
+    (read_mots, '0 1 2 100000 100000 abc\n', 'line 1: a 100000x100000 image is larger than'),
+    (read_mot, '1,1,10,10,5,5,1,1,1\n1,2,10,10\n', 'line 2: not a MOTChallenge line'),
+    (read_mot, '1,1,10,x,5,5,1,1,1\n', 'line 1: the fields must be numbers'),
+    (read_mot, '0,1,10,10,5,5,1,1,1\n', 'line 1: frame must be a whole number from 1'),
+    (read_mot, '1,1,10,10,-5,5,1,1,1\n', 'line 1: width and height must not be negative'),
+    (read_mot, '1,1,nan,10,5,5,1,1,1\n', 'line 1: the fields must be finite numbers'),
 ])
-def test_a_malformed_mots_line_is_one_error_naming_it(tmp_path, text, where):
+def test_a_malformed_line_is_one_error_naming_it(tmp_path, read, text, where):
     path = tmp_path / 'gt.txt'
     path.write_text(text)
     with pytest.raises(MrcnnError, match=where):
-        read_mots(path)
+        read(path)
 
 
 def test_a_binary_file_is_not_a_mots_file(tmp_path):
@@ -101,18 +107,3 @@ def test_ids_twice_in_a_frame_and_overlapping_masks_break_mots_rules():
     assert mots_frame_problem([obj(0, 1, 0), obj(0, 1, 20)]) == 'frame 0 has id 1 twice'
     assert mots_frame_problem([obj(3, 1, 0), obj(3, 2, 20), obj(3, 4, 25)]) == \
         'in frame 3 the mask of id 4 overlaps another (MOTS masks do not overlap)'
-
-
-@pytest.mark.parametrize('text, where', [
-    ('1,1,10,10,5,5,1,1,1\n1,2,10,10\n', 'line 2: not a MOTChallenge line'),
-    ('1,1,10,x,5,5,1,1,1\n', 'line 1: the fields must be numbers'),
-    ('0,1,10,10,5,5,1,1,1\n', 'line 1: frame must be a whole number from 1'),
-    ('1,1,10,10,-5,5,1,1,1\n', 'line 1: width and height must not be negative'),
-    ('1,1,nan,10,5,5,1,1,1\n', 'line 1: the fields must be finite numbers'),
-])
-def test_a_malformed_mot_line_is_one_error_naming_it(tmp_path, text, where):
-    from mrcnn_cli.io.tracks import read_mot
-    path = tmp_path / 'gt.txt'
-    path.write_text(text)
-    with pytest.raises(MrcnnError, match=where):
-        read_mot(path)

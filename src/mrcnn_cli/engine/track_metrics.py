@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,14 +112,21 @@ def paired(gt: str | Path, results: str | Path, folder_name: str) -> tuple[dict[
     return gt_files, {seq: result_files[seq] for seq in gt_files}
 
 
+def read_checked(path: Path, read: Callable[[Path], list[Any]],
+                 problem_of: Callable[[list[Any]], str | None]) -> list[Any]:
+    """A file's lines, each checked by `read`, then all of them by `problem_of` (one MrcnnError naming the file)."""
+    objects = read(path)
+    problem = problem_of(objects)
+    if problem:
+        raise MrcnnError(f'{path}: {problem}')
+    return objects
+
+
 def _evaluate_masks(gt_files: dict[str, Path], result_files: dict[str, Path]) -> TrackScores:
     lengths, present = {}, set()
     for seq in gt_files:
-        truth, found = read_mots(gt_files[seq]), read_mots(result_files[seq])
-        for path, objects in ((gt_files[seq], truth), (result_files[seq], found)):
-            problem = mots_frame_problem(objects)
-            if problem:
-                raise MrcnnError(f'{path}: {problem}')
+        truth, found = read_checked(gt_files[seq], read_mots, mots_frame_problem), \
+            read_checked(result_files[seq], read_mots, mots_frame_problem)
         if truth and found and truth[0].rle['size'] != found[0].rle['size']:
             (h, w), (rh, rw) = truth[0].rle['size'], found[0].rle['size']
             raise MrcnnError(f'{result_files[seq]} is for {rw}x{rh} images, its ground truth {gt_files[seq]} for '
@@ -136,11 +144,8 @@ def _evaluate_masks(gt_files: dict[str, Path], result_files: dict[str, Path]) ->
 def _evaluate_boxes(gt_files: dict[str, Path], result_files: dict[str, Path]) -> TrackScores:
     lengths = {}
     for seq in gt_files:
-        truth, found = read_mot(gt_files[seq]), read_mot(result_files[seq])
-        for path, objects in ((gt_files[seq], truth), (result_files[seq], found)):
-            problem = mot_frame_problem(objects)
-            if problem:
-                raise MrcnnError(f'{path}: {problem}')
+        truth, found = read_checked(gt_files[seq], read_mot, mot_frame_problem), \
+            read_checked(result_files[seq], read_mot, mot_frame_problem)
         lengths[seq] = max((o.frame for o in truth + found), default=1)   # MOTChallenge counts frames from 1
     return _run_trackeval('MotChallenge2DBox', gt_files, result_files, '{gt_folder}/{seq}/gt/gt.txt',
                           ['pedestrian'], {'SEQ_INFO': lengths, 'SKIP_SPLIT_FOL': True})

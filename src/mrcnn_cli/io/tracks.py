@@ -145,18 +145,25 @@ def read_mots(path: str | os.PathLike) -> list[MotsObject]:
     six fields, not integers, a frame number beyond MAX_MOTS_FRAME, an image size other than the
     file's first or larger than mrcnn reads, a mask that is not a compressed RLE covering exactly
     its image (what pycocotools' decoder needs to be safe)."""
+    objects: list[MotsObject] = []
+    for where, line in numbered_lines(path, 'MOTS txt'):
+        objects.append(_mots_object(where, line, objects[0].rle['size'] if objects else None))
+    return objects
+
+
+def numbered_lines(path: str | os.PathLike, what: str) -> Iterator[tuple[str, str]]:
+    """('FILE, line N', line) for each line of a text file that is not blank; a file that cannot be
+    read, or is not text, is one MrcnnError."""
     path = Path(path)
     try:
         text = path.read_text()
     except UnicodeDecodeError:
-        raise MrcnnError(f'{path} is not a MOTS txt file (not text)') from None
+        raise MrcnnError(f'{path} is not a {what} file (not text)') from None
     except OSError as e:
         raise MrcnnError(f'cannot read {path}: {e.strerror or e}') from None
-    objects: list[MotsObject] = []
     for number, line in enumerate(text.splitlines(), 1):
         if line.strip():
-            objects.append(_mots_object(f'{path}, line {number}', line, objects[0].rle['size'] if objects else None))
-    return objects
+            yield f'{path}, line {number}', line
 
 
 def mots_frame_problem(objects: Iterable[MotsObject]) -> str | None:
@@ -210,18 +217,7 @@ class MotBox:
 def read_mot(path: str | os.PathLike) -> list[MotBox]:
     """A MOTChallenge box file's lines (`frame,id,left,top,width,height,conf[,class,visibility,...]`);
     a malformed line is one MrcnnError naming the file and line."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except UnicodeDecodeError:
-        raise MrcnnError(f'{path} is not a MOTChallenge txt file (not text)') from None
-    except OSError as e:
-        raise MrcnnError(f'cannot read {path}: {e.strerror or e}') from None
-    boxes = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            boxes.append(_mot_box(f'{path}, line {number}', line))
-    return boxes
+    return [_mot_box(where, line) for where, line in numbered_lines(path, 'MOTChallenge txt')]
 
 
 def _mot_box(where: str, line: str) -> MotBox:
