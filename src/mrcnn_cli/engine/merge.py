@@ -26,7 +26,7 @@ import numpy as np
 from mrcnn_cli.engine.detections import Detections
 from mrcnn_cli.engine.tiling import Rect, TileOptions
 from mrcnn_cli.ops.grid import RectGrid
-from mrcnn_cli.ops.paste import MaskWindow
+from mrcnn_cli.ops.paste import MaskWindow, window_intersection
 
 EDGE_MARGIN = 2   # pixels from an inner tile edge within which a mask counts as cut by it
 
@@ -151,7 +151,7 @@ def _measure(a: _Instance, b: _Instance, metric: str) -> float:
         area_a, area_b = int(ma.mask.sum()), int(mb.mask.sum())
     else:
         ma, mb, area_a, area_b = a.window, b.window, a.area, b.area
-    inter = _intersection(ma, mb)
+    inter = window_intersection(ma, mb)
     if inter == 0:
         return 0.0
     denominator = min(area_a, area_b) if metric == 'ios' else area_a + area_b - inter
@@ -165,17 +165,6 @@ def _restricted(win: MaskWindow, rects: Sequence[Rect]) -> MaskWindow:
     for r in rects:
         inside[max(r.y0 - win.y0, 0):max(r.y1 - win.y0, 0), max(r.x0 - win.x0, 0):max(r.x1 - win.x0, 0)] = True
     return MaskWindow(win.mask & inside, win.x0, win.y0)
-
-
-def _intersection(a: MaskWindow, b: MaskWindow) -> int:
-    ah, aw = a.mask.shape
-    bh, bw = b.mask.shape
-    x0, y0 = max(a.x0, b.x0), max(a.y0, b.y0)
-    x1, y1 = min(a.x0 + aw, b.x0 + bw), min(a.y0 + ah, b.y0 + bh)
-    if x1 <= x0 or y1 <= y0:
-        return 0
-    return int(np.count_nonzero(a.mask[y0 - a.y0:y1 - a.y0, x0 - a.x0:x1 - a.x0]
-                                & b.mask[y0 - b.y0:y1 - b.y0, x0 - b.x0:x1 - b.x0]))
 
 
 def _join(keeper: _Instance, other: _Instance) -> None:

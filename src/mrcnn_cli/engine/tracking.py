@@ -23,7 +23,7 @@ import numpy as np
 from mrcnn_cli.engine.detections import Detections
 from mrcnn_cli.errors import MrcnnError, warn
 from mrcnn_cli.io.coco import category_ids
-from mrcnn_cli.ops.paste import MaskWindow
+from mrcnn_cli.ops.paste import MaskWindow, window_intersection
 
 if TYPE_CHECKING:
     from mrcnn_cli.engine.pipeline import StreamItem
@@ -96,15 +96,7 @@ def require_trackers() -> Any:
 
 def window_iou(a: MaskWindow, a_area: int, dx: int, dy: int, b: MaskWindow, b_area: int) -> float:
     """IoU of mask `a` moved by (dx, dy) pixels with mask `b`, on their windows' overlap only."""
-    ah, aw = a.mask.shape
-    bh, bw = b.mask.shape
-    ax, ay = a.x0 + dx, a.y0 + dy
-    x0, x1 = max(ax, b.x0), min(ax + aw, b.x0 + bw)
-    y0, y1 = max(ay, b.y0), min(ay + ah, b.y0 + bh)
-    inter = 0
-    if x1 > x0 and y1 > y0:
-        inter = int(np.count_nonzero(a.mask[y0 - ay:y1 - ay, x0 - ax:x1 - ax] & b.mask[y0 - b.y0:y1 - b.y0,
-                                                                                          x0 - b.x0:x1 - b.x0]))
+    inter = window_intersection(MaskWindow(a.mask, a.x0 + dx, a.y0 + dy), b)
     union = a_area + b_area - inter
     return inter / union if union else 0.0
 
@@ -209,7 +201,7 @@ class MaskTracker:
             if track.tracker_id < 0 or track.hits < 2 or not 0 < track.time_since_update <= self.options.fill \
                     or not track.area:   # a track seen once may be a false positive: not carried on
                 continue
-            dx, dy = _predicted_move(track)
+            dx, dy = _move(track.box, track.get_state_bbox())
             box = np.clip(track.box + (dx, dy, dx, dy), 0, (width, height, width, height))
             window = moved_window(track.window, dx, dy, height, width)
             if window is not None and box[2] > box[0] and box[3] > box[1]:
@@ -235,11 +227,12 @@ class MaskTracker:
             similarity[r, labels != track.label] = 0.0
         if self.options.association == 'box':   # None: ByteTrack's default, mask
             return similarity
+        moves = [_move(track.box, box) for track, box in zip(tracks, predicted)]
         for r, c in zip(*np.nonzero(similarity)):
             track, i = tracks[r], int(columns[c])
             if not track.area or not areas[i]:
                 continue   # an empty mask: the boxes say it
-            dx, dy = _predicted_move(track)
+            dx, dy = moves[r]
             similarity[r, c] = window_iou(track.window, track.area, dx, dy, windows[i], areas[i])
         return similarity
 
@@ -299,10 +292,9 @@ def make_tracker(options: TrackOptions, fps: float = DEFAULT_FPS) -> Tracker:
     return BotSortTracker(options, fps=fps) if options.tracker == 'botsort' else MaskTracker(options, fps=fps)
 
 
-def _predicted_move(track: Any) -> tuple[int, int]:
-    """Whole pixels from the track's last box to its predicted one (their centres)."""
-    predicted = track.get_state_bbox()
-    dx, dy = np.rint((predicted[:2] + predicted[2:] - track.box[:2] - track.box[2:]) / 2)
+def _move(last: np.ndarray, predicted: np.ndarray) -> tuple[int, int]:
+    """Whole pixels from a track's last box to its predicted one (their centres)."""
+    dx, dy = np.rint((predicted[:2] + predicted[2:] - last[:2] - last[2:]) / 2)
     return int(dx), int(dy)
 
 

@@ -27,6 +27,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from mrcnn_cli.errors import MrcnnError
+from mrcnn_cli.io.coco import decode_rle
 from mrcnn_cli.io.coco_checks import segmentation_problem
 from mrcnn_cli.io.files import atomic_path, write_text
 from mrcnn_cli.io.images import MAX_PIXELS
@@ -49,13 +50,13 @@ class TrackedFrame:
     instances: list[dict[str, Any]]   # track_id, category_id, score, segmentation (RLE or polygons)
 
 
-def full_rle(segmentation: Any, height: int, width: int) -> dict[str, Any]:
-    """A COCO segmentation (compressed RLE, or polygons) as compressed RLE."""
-    if isinstance(segmentation, list):
-        return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width)) if segmentation else \
-            mask_utils.encode(np.zeros((height, width), np.uint8, order='F'))
-    counts = segmentation['counts']
-    return {'size': list(segmentation['size']), 'counts': counts.encode() if isinstance(counts, str) else counts}
+def segmentation_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
+    """(H, W) bool mask of a COCO segmentation: an RLE (io.coco's decoder), or polygons."""
+    if isinstance(segmentation, dict):
+        return decode_rle(segmentation)
+    if not segmentation:
+        return np.zeros((height, width), bool)
+    return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))).astype(bool)
 
 
 def non_overlapping(frame: TrackedFrame) -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -65,8 +66,7 @@ def non_overlapping(frame: TrackedFrame) -> list[tuple[dict[str, Any], dict[str,
     claimed = np.zeros((frame.height, frame.width), bool)
     out = []
     for instance in order:
-        mask = mask_utils.decode(full_rle(instance['segmentation'], frame.height, frame.width)).astype(bool)
-        mask &= ~claimed
+        mask = segmentation_mask(instance['segmentation'], frame.height, frame.width) & ~claimed
         if not mask.any():
             continue
         claimed |= mask
@@ -98,9 +98,9 @@ class _Track:
 def write_track_files(records: Iterable[dict[str, Any]], folder: str | os.PathLike, stems: dict[int, str],
                       class_names: dict[int, str]) -> list[Path]:
     """FOLDER/mots/<stem>.txt and FOLDER/mot/<stem>.txt for each tracked video of a results log (its
-    records, in order) and FOLDER/ytvis.json for them all (video_id 1, 2, ... in input order).  One frame's masks are in
-    memory at a time for the MOTS files; the YouTube-VIS document holds every track's RLEs (it is
-    one JSON document).  Each file is written atomically."""
+    records, in order) and FOLDER/ytvis.json for them all (video_id 1, 2, ... in input order).  One
+    frame's masks are in memory at a time for the MOTS files; the YouTube-VIS document holds every
+    track's RLEs (it is one JSON document).  Each file is written atomically."""
     folder = Path(folder)
     paths, entries = [], []
     for video_id, (index, group) in enumerate(groupby(frames_of_log(records), key=lambda f: f[0]), 1):

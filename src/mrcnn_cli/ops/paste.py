@@ -24,6 +24,18 @@ class MaskWindow(NamedTuple):
         return full
 
 
+def window_intersection(a, b):
+    """The pixels two MaskWindows share, counted on their windows' overlap only."""
+    ah, aw = a.mask.shape
+    bh, bw = b.mask.shape
+    x0, y0 = max(a.x0, b.x0), max(a.y0, b.y0)
+    x1, y1 = min(a.x0 + aw, b.x0 + bw), min(a.y0 + ah, b.y0 + bh)
+    if x1 <= x0 or y1 <= y0:
+        return 0
+    return int(np.count_nonzero(a.mask[y0 - a.y0:y1 - a.y0, x0 - a.x0:x1 - a.x0]
+                                & b.mask[y0 - b.y0:y1 - b.y0, x0 - b.x0:x1 - b.x0]))
+
+
 def paste_window(box, img_h, img_w):
     """mmdetection's skip_empty window around a box: [floor(x0) - 1, ceil(x1) + 1) clamped."""
     x0 = min(max(int(np.floor(box[0])) - 1, 0), img_w)
