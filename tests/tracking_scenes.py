@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import cache, lru_cache
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -21,7 +20,9 @@ from mrcnn_cli.engine.detections import Detections
 from mrcnn_cli.io.coco import COCO_CLASSES
 from mrcnn_cli.ops.paste import MaskWindow
 
-COCO = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'coco_mini_val2017'
+from conftest import SHARED
+
+COCO = SHARED / 'data' / 'coco_mini_val2017'
 # Paths are laid out on a 480 x 320 plan and drawn SCALE times larger: objects a few hundred pixels
 # tall, whose masks a pixel or two of erosion still leave at IoU ~0.95 with their truth (HOTA averages
 # over IoU thresholds up to 0.95, so smaller cut-outs could not show a tracker's own quality).
