@@ -320,9 +320,11 @@ def run_case(target, seed, case, folder):
     return status, detail
 
 
-def worker(kind, seed, cases, conn):
+def worker(kind, seed, cases, conn, folder):
     """Run cases in order, one message per case; the runner replaces this process if it hangs."""
-    folder = Path(tempfile.mkdtemp(prefix=f'mrcnn-fuzz-{kind}-'))
+    # The runner owns `folder` and removes it after killing this process, temporary files of the code under
+    # test included (a killed case never runs its own clean-up).
+    tempfile.tempdir = str(folder)
     seeds_dir = folder / 'seeds'
     seeds_dir.mkdir()
     target = Target(kind, seeds_dir)
@@ -360,7 +362,8 @@ def fuzz(kind, cases, seed=0, timeout_s=20.0, start_timeout_s=300.0):
     todo = list(range(cases))
     while todo:
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=worker, args=(kind, seed, todo, child), daemon=True)
+        folder = Path(tempfile.mkdtemp(prefix=f'mrcnn-fuzz-{kind}-'))
+        proc = ctx.Process(target=worker, args=(kind, seed, todo, child, folder), daemon=True)
         proc.start()
         child.close()
         limit = start_timeout_s
@@ -391,6 +394,7 @@ def fuzz(kind, cases, seed=0, timeout_s=20.0, start_timeout_s=300.0):
             proc.kill()
             proc.join()
             parent.close()
+            shutil.rmtree(folder, ignore_errors=True)
     report.cases += len(report.hangs) + len(report.crashes)
     report.seconds = time.perf_counter() - start
     return report

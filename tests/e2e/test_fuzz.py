@@ -31,9 +31,12 @@ def test_the_mutator_is_seeded_and_changes_its_input():
     assert fuzzing.mutate_json(doc, random.Random(3)) != doc and doc == fuzzing.ground_truth()
 
 
-def test_the_harness_reports_a_hang_and_a_traceback_and_goes_on():
+def test_the_harness_reports_a_hang_and_a_traceback_and_goes_on(tmp_path, monkeypatch):
     """With both cores kept busy by other processes: a case's time limit starts once its worker has
-    started and imported what the cases use, so load slows the start, not the verdicts."""
+    started and imported what the cases use, so load slows the start, not the verdicts.  The killed
+    workers leave no folder behind."""
+    monkeypatch.setattr(fuzzing.tempfile, 'tempdir', str(tmp_path))
+    monkeypatch.setenv('TMPDIR', str(tmp_path))   # the workers' too
     busy = [subprocess.Popen([sys.executable, '-c', 'while True: pass']) for _ in range(os.cpu_count() or 2)]
     try:
         report = fuzzing.fuzz(fuzzing.SELFTEST, 8, timeout_s=3)
@@ -43,3 +46,4 @@ def test_the_harness_reports_a_hang_and_a_traceback_and_goes_on():
             proc.wait()
     assert report.hangs == [3] and [case for case, _ in report.failures] == [5]
     assert 'KeyError' in report.failures[0][1] and report.cases == 8 and report.ok == 6
+    assert list(tmp_path.iterdir()) == []
