@@ -80,3 +80,50 @@ def interruptible():
     inherit that, and Python then installs no KeyboardInterrupt handler (the run would go on)."""
     import signal
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+class MjpegServer:
+    """A live stream as IP cameras send one (MJPEG over HTTP, no length), on port 0, that drops:
+    connection k sends `connections[k]` (BGR frames) and closes; any later one is refused (503).
+    `url` names it; `opened` counts the connections made.
+
+    >>> with MjpegServer([frames, frames]) as server:   # doctest: +SKIP
+    ...     mrcnn('track', server.url)
+    """
+
+    def __init__(self, connections):
+        import http.server
+        import threading
+
+        import cv2
+        parts = [[cv2.imencode('.jpg', frame)[1].tobytes() for frame in frames] for frames in connections]
+        owner = self
+        self.opened = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):   # quiet
+                pass
+
+            def do_GET(self):  # noqa: N802 - http.server's name
+                k, owner.opened = owner.opened, owner.opened + 1
+                if k >= len(parts):
+                    self.send_error(503)
+                    return
+                self.send_response(200)
+                self.send_header('Content-Type', 'multipart/x-mixed-replace; boundary=frame')
+                self.end_headers()
+                for jpg in parts[k]:
+                    self.wfile.write(b'--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%b\r\n'
+                                     % (len(jpg), jpg))
+
+        self._httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self.url = f'http://127.0.0.1:{self._httpd.server_address[1]}/live.mjpg'
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._httpd.shutdown()
+        self._httpd.server_close()

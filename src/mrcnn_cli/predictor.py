@@ -24,7 +24,7 @@ from mrcnn_cli.engine.tracking import TrackOptions, tracked_items
 from mrcnn_cli.errors import MrcnnError, warn
 from mrcnn_cli.io.fetch import is_http_url
 from mrcnn_cli.io.images import MAX_PIXELS
-from mrcnn_cli.io.sources import collect_sources
+from mrcnn_cli.io.sources import RECONNECT_TRIES, collect_sources
 from mrcnn_cli.model.spec import TRACK_SCORE_THR
 
 if TYPE_CHECKING:
@@ -182,13 +182,15 @@ class Predictor:
         return [item.detections for item in items if item.detections is not None]   # errors='raise': each has
 
     def stream(self, source: ImagesLike, *, vid_stride: int = 1, max_frames: int | None = None, batch_size: int = 1,
-               errors: ErrorMode = 'warn', max_pixels: int = MAX_PIXELS,
+               errors: ErrorMode = 'warn', max_pixels: int = MAX_PIXELS, reconnect: int = RECONNECT_TRIES,
                **per_call: Unpack[PerCallOptions]) -> Iterator[StreamItem]:
         """One StreamItem per image or frame read, in order, from any source `mrcnn predict`
         takes: image files, folders, glob patterns, videos, camera indexes, stream and image URLs,
         and what `predict` takes in memory (or a list of them).  Decoding, the network and the
         caller's own work overlap (three threads, bounded queues).  `vid_stride` runs the model on
-        every Nth video frame, `max_frames` stops each video early.  Unreadable inputs:
+        every Nth video frame, `max_frames` stops each video early; a live stream that drops is
+        opened again, up to `reconnect` tries, its frame numbers skipping the time away (a warning
+        says so).  Unreadable inputs:
         `errors='warn'` (a warning, then skipped), 'raise' (MrcnnError) or 'yield' (an item with
         `error` set); images and videos of more than `max_pixels` pixels are such inputs, refused
         before they are decoded.  `score_thr`, `classes`, `channels` and `tile` as in `predict`
@@ -199,12 +201,14 @@ class Predictor:
         sources, _ = collect_sources(source, warn=_warn_missing, channels=per_call.get('channels', 'bgr'))
         return stream_sources(self.backend, sources, StreamOptions(
             vid_stride=vid_stride, max_frames=max_frames, batch_size=batch_size, errors=errors, max_pixels=max_pixels,
+            reconnect=reconnect,
             selection=Selection(per_call.get('score_thr', DEFAULT_SCORE_THR), per_call.get('classes')),
             tiles=tile_options(per_call.get('tile'))))
 
     def track(self, source: ImagesLike, *, tracker: str | TrackOptions = 'bytetrack', vid_stride: int = 1,
               max_frames: int | None = None, batch_size: int = 1, errors: ErrorMode = 'warn',
-              max_pixels: int = MAX_PIXELS, **per_call: Unpack[PerCallOptions]) -> Iterator[StreamItem]:
+              max_pixels: int = MAX_PIXELS, reconnect: int = RECONNECT_TRIES,
+              **per_call: Unpack[PerCallOptions]) -> Iterator[StreamItem]:
         """`stream` with identities: each item's detections are those of a confirmed track, with
         `track_ids` (from 1, stable over the track's life).  `source` is a video, a camera index, a
         stream URL, or a folder or glob pattern of frames (its image files in sorted order, one
@@ -217,7 +221,8 @@ class Predictor:
         track, the least IoU of a match, how long a lost track waits, how many frames a missed
         track is filled in.  `score_thr` defaults to 0.1 here: low-scoring detections continue
         tracks (ByteTrack's second stage).  `vid_stride` runs the model on every Nth frame; the
-        tracker predicts across the frames between.  The other options as in `stream` (`tile`
+        tracker predicts across the frames between, and across the time a live stream was away
+        (tracks outlive a gap up to their buffer).  The other options as in `stream` (`tile`
         excepted: tracked frames run whole)."""
         unknown = set(per_call) - (set(PerCallOptions.__annotations__) - {'tile'})
         if unknown:
@@ -227,6 +232,7 @@ class Predictor:
                                      sequences=True)
         items = stream_sources(self.backend, sources, StreamOptions(
             vid_stride=vid_stride, max_frames=max_frames, batch_size=batch_size, errors=errors, max_pixels=max_pixels,
+            reconnect=reconnect,
             selection=Selection(per_call.get('score_thr', TRACK_SCORE_THR), per_call.get('classes'))))
         return tracked_items(items, options)
 

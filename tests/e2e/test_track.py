@@ -13,7 +13,7 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from conftest import DEMO
-from helpers import FAST, interruptible, mrcnn
+from helpers import FAST, MjpegServer, interruptible, mrcnn
 from tracking_scenes import render
 
 trackeval = pytest.importorskip('trackeval')
@@ -120,6 +120,27 @@ def test_ids_hold_on_a_still_clip(scene_frames, checkpoint, tmp_path):
     assert proc.returncode == 0, proc.stderr
     matched, kept = kept_ids(frame_records(out))
     assert matched >= 3 and kept == matched
+
+
+@pytest.mark.parametrize('buffer, same_ids', [(100000, True), (5, False)])
+def test_tracks_survive_a_stream_that_drops_and_comes_back_up_to_their_buffer(scene_frames, checkpoint, tmp_path,
+                                                                             buffer, same_ids):
+    """A live stream (MJPEG over HTTP, as IP cameras send) that drops after 3 frames and comes back
+    for 3 more: tracks keep their ids across the gap when it is shorter than the buffer; with a
+    buffer of 5 frames, shorter than the first wait (1 s, 25 frames at the stream's 25 fps), they
+    end and new ids start."""
+    out = tmp_path / 'out'
+    with MjpegServer([[scene_frames[0]] * 3, [scene_frames[0]] * 3]) as server:
+        proc = mrcnn('track', server.url, '--weights', checkpoint('r50'), '--device', 'cpu', *FAST, '--out', out,
+                     '--no-vis', '--reconnect', '1', '--track-buffer', buffer)
+    assert proc.returncode == 0, proc.stderr
+    assert f'warning: {server.url} dropped after frame 2; reconnecting (up to 1 tries)' in proc.stderr
+    records = frame_records(out)
+    indices = [r['frame_index'] for r in records]
+    assert indices[:3] == [0, 1, 2] and indices[3] >= 3 + 25 and indices[3:] == list(range(indices[3], indices[3] + 3))
+    ids = [{a['track_id'] for a in r['annotations']} for r in records]
+    assert ids[1] and ids[2] == ids[1] and ids[4] == ids[5]
+    assert (ids[4] == ids[2]) is same_ids and (same_ids or not ids[4] & ids[2])
 
 
 def test_a_frame_folder_is_one_sequence_and_a_frame_of_another_size_is_one_error(checkpoint, tmp_path):

@@ -12,6 +12,7 @@ from mrcnn_cli.io.sources import collect_sources
 from mrcnn_cli.ops.paste import MaskWindow
 
 from conftest import SHARED
+from helpers import MjpegServer
 
 CLIP = SHARED / 'data' / 'video' / 'mmaction2_demo.mp4'
 CLASSES = ('person', 'car', 'cat')
@@ -84,3 +85,77 @@ def test_the_stride_reuses_detections_and_the_selection_applies_once_per_inferre
     with pytest.raises(MrcnnError, match="unknown class 'dog'"):
         stream_sources(fake, sources, StreamOptions(selection=Selection(classes='dog')))   # before anything is read
     assert fake.inferred == 3
+
+
+def numbered_frames(first, count, size=(96, 64)):
+    """Frames whose grey level says their number (JPEG keeps a flat level within a step or two)."""
+    return [np.full((size[1], size[0], 3), 10 * (first + i), np.uint8) for i in range(count)]
+
+
+def stream_run(url, **options):
+    sources, _ = collect_sources(url)
+    items = list(source_items(sources, **options))
+    frames = [(f.frame_index, int(round(f.image.mean() / 10))) for f in items if isinstance(f, Frame)]
+    problems = [p for p in items if isinstance(p, Problem)]
+    assert all((p.note is None) + (p.warning is None) + (p.error is None) == 2 for p in problems)
+    return frames, [p.note or p.warning or p.error for p in problems], [p.note is not None for p in problems]
+
+
+@pytest.fixture
+def quick_reconnect(monkeypatch):
+    from mrcnn_cli.io import video
+    monkeypatch.setattr(video, 'RECONNECT_WAIT_S', 0.05)
+
+
+def test_a_live_stream_that_drops_is_reopened_and_numbers_skip_the_time_away(quick_reconnect):
+    with MjpegServer([numbered_frames(0, 5), numbered_frames(5, 4)]) as server:
+        frames, notes, are_notes = stream_run(server.url, reconnect=2)
+    first, second = frames[:5], frames[5:]
+    assert first == [(i, i) for i in range(5)] and [level for _, level in second] == [5, 6, 7, 8]
+    gap = second[0][0]
+    assert gap >= 6 and [index for index, _ in second] == list(range(gap, gap + 4))   # away >= 0.05 s at 25 fps
+    assert server.opened == 4   # the first, the second, then two refused tries
+    assert notes[0] == f'{server.url} dropped after frame 4; reconnecting (up to 2 tries)'
+    assert notes[1].startswith(f'{server.url} is back after ') and notes[1].endswith(f'frames 5-{gap - 1} were missed')
+    assert notes[2:] == [f'{server.url} dropped after frame {gap + 3}; reconnecting (up to 2 tries)',
+                         f'{server.url} did not come back; it ends after frame {gap + 3}']
+    assert are_notes == [True] * 4   # news, not warnings: nothing the stream sent was lost
+
+
+def test_reconnect_0_ends_a_stream_where_it_drops(quick_reconnect):
+    with MjpegServer([numbered_frames(0, 3), numbered_frames(3, 3)]) as server:
+        frames, notes, _ = stream_run(server.url, reconnect=0)
+    assert frames == [(i, i) for i in range(3)] and notes == [] and server.opened == 1
+
+
+def test_a_stream_that_comes_back_at_another_size_ends_with_one_warning(quick_reconnect):
+    with MjpegServer([numbered_frames(0, 3), numbered_frames(3, 3, size=(64, 48))]) as server:
+        frames, notes, are_notes = stream_run(server.url, reconnect=3)
+    assert frames == [(i, i) for i in range(3)]
+    assert notes[1:] == [f'{server.url} came back at 64x48, it was 96x64: it ends here'] and are_notes == [True, False]
+
+
+def test_a_video_of_known_length_over_http_is_not_reopened_at_its_end(quick_reconnect, tmp_path):
+    import functools
+    import http.server
+    import threading
+    writer = cv2.VideoWriter(str(tmp_path / 'clip.avi'), cv2.VideoWriter_fourcc(*'MJPG'), 25, (96, 64))
+    for frame in numbered_frames(0, 4):
+        writer.write(frame)
+    writer.release()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *args: None
+    httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f'http://127.0.0.1:{httpd.server_address[1]}/clip.avi'
+        frames, notes, _ = stream_run(url, reconnect=5, max_frames=20)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert frames == [(i, i) for i in range(4)] and notes == []
+
+
+def test_reconnect_must_be_a_count(inputs):
+    with pytest.raises(MrcnnError, match='reconnect must be a number of tries'):
+        stream_sources(FakeRunner(), collect_sources(inputs[0])[0], StreamOptions(reconnect=-1))

@@ -220,3 +220,15 @@ def test_botsort_refuses_mask_association_in_one_line():
     with pytest.raises(MrcnnError, match='BoT-SORT matches by box IoU'):
         make_tracker(TrackOptions(tracker='botsort', association='mask'))
     assert isinstance(make_tracker(TrackOptions(tracker='botsort', association='box')), BotSortTracker)
+
+
+@pytest.mark.parametrize('gap, ids_after', [(25, [[1], [1]]), (40, [[], [2]])])
+def test_a_track_outlives_a_gap_in_time_up_to_its_buffer(gap, ids_after):
+    """A live stream that was away: its frame numbers, the tracker's time, skip the gap; a lost track
+    waits `buffer` frames' time (30 at 30 fps), then a new id starts."""
+    tracker = MaskTracker(TrackOptions(buffer=30), fps=30.0)
+    for t in range(3):
+        tracker.update(detections_of_masks([blob(10, 20)], [0], [0.9]), timestamp=t / 30)
+    after = [tracker.update(detections_of_masks([blob(10, 20)], [0], [0.9]), timestamp=(2 + gap + k) / 30).track_ids
+             for k in range(2)]
+    assert [ids.tolist() for ids in after] == ids_after

@@ -12,6 +12,7 @@ import click
 
 from mrcnn_cli.engine.choice import ModelChoice, Precision, parse_scale
 from mrcnn_cli.io.image_header import MAX_PIXELS, OPENCV_MAX_PIXELS
+from mrcnn_cli.io.sources import RECONNECT_TRIES
 from mrcnn_cli.model.spec import TEST_SCALE
 
 if TYPE_CHECKING:
@@ -190,6 +191,7 @@ class VideoOptions:
     """How `mrcnn predict` reads and writes videos, cameras and streams."""
     vid_stride: int = 1           # the model on every Nth frame; frames between reuse its result
     max_frames: int | None = None
+    reconnect: int = RECONNECT_TRIES   # tries to reopen a live stream that dropped
     codec: str = 'h264'
     show: bool = False            # a live window
 
@@ -201,6 +203,9 @@ video_options = grouped(
                                      'result.')),
     ('max_frames', click.option('--max-frames', type=click.IntRange(1), default=None,
                                 help='Stop each video after N frames.')),
+    ('reconnect', click.option('--reconnect', type=click.IntRange(0), default=RECONNECT_TRIES, show_default=True,
+                               help='Reopen a live stream that drops, up to N tries (waits 1, 2, 4 ... s); '
+                                    'frame numbers skip the time away.')),
     ('codec', click.option('--codec', type=click.Choice(['h264', 'vp9', 'mp4v']), default='h264', show_default=True,
                            help='Annotated videos: H.264 MP4 or VP9 WebM (browsers play both), or OpenCV mp4v.')),
     ('show', click.option('--show', is_flag=True,

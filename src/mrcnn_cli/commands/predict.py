@@ -295,6 +295,9 @@ class _Writer:
             raise KeyboardInterrupt
 
     def problem(self, item, index):
+        if item.note:   # a live stream's news: nothing it sent was lost
+            self.warn(f'warning: {item.note}')
+            return
         if item.error:
             prefix = 'warning: skipped ' if item.kind == IMAGE else 'error: '
             self.warn(prefix + item.error)
@@ -397,7 +400,8 @@ def _run(predictor, sources, writer, opts, show_progress):
               disable=None if show_progress else True) as bar:   # None: no bar when stderr is not a terminal
         opened = set()
         stream = StreamOptions(vid_stride=opts.video.vid_stride, max_frames=opts.video.max_frames,
-                               max_pixels=opts.max_pixels, batch_size=opts.batch_size, errors='yield', tiles=opts.tiles,
+                               reconnect=opts.video.reconnect, max_pixels=opts.max_pixels, batch_size=opts.batch_size,
+                               errors='yield', tiles=opts.tiles,
                                selection=Selection(opts.score_thr, opts.classes), stage=opts.stage)
         items = stream_sources(predictor, sources, stream) if sources else iter(())
         if opts.track is not None:

@@ -44,9 +44,11 @@ class SceneEnd(_FromSource):
 
 @dataclass
 class Problem(_FromSource):
-    """An input that could not be read (`error`) or was read only in part (`warning`)."""
+    """An input that could not be read (`error`), was read only in part (`warning`), or news of a
+    live stream that lost nothing it sent (`note`: it dropped, came back, ended)."""
     error: str | None = None
     warning: str | None = None
+    note: str | None = None
 
 
 Item = Union[Frame, SceneEnd, Problem]  # noqa: UP007 - evaluated on 3.10 too

@@ -35,8 +35,9 @@ class StreamItem:
     it is (image, video, camera, stream, array, bytes, url); `source_index` is its position among
     the sources, `frame_index` the frame's number in its video.  Between `vid_stride` steps
     `inferred` is False and `detections` are the last inferred frame's, as `mrcnn predict` draws
-    them.  With `errors='yield'` a problem is an item too: `error` (the input could not be read)
-    or `warning` (a video read only in part), with `image` and `detections` None.
+    them.  With `errors='yield'` a problem is an item too: `error` (the input could not be read),
+    `warning` (a video read only in part) or `note` (a live stream dropped, came back or ended),
+    with `image` and `detections` None.
 
     An image read with `tile=` comes as one item whose detections are in full-image coordinates and
     whose `scene` says how it was read; `image` is None when it was read by regions (a large TIFF):
@@ -51,11 +52,12 @@ class StreamItem:
     video: VideoInfo | None = None        # fps, width, height, declared frames of a video's frames
     error: str | None = None
     warning: str | None = None
+    note: str | None = None
     scene: SceneInfo | None = None        # how a sliced image was read (tile=)
 
     @property
     def ok(self) -> bool:
-        return self.error is None and self.warning is None
+        return self.error is None and self.warning is None and self.note is None
 
 
 class _Failure:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,8 +18,19 @@ from mrcnn_cli.engine.tiling import TileOptions
 from mrcnn_cli.engine.timing import no_stage
 from mrcnn_cli.errors import MrcnnError, option, warn
 from mrcnn_cli.io.images import MAX_PIXELS, check_max_pixels, read_image
-from mrcnn_cli.io.sources import ARRAY, ENCODED, FRAMES, IMAGE, SEQUENCE_FPS, URL, Source, read_source_image
-from mrcnn_cli.io.video import ReadStats, VideoInfo, open_capture, read_frames
+from mrcnn_cli.io.sources import (
+    ARRAY,
+    ENCODED,
+    FRAMES,
+    IMAGE,
+    RECONNECT_TRIES,
+    SEQUENCE_FPS,
+    STREAM,
+    URL,
+    Source,
+    read_source_image,
+)
+from mrcnn_cli.io.video import ReadStats, VideoInfo, open_capture, read_frames, reopen_capture
 from mrcnn_cli.model.spec import TEST_SCALE
 
 ErrorMode = Literal['warn', 'raise', 'yield']
@@ -29,10 +41,12 @@ STILL = (IMAGE, ARRAY, ENCODED, URL)
 
 def source_items(sources: Sequence[Source], vid_stride: int = 1, max_frames: int | None = None,
                  max_pixels: int = MAX_PIXELS, tiles: TileOptions | None = None,
-                 scale: tuple[int, int] = TEST_SCALE) -> Iterator[Item]:
+                 scale: tuple[int, int] = TEST_SCALE, reconnect: int = RECONNECT_TRIES) -> Iterator[Item]:
     """The items of every Source in order: images decoded, videos read frame by frame, each as a
     Frame (a Problem when it cannot be read); anything larger than `max_pixels` is refused before
-    it is decoded.  With `tiles`, each still image comes as a sliced scene (engine.sliced)."""
+    it is decoded.  With `tiles`, each still image comes as a sliced scene (engine.sliced).  A live
+    stream that drops is opened again, up to `reconnect` tries (a note each time); its frame
+    numbers then skip the frames it would have sent while away."""
     for si, src in enumerate(sources):
         if tiles is not None and src.kind in STILL:
             yield from scene_items(si, src, max_pixels, tiles, scale)
@@ -44,10 +58,11 @@ def source_items(sources: Sequence[Source], vid_stride: int = 1, max_frames: int
         elif src.kind == FRAMES:
             yield from _sequence_frames(si, src, vid_stride, max_frames, max_pixels)
         else:
-            yield from _video_frames(si, src, vid_stride, max_frames, max_pixels)
+            yield from _video_frames(si, src, vid_stride, max_frames, max_pixels, reconnect)
 
 
-def _video_frames(si: int, src: Source, vid_stride: int, max_frames: int | None, max_pixels: int) -> Iterator[Item]:
+def _video_frames(si: int, src: Source, vid_stride: int, max_frames: int | None, max_pixels: int,
+                  reconnect: int) -> Iterator[Item]:
     problem = functools.partial(Problem, src.name, src.kind, si)
     try:
         cap, info = open_capture(src.location, src.name, max_pixels)
@@ -55,9 +70,30 @@ def _video_frames(si: int, src: Source, vid_stride: int, max_frames: int | None,
         yield problem(error=str(e))
         return
     stats = ReadStats()
-    for index, img in read_frames(cap, info, stats, max_frames):
-        yield Frame(src.name, src.kind, si, image=img, frame_index=index, inferred=index % vid_stride == 0,
-                    video=info)
+    live = src.kind == STREAM and not info.frames   # a stream of unknown length: it may drop and come back
+    start, barren = 0, 0
+    while True:
+        read_before, index = stats.read, start - 1
+        for index, img in read_frames(cap, info, stats, max_frames, start):
+            yield Frame(src.name, src.kind, si, image=img, frame_index=index, inferred=index % vid_stride == 0,
+                        video=info)
+        barren = 0 if stats.read > read_before else barren + 1
+        if not live or not reconnect or stats.read == 0 or (max_frames is not None and index + 1 >= max_frames):
+            break
+        gone = time.monotonic()
+        yield problem(note=f'{src.name} dropped after frame {index}; reconnecting (up to {reconnect} tries)')
+        try:
+            cap = reopen_capture(src.location, src.name, info, reconnect, max_pixels) if barren <= reconnect else None
+        except MrcnnError as e:   # back at another size: what it sends now is lost
+            yield problem(warning=str(e))
+            return
+        if cap is None:
+            yield problem(note=f'{src.name} did not come back; it ends after frame {index}')
+            return
+        # Frame numbers go on by the time the stream was away, so that a tracker ages its tracks across the gap.
+        away = time.monotonic() - gone
+        start = index + 1 + round(away * info.fps)
+        yield problem(note=f'{src.name} is back after {away:.1f} s; frames {index + 1}-{start - 1} were missed')
     if stats.read == 0:
         yield problem(error=f'{src.name}: no frame could be decoded')
     elif stats.truncated:
@@ -107,6 +143,7 @@ class StreamOptions:
     selection: Selection = Selection()
     tiles: TileOptions | None = None
     stage: Stage = no_stage
+    reconnect: int = RECONNECT_TRIES
 
 
 def stream_sources(runner: Runner, sources: Sequence[Source],
@@ -116,6 +153,8 @@ def stream_sources(runner: Runner, sources: Sequence[Source],
     if options.errors not in ERROR_MODES:
         raise MrcnnError(f'errors must be one of {", ".join(map(repr, ERROR_MODES))}, not {options.errors!r}')
     options = replace(options, max_pixels=check_max_pixels(options.max_pixels))
+    if not isinstance(options.reconnect, int) or options.reconnect < 0:
+        raise MrcnnError(f'reconnect must be a number of tries (0 or more), not {options.reconnect!r}')
     if options.tiles is not None and any(s.is_video for s in sources):
         warn(f'{option("tile")} slices images; videos, cameras and streams run whole')
     infer = _filtered(functools.partial(runner.predict_prepared, stage=options.stage), options.selection,
@@ -137,7 +176,7 @@ def _stream_items(runner: Runner, sources: Sequence[Source], infer: Infer,
                   options: StreamOptions) -> Iterator[StreamItem]:
     errors = options.errors
     items = source_items(sources, options.vid_stride, options.max_frames, options.max_pixels, options.tiles,
-                         runner.scale)
+                         runner.scale, options.reconnect)
     slices = Slices(options.tiles, runner.classes)
 
     def prepare(frame: Frame) -> Prepared:
@@ -153,7 +192,7 @@ def _stream_items(runner: Runner, sources: Sequence[Source], infer: Infer,
             if errors == 'raise' and item.error:
                 raise MrcnnError(item.error)
             if errors != 'yield':
-                warn(item.error or item.warning or '')
+                warn(item.error or item.warning or item.note or '')
                 continue
         yield public_item(item, slices)
 
@@ -162,7 +201,7 @@ def public_item(item: Item, slices: Slices) -> StreamItem:
     """What users read of an item (a SceneEnd's merged detections computed here)."""
     if isinstance(item, Problem):
         return StreamItem(item.source, item.kind, source_index=item.source_index, error=item.error,
-                          warning=item.warning)
+                          warning=item.warning, note=item.note)
     if isinstance(item, SceneEnd):
         return StreamItem(item.source, item.kind, source_index=item.source_index, image=item.image,
                           detections=slices.merged(item), scene=item.info)

@@ -1,5 +1,6 @@
 """Video, camera and stream I/O with OpenCV (FFmpeg backend)."""
 import os
+import time
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -12,6 +13,10 @@ from mrcnn_cli.io.images import too_large
 # Consecutive failed reads after which a file is taken to have ended (truncated) rather
 # than to have one bad frame in the middle.
 MAX_CONSECUTIVE_FAILURES = 5
+# Waits before the tries to reopen a live stream that dropped: a camera or server that restarts needs
+# seconds, and one that is gone should not be hammered.
+RECONNECT_WAIT_S = 1.0
+RECONNECT_MAX_WAIT_S = 10.0
 
 
 @dataclass
@@ -73,10 +78,11 @@ def _read(cap):
         return False, None
 
 
-def read_frames(cap, info, stats, max_frames=None):
-    """(frame index, BGR image) in order.  A frame that fails to decode is skipped and counted;
-    several failures in a row end the video (truncated if the declared count was not reached)."""
-    index, failures = 0, 0
+def read_frames(cap, info, stats, max_frames=None, start=0):
+    """(frame index, BGR image) in order, numbered from `start`.  A frame that fails to decode is
+    skipped and counted; several failures in a row end the video (truncated if the declared count
+    was not reached)."""
+    index, failures = start, 0
     try:
         while max_frames is None or index < max_frames:
             ok, img = _read(cap)
@@ -95,6 +101,26 @@ def read_frames(cap, info, stats, max_frames=None):
             stats.truncated = True
     finally:
         _release(cap)
+
+
+def reopen_capture(src, name, info, tries, max_pixels=None):
+    """A stream that dropped, opened again: up to `tries` tries, waiting 1, 2, 4 ... seconds
+    before each; None when it did not come back.  MrcnnError when it came back with another frame
+    size (what was drawn and tracked so far needs one)."""
+    wait = RECONNECT_WAIT_S
+    for _ in range(tries):
+        time.sleep(wait)
+        wait = min(2 * wait, RECONNECT_MAX_WAIT_S)
+        try:
+            cap, again = open_capture(src, name, max_pixels)
+        except MrcnnError:
+            continue
+        if (again.width, again.height) != (info.width, info.height):
+            _release(cap)
+            raise MrcnnError(f'{name} came back at {again.width}x{again.height}, it was {info.width}x{info.height}: '
+                             'it ends here')
+        return cap
+    return None
 
 
 CODECS = ('h264', 'vp9', 'mp4v')
