@@ -122,7 +122,7 @@ def draw_detections(img: np.ndarray, det: Drawable, options: DrawOptions = DrawO
     labels, boxes, masks = options.labels, options.boxes, options.masks
     out = img.copy()
     h, w = out.shape[:2]
-    thickness = int(line_width) if line_width else max(1, round(min(h, w) / 400))
+    thickness = line_thickness(h, w, line_width)
     font_scale = label_font_scale(h, w, options.label_size)
     order = range(len(det) - 1, -1, -1)   # highest score drawn last, on top
     colors = instance_colors(det)
@@ -148,6 +148,48 @@ def draw_detections(img: np.ndarray, det: Drawable, options: DrawOptions = DrawO
             if spot is not None:
                 _label(out, texts[i], spot, sizes[i], colors[i], font_scale)
     return out
+
+
+class TrackTrails:
+    """Each track's recent path, drawn behind it: the centres of its boxes over the last `length`
+    frames, a line in the track's colour.  Fed every drawn frame of one video in order; a track
+    unseen for `length` frames is forgotten, so memory stays bounded on a long stream."""
+
+    def __init__(self, length: int) -> None:
+        if isinstance(length, bool) or not isinstance(length, numbers.Integral) or length < 1:
+            raise MrcnnError(f'trail must be a whole number of frames >= 1, not {length!r}')
+        self.length: int = int(length)
+        self._frame: int = 0
+        self._paths: dict[int, list[tuple[int, int, int]]] = {}   # id -> (frame, x, y), oldest first
+
+    def add(self, det: Drawable) -> None:
+        """Record this frame's tracked boxes (untracked detections have no path)."""
+        self._frame += 1
+        if det.track_ids is not None:
+            centres = np.rint((det.boxes[:, :2] + det.boxes[:, 2:]) / 2).astype(int).tolist()
+            for track, (x, y) in zip(det.track_ids.tolist(), centres):
+                self._paths.setdefault(track, []).append((self._frame, x, y))
+        oldest = self._frame - self.length
+        for track in list(self._paths):
+            path = [p for p in self._paths[track] if p[0] > oldest]
+            if path:
+                self._paths[track] = path
+            else:
+                del self._paths[track]
+
+    def draw(self, img: np.ndarray, line_width: int | None = None) -> np.ndarray:
+        """`img` with every path drawn on it (in place; returned)."""
+        thickness = line_thickness(img.shape[0], img.shape[1], line_width)
+        for track, path in self._paths.items():
+            if len(path) > 1:
+                points = np.array([(x, y) for _, x, y in path], np.int32).reshape(-1, 1, 2)
+                cv2.polylines(img, [points], False, class_color(track), thickness)
+        return img
+
+
+def line_thickness(height: int, width: int, line_width: int | None = None) -> int:
+    """`line_width`, or about 1 px per 400 px of the shorter side."""
+    return int(line_width) if line_width else max(1, round(min(height, width) / 400))
 
 
 def instance_colors(det: Drawable) -> list[tuple[int, int, int]]:

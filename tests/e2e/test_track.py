@@ -45,7 +45,8 @@ def scene_video(scene_frames, tmp_path_factory):
 @pytest.fixture(scope='module')
 def tracked_run(scene_video, checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp('track') / 'out'
-    proc = mrcnn('track', scene_video, '--weights', checkpoint('r50'), '--device', 'cpu', *FAST, '--out', out)
+    proc = mrcnn('track', scene_video, '--weights', checkpoint('r50'), '--device', 'cpu', *FAST, '--out', out,
+                 '--trail', '8')
     assert proc.returncode == 0, proc.stderr
     return out, proc
 

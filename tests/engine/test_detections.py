@@ -259,3 +259,25 @@ def test_two_labels_of_one_photo_never_cover_each_other():
     for x1, y1, x2, y2 in rects:
         inside[y1:y2, x1:x2] = True
     assert len(ys) and inside[ys, xs].all()
+
+
+def test_track_trails_follow_each_track_in_its_colour_and_forget_old_tracks():
+    from mrcnn_cli.visualize import TrackTrails
+    trails = TrackTrails(3)
+
+    def frame(*tracks):   # (id, x): a 10x10 box at (x, 40)
+        boxes = np.array([[x, 40, x + 10, 50] for _, x in tracks], np.float32).reshape(-1, 4)
+        det = Detections(boxes, [0.9] * len(tracks), [0] * len(tracks), [MaskWindow(np.ones((10, 10), bool), 0, 0)]
+                         * len(tracks), 100, 200, COCO_CLASSES)
+        return det.with_track_ids([t for t, _ in tracks])
+    for x in (10, 30, 50, 70):   # track 1 moves right; track 2 is seen in the first frame only
+        trails.add(frame((1, x), (2, 150)) if x == 10 else frame((1, x)))
+    img = trails.draw(np.zeros((100, 200, 3), np.uint8), line_width=1)
+    ys, xs = np.nonzero(np.all(img == class_color(1), axis=2))
+    assert xs.min() == 35 and xs.max() == 75 and set(ys) <= {44, 45, 46}   # the last 3 centres: 35, 55, 75 at y 45
+    assert not np.any(np.all(img == class_color(2), axis=2))               # track 2 was unseen for 3 frames
+    assert list(trails._paths) == [1]                                       # and is forgotten
+    untracked = Detections(np.zeros((0, 4), np.float32), [], [], [], 100, 200, COCO_CLASSES)
+    trails.add(untracked)
+    with pytest.raises(MrcnnError, match='trail must be a whole number of frames'):
+        TrackTrails(0)

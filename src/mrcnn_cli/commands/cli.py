@@ -20,6 +20,7 @@ from mrcnn_cli.commands.options import (
     serve_options,
     tile_options,
     track_options,
+    trail_option,
     video_options,
     weights_dir_option,
 )
@@ -137,9 +138,10 @@ def predict(sources, model, score_thr, out_dir, no_vis, class_names, batch_size,
     _predict_command(locals())
 
 
-@sources_command(out='runs/track', score_thr=TRACK_SCORE_THR, what='Track', group=track_options,
+@sources_command(out='runs/track', score_thr=TRACK_SCORE_THR, what='Track',
+                 group=lambda f: track_options(trail_option(f)),
                  score_help='The least score a detection needs to continue a track (--track-thr to start one).')
-def track(sources, model, score_thr, out_dir, no_vis, class_names, batch_size, track, video, save, draw, run,
+def track(sources, model, score_thr, out_dir, no_vis, class_names, batch_size, track, trail, video, save, draw, run,
           max_pixels):
     """Track the objects of SOURCES over time: videos, camera indexes (0), stream URLs, or folders
     and glob patterns of frames (each one sequence, its images in sorted order).  Writes annotated
@@ -176,11 +178,11 @@ def _predict_command(params):
     if not save.txt:
         warn_unused(ctx, ('save_conf',), 'without --save-txt')
     if no_vis:
-        warn_unused(ctx, (*DRAW_OPTION_NAMES, 'codec'), 'with --no-vis (nothing is drawn)')
+        warn_unused(ctx, (*DRAW_OPTION_NAMES, 'codec', 'trail'), 'with --no-vis (nothing is drawn)')
     run = replace(params['run'], next_free_out=ctx.get_parameter_source('out_dir') == ParameterSource.DEFAULT)
     opts = PredictOptions(out_dir, params['score_thr'], not no_vis, parse_class_filter(class_names, predictor.classes),
                           batch_size, params['max_pixels'], not quiet(), params['draw'], save, params['video'], run,
-                          params['tiles'], track=track)
+                          params['tiles'], track=track, trail=params.get('trail', 0))
     s = predict_sources(predictor, found, opts, warn=warn, missing=missing)
     _print_predict_summary(s, opts.score_thr, no_vis)
     if s.failed:

@@ -307,6 +307,11 @@ def _track_options(tracker, association, track_thr, match_thr, track_buffer, min
     return TrackOptions(tracker, association, track_thr, match_thr, track_buffer, min_hits, track_fill)
 
 
+def trail_option(f: Callable) -> Callable:
+    return click.option('--trail', type=click.IntRange(0), default=0, show_default=True,
+                        help="Draw each track's path over the last N frames behind it (0: none).")(f)
+
+
 track_options = grouped(
     'track', _track_options,
     ('tracker', click.option('--tracker', type=click.Choice(['bytetrack', 'botsort']), default='bytetrack',

@@ -37,7 +37,7 @@ from mrcnn_cli.io.sources import IMAGE, file_path, output_names
 from mrcnn_cli.io.tracks import write_track_files
 from mrcnn_cli.io.video import VideoSink, display_available, video_suffix
 from mrcnn_cli.model.spec import DEFAULT_SCORE_THR
-from mrcnn_cli.visualize import PICTURE_MAX_SIDE, DrawOptions
+from mrcnn_cli.visualize import PICTURE_MAX_SIDE, DrawOptions, TrackTrails
 
 LOSSY_SUFFIXES = {'.jpg', '.jpeg', '.jp2'}
 
@@ -59,6 +59,7 @@ class PredictOptions:
     tiles: TileOptions | None = None      # sliced inference (--tile)
     stage: Stage = no_stage               # timing hook (bench): see engine.runner
     track: TrackOptions | None = None     # `mrcnn track`: identities, and the MOTS and YouTube-VIS files
+    trail: int = 0                        # `mrcnn track`: frames of each track's path drawn behind it
 
 
 @dataclass
@@ -206,8 +207,9 @@ class VideoOutput:
     annotated video (with pictures) and the log's end line (a video counts as done only when the
     stream ran to its end)."""
 
-    def __init__(self, index, log, sink=None):
+    def __init__(self, index, log, sink=None, trails=None):
         self.index, self.log, self.sink = index, log, sink
+        self.trails = trails                 # TrackTrails: tracks' paths, drawn on each frame
 
     def write(self, picture):
         if self.sink is not None:
@@ -255,6 +257,9 @@ class _Writer:
             self.record(item, index, det)
         if self.opts.vis or self.show:
             drawn = draw_bounded(item, det, self.opts.draw)
+            if item.video is not None and self.video.trails is not None:
+                self.video.trails.add(det)
+                self.video.trails.draw(drawn, self.opts.draw.line_width)
             if self.opts.vis and item.video is None:
                 self.summary.outputs.append(self.files.picture(self.names[index], drawn))
             elif self.opts.vis:
@@ -280,7 +285,7 @@ class _Writer:
     def open_video(self, index, info):
         sink = VideoSink(self.opts.out_dir / self.names[index], info.fps, (info.width, info.height),
                          self.opts.video.codec) if self.opts.vis else None
-        return VideoOutput(index, self.log, sink)
+        return VideoOutput(index, self.log, sink, TrackTrails(self.opts.trail) if self.opts.trail else None)
 
     def close_video(self, finished):
         video, self.video = self.video, None
