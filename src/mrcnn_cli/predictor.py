@@ -24,8 +24,8 @@ from mrcnn_cli.engine.tracking import TrackOptions, tracked_items
 from mrcnn_cli.errors import MrcnnError, warn
 from mrcnn_cli.io.fetch import is_http_url
 from mrcnn_cli.io.images import MAX_PIXELS
-from mrcnn_cli.io.sources import RECONNECT_TRIES, collect_sources
-from mrcnn_cli.model.spec import TRACK_SCORE_THR
+from mrcnn_cli.io.sources import collect_sources
+from mrcnn_cli.model.spec import RECONNECT_TRIES, TRACK_SCORE_THR
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -50,6 +50,7 @@ class PerCallOptions(TypedDict, total=False):
     classes: ClassSelection
     channels: Channels
     tile: TileLike
+    reconnect: int   # tries to reopen a live stream that drops
 
 
 class Predictor:
@@ -182,7 +183,7 @@ class Predictor:
         return [item.detections for item in items if item.detections is not None]   # errors='raise': each has
 
     def stream(self, source: ImagesLike, *, vid_stride: int = 1, max_frames: int | None = None, batch_size: int = 1,
-               errors: ErrorMode = 'warn', max_pixels: int = MAX_PIXELS, reconnect: int = RECONNECT_TRIES,
+               errors: ErrorMode = 'warn', max_pixels: int = MAX_PIXELS,
                **per_call: Unpack[PerCallOptions]) -> Iterator[StreamItem]:
         """One StreamItem per image or frame read, in order, from any source `mrcnn predict`
         takes: image files, folders, glob patterns, videos, camera indexes, stream and image URLs,
@@ -201,14 +202,13 @@ class Predictor:
         sources, _ = collect_sources(source, warn=_warn_missing, channels=per_call.get('channels', 'bgr'))
         return stream_sources(self.backend, sources, StreamOptions(
             vid_stride=vid_stride, max_frames=max_frames, batch_size=batch_size, errors=errors, max_pixels=max_pixels,
-            reconnect=reconnect,
+            reconnect=per_call.get('reconnect', RECONNECT_TRIES),
             selection=Selection(per_call.get('score_thr', DEFAULT_SCORE_THR), per_call.get('classes')),
             tiles=tile_options(per_call.get('tile'))))
 
     def track(self, source: ImagesLike, *, tracker: str | TrackOptions = 'bytetrack', vid_stride: int = 1,
               max_frames: int | None = None, batch_size: int = 1, errors: ErrorMode = 'warn',
-              max_pixels: int = MAX_PIXELS, reconnect: int = RECONNECT_TRIES,
-              **per_call: Unpack[PerCallOptions]) -> Iterator[StreamItem]:
+              max_pixels: int = MAX_PIXELS, **per_call: Unpack[PerCallOptions]) -> Iterator[StreamItem]:
         """`stream` with identities: each item's detections are those of a confirmed track, with
         `track_ids` (from 1, stable over the track's life).  `source` is a video, a camera index, a
         stream URL, or a folder or glob pattern of frames (its image files in sorted order, one
@@ -232,7 +232,7 @@ class Predictor:
                                      sequences=True)
         items = stream_sources(self.backend, sources, StreamOptions(
             vid_stride=vid_stride, max_frames=max_frames, batch_size=batch_size, errors=errors, max_pixels=max_pixels,
-            reconnect=reconnect,
+            reconnect=per_call.get('reconnect', RECONNECT_TRIES),
             selection=Selection(per_call.get('score_thr', TRACK_SCORE_THR), per_call.get('classes'))))
         return tracked_items(items, options)
 

@@ -126,6 +126,10 @@ def test_stream_a_real_clip_with_stride(model):
     assert [i.source for i in kept] == [str(STREET)]
     with pytest.warns(mrcnn_cli.MrcnnWarning, match='not a readable image'):
         assert list(model.stream([COCO_IMAGES.parent / 'annotations' / 'instances_val2017_tiny8.json'])) == []
+    # a live stream's reconnection is a per-call option of stream and track, checked before anything is read
+    for method in (model.stream, model.track):
+        with pytest.raises(mrcnn_cli.MrcnnError, match='reconnect must be a number of tries'):
+            method('rtsp://127.0.0.1:9/live', reconnect=-1)
 
 
 @pytest.mark.slow

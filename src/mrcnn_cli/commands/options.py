@@ -12,8 +12,7 @@ import click
 
 from mrcnn_cli.engine.choice import ModelChoice, Precision, parse_scale
 from mrcnn_cli.io.image_header import MAX_PIXELS, OPENCV_MAX_PIXELS
-from mrcnn_cli.io.sources import RECONNECT_TRIES
-from mrcnn_cli.model.spec import TEST_SCALE
+from mrcnn_cli.model.spec import RECONNECT_TRIES, TEST_SCALE
 
 if TYPE_CHECKING:
     from mrcnn_cli.engine.detections import MaskFormat

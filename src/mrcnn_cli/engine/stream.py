@@ -23,7 +23,6 @@ from mrcnn_cli.io.sources import (
     ENCODED,
     FRAMES,
     IMAGE,
-    RECONNECT_TRIES,
     SEQUENCE_FPS,
     STREAM,
     URL,
@@ -31,7 +30,7 @@ from mrcnn_cli.io.sources import (
     read_source_image,
 )
 from mrcnn_cli.io.video import ReadStats, VideoInfo, open_capture, read_frames, reopen_capture
-from mrcnn_cli.model.spec import TEST_SCALE
+from mrcnn_cli.model.spec import RECONNECT_TRIES, TEST_SCALE
 
 ErrorMode = Literal['warn', 'raise', 'yield']
 ERROR_MODES: tuple[str, ...] = get_args(ErrorMode)

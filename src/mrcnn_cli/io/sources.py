@@ -37,7 +37,6 @@ class SourceKind(str, Enum):
 
 IMAGE, VIDEO, CAMERA, STREAM, ARRAY, ENCODED, URL, FRAMES = SourceKind
 SEQUENCE_FPS = 30.0   # the frame rate of a frame sequence's annotated video and of its tracker
-RECONNECT_TRIES = 5   # a live stream that drops is opened again up to this many times
 CHANNELS = ('bgr', 'rgb')
 ACCEPTED = ('inputs are paths (str or pathlib.Path: files, folders, glob patterns, videos), http(s) URLs, camera '
             'indexes, encoded image bytes, binary file objects, numpy arrays (BGR uint8), PIL images, torch tensors '

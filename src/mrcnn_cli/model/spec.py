@@ -1,4 +1,5 @@
-"""What fixes a checkpoint's architecture and preprocessing."""
+"""What fixes a checkpoint's architecture and preprocessing, and the defaults the command line and
+the library share (kept here, light to import, so that `mrcnn --help` loads no numpy)."""
 from dataclasses import dataclass
 
 TEST_SCALE = (1333, 800)   # mmdetection's test-time bound: long side <= 1333, short side <= 800
@@ -6,6 +7,7 @@ TEST_SCALE = (1333, 800)   # mmdetection's test-time bound: long side <= 1333, s
 # otherwise (inside the model mmdetection's 0.05 / 100 per image always apply; eval keeps all of those).
 DEFAULT_SCORE_THR = 0.3
 TRACK_SCORE_THR = 0.1       # tracking: ByteTrack's second stage continues tracks with low-scoring detections
+RECONNECT_TRIES = 5         # a live stream that drops is opened again up to this many times
 
 
 @dataclass(frozen=True)
