@@ -159,3 +159,21 @@ def test_a_video_of_known_length_over_http_is_not_reopened_at_its_end(quick_reco
 def test_reconnect_must_be_a_count(inputs):
     with pytest.raises(MrcnnError, match='reconnect must be a number of tries'):
         stream_sources(FakeRunner(), collect_sources(inputs[0])[0], StreamOptions(reconnect=-1))
+
+
+def test_stopping_a_stream_that_waits_to_reconnect_ends_its_reader(monkeypatch):
+    """Ctrl-C (or a break) while a dropped stream waits to reconnect: the reader thread gives up
+    the wait and has ended when the stream is closed, rather than sleeping through its tries."""
+    import threading
+
+    from mrcnn_cli.io import video
+    monkeypatch.setattr(video, 'RECONNECT_WAIT_S', 1000.0)
+    readers = set(threading.enumerate())   # any other test's
+    with MjpegServer([numbered_frames(0, 5)]) as server:
+        items = stream_sources(FakeRunner(), collect_sources(server.url)[0], StreamOptions(errors='yield'))
+        for item in items:
+            if item.note:   # dropped: the reader now waits 1000 s before its first try
+                break
+        items.close()
+    assert item.note.endswith('reconnecting (up to 5 tries)')
+    assert not [t for t in set(threading.enumerate()) - readers if t.name == 'mrcnn-reader']

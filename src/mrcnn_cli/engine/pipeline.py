@@ -75,8 +75,8 @@ def _get(q: queue.Queue[Any], stop: threading.Event) -> Any:
 
 
 def pipelined(items: Iterable[Item], infer: Callable[[Sequence[Any]], Sequence[Detections]],
-              batch_size: int = 1, queue_size: int = 8,
-              prepare: Callable[[Frame], Any] | None = None) -> Iterator[Item]:
+              batch_size: int = 1, queue_size: int = 8, prepare: Callable[[Frame], Any] | None = None,
+              stop: threading.Event | None = None) -> Iterator[Item]:
     """Yield every item of `items` (engine.frames: consumed in a reader thread), in order, each
     Frame with its `detections` set.  Each frame to infer goes to the batching engine
     (engine.batching), whose model thread runs `infer(list of images)` on groups of up to
@@ -85,14 +85,15 @@ def pipelined(items: Iterable[Item], infer: Callable[[Sequence[Any]], Sequence[D
     inferred frame of its source; other items pass through.  An error in the reader or the
     model is raised here; when the caller stops (break, an exception, Ctrl-C) the reader and the
     model thread stop too, the model after its group in flight, and both have ended when this
-    returns (a native thread left running at interpreter exit would abort the process)."""
+    returns (a native thread left running at interpreter exit would abort the process).  `stop`,
+    when given, is set then too: `items` may wait on it (a stream waiting to reconnect)."""
     # A group runs when `batch_size` frames wait or the input has ended.  The frames to infer are
     # bounded by the engine's queue (the reader waits for room); the frames between them (vid_stride)
     # wait in `order` with them, as many as the stride puts between `queue_size` frames to infer.
     engine: BatchEngine[Any, Detections] = BatchEngine(infer, max_batch=batch_size, max_delay=None,
                                                        queue_size=max(queue_size, batch_size))
     order: queue.Queue[Any] = queue.Queue()   # every frame in order, with its future
-    stop = threading.Event()
+    stop = stop or threading.Event()
 
     def reader() -> None:
         try:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -40,12 +41,14 @@ STILL = (IMAGE, ARRAY, ENCODED, URL)
 
 def source_items(sources: Sequence[Source], vid_stride: int = 1, max_frames: int | None = None,
                  max_pixels: int = MAX_PIXELS, tiles: TileOptions | None = None,
-                 scale: tuple[int, int] = TEST_SCALE, reconnect: int = RECONNECT_TRIES) -> Iterator[Item]:
+                 scale: tuple[int, int] = TEST_SCALE, reconnect: int = RECONNECT_TRIES,
+                 cancel: threading.Event | None = None) -> Iterator[Item]:
     """The items of every Source in order: images decoded, videos read frame by frame, each as a
     Frame (a Problem when it cannot be read); anything larger than `max_pixels` is refused before
     it is decoded.  With `tiles`, each still image comes as a sliced scene (engine.sliced).  A live
     stream that drops is opened again, up to `reconnect` tries (a note each time); its frame
-    numbers then skip the frames it would have sent while away."""
+    numbers then skip the frames it would have sent while away; setting `cancel` ends a wait to
+    reconnect at once."""
     for si, src in enumerate(sources):
         if tiles is not None and src.kind in STILL:
             yield from scene_items(si, src, max_pixels, tiles, scale)
@@ -57,11 +60,11 @@ def source_items(sources: Sequence[Source], vid_stride: int = 1, max_frames: int
         elif src.kind == FRAMES:
             yield from _sequence_frames(si, src, vid_stride, max_frames, max_pixels)
         else:
-            yield from _video_frames(si, src, vid_stride, max_frames, max_pixels, reconnect)
+            yield from _video_frames(si, src, vid_stride, max_frames, max_pixels, reconnect, cancel)
 
 
 def _video_frames(si: int, src: Source, vid_stride: int, max_frames: int | None, max_pixels: int,
-                  reconnect: int) -> Iterator[Item]:
+                  reconnect: int, cancel: threading.Event | None) -> Iterator[Item]:
     problem = functools.partial(Problem, src.name, src.kind, si)
     try:
         cap, info = open_capture(src.location, src.name, max_pixels)
@@ -82,7 +85,8 @@ def _video_frames(si: int, src: Source, vid_stride: int, max_frames: int | None,
         gone = time.monotonic()
         yield problem(note=f'{src.name} dropped after frame {index}; reconnecting (up to {reconnect} tries)')
         try:
-            cap = reopen_capture(src.location, src.name, info, reconnect, max_pixels) if barren <= reconnect else None
+            cap = reopen_capture(src.location, src.name, info, reconnect, max_pixels, cancel) \
+                if barren <= reconnect else None
         except MrcnnError as e:   # back at another size: what it sends now is lost
             yield problem(warning=str(e))
             return
@@ -174,15 +178,16 @@ def _filtered(infer: Infer, selection: Selection, names: Sequence[str]) -> Infer
 def _stream_items(runner: Runner, sources: Sequence[Source], infer: Infer,
                   options: StreamOptions) -> Iterator[StreamItem]:
     errors = options.errors
+    stop = threading.Event()   # set when the caller stops: a stream waiting to reconnect gives up at once
     items = source_items(sources, options.vid_stride, options.max_frames, options.max_pixels, options.tiles,
-                         runner.scale, options.reconnect)
+                         runner.scale, options.reconnect, stop)
     slices = Slices(options.tiles, runner.classes)
 
     def prepare(frame: Frame) -> Prepared:
         with options.stage('preprocess'):
             return prepare_frame(runner, frame)
 
-    for item in pipelined(items, infer, options.batch_size, prepare=prepare):
+    for item in pipelined(items, infer, options.batch_size, prepare=prepare, stop=stop):
         if isinstance(item, Frame) and item.tile is not None:   # a tile's detections, held until its scene ends
             slices.add(item)
             continue

@@ -103,13 +103,17 @@ def read_frames(cap, info, stats, max_frames=None, start=0):
         _release(cap)
 
 
-def reopen_capture(src, name, info, tries, max_pixels=None):
+def reopen_capture(src, name, info, tries, max_pixels=None, cancel=None):
     """A stream that dropped, opened again: up to `tries` tries, waiting 1, 2, 4 ... seconds
-    before each; None when it did not come back.  MrcnnError when it came back with another frame
-    size (what was drawn and tracked so far needs one)."""
+    before each; None when it did not come back, or at once when `cancel` (a threading.Event) is
+    set.  MrcnnError when it came back with another frame size (what was drawn and tracked so far
+    needs one)."""
     wait = RECONNECT_WAIT_S
     for _ in range(tries):
-        time.sleep(wait)
+        if cancel is None:
+            time.sleep(wait)
+        elif cancel.wait(wait):   # the caller stopped
+            return None
         wait = min(2 * wait, RECONNECT_MAX_WAIT_S)
         try:
             cap, again = open_capture(src, name, max_pixels)
