@@ -360,7 +360,8 @@ def test_fuzzed_uploads_get_answers_or_refusals_never_a_500(checkpoint):
 
     import fuzzing
     seeds = fuzzing.image_seeds()
-    proc, base = start_server(checkpoint, '--max-body', '200000')
+    # what is tested is reading the bodies: the network runs at a small scale (the last --scale given wins)
+    proc, base = start_server(checkpoint, '--max-body', '200000', '--scale', '160,96')
     statuses = {}
     try:
         with httpx.Client(base_url=base, timeout=600) as c:
