@@ -159,6 +159,8 @@ def test_a_video_of_known_length_over_http_is_not_reopened_at_its_end(quick_reco
 def test_reconnect_must_be_a_count(inputs):
     with pytest.raises(MrcnnError, match='reconnect must be a number of tries'):
         stream_sources(FakeRunner(), collect_sources(inputs[0])[0], StreamOptions(reconnect=-1))
+    with pytest.raises(MrcnnError, match='not True'):
+        stream_sources(FakeRunner(), collect_sources(inputs[0])[0], StreamOptions(reconnect=True))
 
 
 def test_stopping_a_stream_that_waits_to_reconnect_ends_its_reader(monkeypatch):

@@ -156,7 +156,7 @@ def stream_sources(runner: Runner, sources: Sequence[Source],
     if options.errors not in ERROR_MODES:
         raise MrcnnError(f'errors must be one of {", ".join(map(repr, ERROR_MODES))}, not {options.errors!r}')
     options = replace(options, max_pixels=check_max_pixels(options.max_pixels))
-    if not isinstance(options.reconnect, int) or options.reconnect < 0:
+    if isinstance(options.reconnect, bool) or not isinstance(options.reconnect, int) or options.reconnect < 0:
         raise MrcnnError(f'reconnect must be a number of tries (0 or more), not {options.reconnect!r}')
     if options.tiles is not None and any(s.is_video for s in sources):
         warn(f'{option("tile")} slices images; videos, cameras and streams run whole')
