@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SHARED ?= ../shared
 
-.PHONY: setup test-deps browser lint test test-quick demo bench bench-int8 bench-large fuzz gpu-check clean
+.PHONY: setup test-deps browser lint test test-quick test-loaded demo bench bench-int8 bench-large fuzz gpu-check clean
 
 # What the main job needs, and no more: a user's first prediction does not wait for the test tools.
 $(BIN)/mrcnn: pyproject.toml
@@ -47,6 +47,12 @@ test: test-deps browser
 # the quick loop while working: everything but the end-to-end runs and the long model runs (`slow`)
 test-quick: test-deps
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The suite LOADED_RUNS times in a row beside one busy process per core (the tests must pass on a loaded
+# machine); logs and a summary in runs/test-loaded/.  About three times `make test`'s time per run on 2 cores.
+LOADED_RUNS ?= 3
+test-loaded: test-deps browser
+	$(BIN)/python tools/test_under_load.py --runs $(LOADED_RUNS)
 
 # Mutation fuzzing of every input kind (images, videos, checkpoints, ONNX, COCO JSON) through the CLI's
 # code paths; CI runs a short round in the tests.  FUZZ_CASES per kind; any case replays by its number.
