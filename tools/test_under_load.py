@@ -3,7 +3,7 @@ promise to pass on a loaded machine (they wait on events the code exposes, never
 
 Starts one busy process per core (`python -c "while True: pass"`), runs pytest `--runs` times in a
 row, stops at the first failed run, and writes runs/test-loaded/run<i>.log and summary.txt: each
-run's exit code, duration and pytest's last line, with the CPU and its load.  Arguments after
+run's exit code, duration and pytest's last line, with the CPU, its ISA flags and its load.  Arguments after
 `--` go to pytest.
 
     python tools/test_under_load.py --runs 3                 # what `make test-loaded` runs
@@ -17,15 +17,10 @@ import sys
 import time
 from pathlib import Path
 
+from mrcnn_cli.io.cpu import cpu_info, isa_flags
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / 'runs' / 'test-loaded'
-
-
-def cpu_name():
-    for line in Path('/proc/cpuinfo').read_text().splitlines():
-        if line.startswith('model name'):
-            return line.split(':', 1)[1].strip()
-    return 'unknown CPU'
 
 
 def restore_sigint():
@@ -43,8 +38,8 @@ def main(argv=None):
     args = parser.parse_args(argv[:argv.index('--')] if '--' in argv else argv)
     OUT.mkdir(parents=True, exist_ok=True)
     summary = OUT / 'summary.txt'
-    summary.write_text(f'{cpu_name()}, {os.cpu_count()} cores, {args.busy} busy processes beside pytest '
-                       f'{" ".join(pytest_args)}\n')
+    summary.write_text(f'{cpu_info().model} ({isa_flags()}), {os.cpu_count()} cores, {args.busy} busy processes '
+                       f'beside pytest {" ".join(pytest_args)}\n')
     busy = [subprocess.Popen([sys.executable, '-c', 'while True: pass']) for _ in range(args.busy)]
     failed = 0
     try:

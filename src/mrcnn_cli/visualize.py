@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import numbers
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -160,7 +161,7 @@ class TrackTrails:
             raise MrcnnError(f'trail must be a whole number of frames >= 1, not {length!r}')
         self.length: int = int(length)
         self._frame: int = 0
-        self._paths: dict[int, list[tuple[int, int, int]]] = {}   # id -> (frame, x, y), oldest first
+        self._paths: dict[int, deque[tuple[int, int, int]]] = {}   # id -> (frame, x, y), oldest first
 
     def add(self, det: Drawable) -> None:
         """Record this frame's tracked boxes (untracked detections have no path)."""
@@ -168,13 +169,13 @@ class TrackTrails:
         if det.track_ids is not None:
             centres = np.rint((det.boxes[:, :2] + det.boxes[:, 2:]) / 2).astype(int).tolist()
             for track, (x, y) in zip(det.track_ids.tolist(), centres):
-                self._paths.setdefault(track, []).append((self._frame, x, y))
+                self._paths.setdefault(track, deque()).append((self._frame, x, y))
         oldest = self._frame - self.length
         for track in list(self._paths):
-            path = [p for p in self._paths[track] if p[0] > oldest]
-            if path:
-                self._paths[track] = path
-            else:
+            path = self._paths[track]
+            while path and path[0][0] <= oldest:
+                path.popleft()
+            if not path:
                 del self._paths[track]
 
     def draw(self, img: np.ndarray, line_width: int | None = None) -> np.ndarray:
