@@ -37,16 +37,20 @@ def test_bench_torch_onnx_and_torchvision(tmp_path, checkpoint, exported):
     assert report['image_sizes'] == [[427, 640]] and report['decode_ms_per_image'] > 0
     assert report['machine']['cores'] >= 1 and 'cpu' in report['machine']
     from mrcnn_cli.backends.openvino import cpu_runs_bf16, openvino_available
-    # OpenVINO's BF16 row only on a CPU that computes BF16 (elsewhere a warning says it is left out)
+    from mrcnn_cli.backends.pytorch import cpu_has_native_bf16
+    # BF16 rows only on a CPU that computes BF16 (elsewhere a warning says they are left out)
+    torch_rows = [('torch', 'fp32')] + [('torch', 'bf16')] * cpu_has_native_bf16()
     openvino = ([('openvino', 'fp32')] + [('openvino', 'bf16')] * cpu_runs_bf16()) if openvino_available() else []
     assert [(r['backend'], r['precision']) for r in report['rows']] == [
-        ('torch', 'fp32'), ('onnx', 'fp32'), *openvino, ('torchvision', 'fp32')]
+        *torch_rows, ('onnx', 'fp32'), *openvino, ('torchvision', 'fp32')]
     rows = {r['backend']: r for r in report['rows']}
-    check_row(rows['torch'], {'preprocess', 'backbone+fpn', 'rpn', 'roi box head', 'mask head', 'paste'})
+    for r in report['rows'][:len(torch_rows)]:
+        check_row(r, {'preprocess', 'backbone+fpn', 'rpn', 'roi box head', 'mask head', 'paste'})
     check_row(rows['onnx'], {'preprocess', 'network', 'paste'})
-    for r in report['rows'][:2 + len(openvino)]:   # start-up reported: load, then the first result
+    graph_rows = report['rows'][len(torch_rows):len(torch_rows) + 1 + len(openvino)]
+    for r in report['rows'][:len(torch_rows) + 1 + len(openvino)]:   # start-up reported: load, then the first result
         assert 0 < r['load_s'] < r['first_result_s']
-    for r in report['rows'][2:2 + len(openvino)]:
+    for r in graph_rows[1:]:
         check_row(r, {'preprocess', 'network', 'paste'})
         assert r['device'] == 'CPU'
     assert rows['torch']['speedup_vs_torchvision'] == pytest.approx(rows['torch']['fps'] / rows['torchvision']['fps'])
@@ -179,6 +183,27 @@ def test_without_native_bf16_openvino_has_no_bf16_row_and_auto_refuses_bf16(monk
     for device in ('cpu', 'auto'):
         with pytest.raises(MrcnnError, match='needs BF16 support on OpenVINO CPU'):
             load(onnx=exported('r50'), backend='openvino', device=device, precision='bf16')
+
+
+@pytest.mark.parametrize('native', [True, False])
+def test_torch_bf16_row_beside_fp32_only_where_the_cpu_computes_bf16(monkeypatch, native):
+    """`bench --backend all` times torch in FP32 and BF16 side by side on a CPU with native BF16 (as
+    OpenVINO's rows); elsewhere one warning says why the BF16 row is left out.  A GPU row and an
+    explicit precision keep the one row asked for."""
+    from mrcnn_cli import ModelChoice
+    from mrcnn_cli.backends import pytorch
+    from mrcnn_cli.commands.bench import bench_rows
+    monkeypatch.setattr(pytorch, 'cpu_has_native_bf16', lambda: native)
+    said = []
+    rows = bench_rows(ModelChoice(weights='w.pth', onnx='m.onnx', device='cpu', backend='all'), warn=said.append)
+    torch_rows = [str(r.precision) for r in rows if r.backend == 'torch']
+    assert torch_rows == (['fp32', 'bf16'] if native else ['fp32'])
+    assert any('no torch bf16 row' in line for line in said) is not native
+    rows = bench_rows(ModelChoice(weights='w.pth', onnx='m.onnx', device='cpu', backend='all', precision='bf16'),
+                      warn=said.append)
+    assert [str(r.precision) for r in rows if r.backend == 'torch'] == ['bf16']
+    assert pytorch.TorchBackend.bench_precisions(pytorch.Precision.FP32, 'cuda') == (pytorch.Precision.FP32,)
+    assert pytorch.TorchBackend.bench_note('cuda') is None
 
 
 def test_the_tracking_rows_stream_is_twenty_objects_the_tracker_follows():

@@ -87,13 +87,13 @@ class Backend:
         return device
 
     @classmethod
-    def bench_precisions(cls, requested: Precision) -> tuple[Precision, ...]:
-        """The precisions `mrcnn bench --backend all` times this backend in (on the CPU: those
-        it computes natively here)."""
+    def bench_precisions(cls, requested: Precision, device: str) -> tuple[Precision, ...]:
+        """The precisions `mrcnn bench --backend all` times this backend in on `device` (on the
+        CPU: those it computes natively here)."""
         return (requested,) if requested in cls.precisions else (Precision.FP32,)
 
     @classmethod
-    def bench_note(cls) -> str | None:
+    def bench_note(cls, device: str) -> str | None:
         """A warning line for what `bench_precisions` leaves out on this machine, if anything."""
         return None
 

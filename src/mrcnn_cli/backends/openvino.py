@@ -137,12 +137,12 @@ class OpenVinoBackend(GraphBackend):
         return device if str(device).lower() in DEVICES else 'cpu'   # CUDA is not OpenVINO's
 
     @classmethod
-    def bench_precisions(cls, requested: Precision) -> tuple[Precision, ...]:
+    def bench_precisions(cls, requested: Precision, device: str) -> tuple[Precision, ...]:
         return (Precision.FP32, Precision.BF16) if cpu_runs_bf16() else (Precision.FP32,)
 
     @classmethod
-    def bench_note(cls) -> str | None:
-        if cpu_runs_bf16():
+    def bench_note(cls, device: str) -> str | None:
+        if device != 'cpu' or cpu_runs_bf16():
             return None
         return 'warning: no openvino bf16 row: OpenVINO computes BF16 only on CPUs that have it (AVX512-BF16 or AMX)'
 

@@ -60,11 +60,33 @@ class TorchBackend(Backend):
     def run_network(self, batch, img_shapes, stage=no_stage):
         return self.model(batch.to(self.device), img_shapes, self.amp_dtype, stage)
 
+    @classmethod
+    def bench_precisions(cls, requested: Precision, device: str) -> tuple[Precision, ...]:
+        # FP32 and BF16 side by side where the CPU computes BF16 natively, as OpenVINO's rows
+        if requested == Precision.FP32 and on_cpu(device) and cpu_has_native_bf16():
+            return (Precision.FP32, Precision.BF16)
+        return (requested,)
+
+    @classmethod
+    def bench_note(cls, device: str) -> str | None:
+        if not on_cpu(device) or cpu_has_native_bf16():
+            return None
+        return ('warning: no torch bf16 row: this CPU has no native BF16 (AVX512-BF16 or AMX), where it runs '
+                'slower than FP32')
+
     def torch_model(self) -> MaskRCNN:
         return self.model
 
     def precision_note(self) -> str:
         return f'{self.precision}, compiled' if self.compiled else str(self.precision)
+
+
+def on_cpu(device: str) -> bool:
+    """Whether a command's `device` runs the torch model on the CPU (without resolving a GPU that
+    is not there: bench plans CUDA rows before loading anything)."""
+    if device in (None, 'auto'):
+        return not torch.cuda.is_available()
+    return str(device) == 'cpu'
 
 
 def cpu_has_native_bf16():

@@ -426,13 +426,14 @@ def _choice_rows(choice, warn):
                 warn(f'warning: no {cls.name} rows: what it needs is not installed (pip install '
                      f"'mrcnn-cli[{cls.name}]')")
                 continue
-            note = cls.bench_note() if cls.device_for(choice.device) == 'cpu' else None
+            device = cls.device_for(choice.device)
+            note = cls.bench_note(device)
             if note:
                 warn(note)
-            rows += [replace(choice, backend=cls.name, precision=precision, device=cls.device_for(choice.device),
+            rows += [replace(choice, backend=cls.name, precision=precision, device=device,
                              compile=choice.compile and cls.compiles, onnx=choice.onnx if cls.runs_graph else None,
                              ort_provider=choice.ort_provider if cls.takes_provider else None)
-                     for precision in cls.bench_precisions(choice.precision)]
+                     for precision in cls.bench_precisions(choice.precision, device)]
         for row in rows:
             backend_for(row).check_choice(row)
         kept = [f for f, on in ((f'--{choice.precision}', choice.precision != Precision.FP32),

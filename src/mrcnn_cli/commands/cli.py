@@ -419,7 +419,8 @@ def _print_evaluation(evaluation, published, classwise=False):
 @cli.command()
 @click.option('--fps', is_flag=True, help='Throughput and latency: what bench always measures (kept for scripts).')
 @model_choice(backends=('torch', 'onnx', 'openvino', 'all'),
-              graph_help='all: torch, onnxruntime and (when installed) OpenVINO FP32 and BF16 rows, on --onnx FILE')
+              graph_help='all: torch and (when installed) OpenVINO in FP32 and BF16 (where the CPU computes BF16), '
+                        'onnxruntime in FP32, on --onnx FILE')
 @click.option('--images', 'images_dir', type=click.Path(file_okay=False, exists=True), default=None,
               help='Folder of images to cycle through (default: the bundled demo photo).')
 @click.option('--n', 'count', type=click.IntRange(1), default=200, show_default=True, help='Timed images.')
