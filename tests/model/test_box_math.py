@@ -2,6 +2,7 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from mrcnn_cli.model.poolers import map_roi_levels
@@ -68,6 +69,26 @@ def test_batched_nms_visits_ties_in_mmcv_sort_order():
     order = scores.sort(descending=True)[1].tolist()
     assert keep[0].item() == order[0]
     assert [order.index(k) for k in keep.tolist()] == sorted(order.index(k) for k in keep.tolist())
+
+
+@pytest.mark.parametrize('groups', [1, 5, 80])
+def test_batched_nms_group_by_group_is_mmcvs_one_pass(groups):
+    """Below the split threshold mmcv runs one NMS over all boxes, offset apart by group, in its
+    sort order; on the CPU mrcnn runs each group alone in that same order: the same boxes, in
+    the same order, ties (rounded scores and coordinates) included."""
+    from torchvision.ops import nms
+    g = torch.Generator().manual_seed(groups)
+    for trial in range(20):
+        n = int(torch.randint(1, 5000, (), generator=g))
+        xy = torch.rand(n, 2, generator=g) * 400
+        boxes = torch.cat([xy, xy + 1 + 150 * torch.rand(n, 2, generator=g)], dim=1)
+        boxes = boxes.round() if trial % 2 else boxes
+        scores = (torch.rand(n, generator=g) * 8).round() / 8 if trial % 3 else torch.rand(n, generator=g)
+        idxs = torch.randint(0, groups, (n,), generator=g)
+        offset = boxes + (idxs.to(boxes) * (boxes.max() + torch.tensor(1).to(boxes)))[:, None]   # as mmcv adds them
+        order = scores.sort(descending=True)[1]
+        one_pass = order[nms(offset[order], scores[order], 0.7)]
+        assert torch.equal(batched_nms(boxes, scores, idxs, 0.7), one_pass)
 
 
 def test_batched_nms_split_path_keeps_the_same_boxes():

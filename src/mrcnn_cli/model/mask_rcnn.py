@@ -46,10 +46,19 @@ class MaskRCNN(nn.Module):
         return self.roi_head(feats, proposals, img_shapes, amp, stage)
 
     def _compile_scope(self):
+        """The settings the compiled modules compile under, for the length of a call.  Freezing is
+        read from inductor's config when a graph is compiled (a `compile(options=...)` entry does
+        not reach that switch): it turns the weights into constants, so that convolutions run
+        as oneDNN's pre-packed kernels with their ReLU or sum fused."""
         if not self.compiled:
             return contextlib.nullcontext()
         import torch._dynamo.config as dynamo_config
-        return dynamo_config.patch(recompile_limit=max(dynamo_config.recompile_limit, COMPILED_SIZES_LIMIT))
+        import torch._inductor.config as inductor_config
+        scope = contextlib.ExitStack()
+        scope.enter_context(dynamo_config.patch(
+            recompile_limit=max(dynamo_config.recompile_limit, COMPILED_SIZES_LIMIT)))
+        scope.enter_context(inductor_config.patch(freezing=True))
+        return scope
 
 
 def autocast(device_type, dtype):

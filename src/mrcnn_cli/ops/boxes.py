@@ -78,14 +78,26 @@ def batched_nms(boxes, scores, idxs, iou_threshold):
     max_coordinate = boxes.max()
     offsets = idxs.to(boxes) * (max_coordinate + torch.tensor(1).to(boxes))
     boxes_for_nms = boxes + offsets[:, None]
-    if boxes.shape[0] < NMS_SPLIT_THRESHOLD:
+    if boxes.shape[0] >= NMS_SPLIT_THRESHOLD:
+        kept = torch.zeros_like(scores, dtype=torch.bool)
+        for group in torch.unique(idxs):
+            members = (idxs == group).nonzero().view(-1)
+            kept[members[nms_sorted_like_mmcv(boxes_for_nms[members], scores[members], iou_threshold)]] = True
+        keep = kept.nonzero().view(-1)
+        return keep[scores[keep].sort(descending=True)[1]]
+    if boxes.is_cuda:   # one parallel kernel; a loop would add a launch and a host sync per group
         return nms_sorted_like_mmcv(boxes_for_nms, scores, iou_threshold)
+    # mmcv's one greedy pass over all boxes: a box never suppresses one of another group (the offsets
+    # keep the groups apart), so each group alone, visited in the same global order, keeps the same
+    # boxes, while the CPU kernel compares each kept box with its own group only
+    order = scores.sort(descending=True)[1]
+    sorted_idxs = idxs[order]
     kept = torch.zeros_like(scores, dtype=torch.bool)
-    for group in torch.unique(idxs):
-        members = (idxs == group).nonzero().view(-1)
-        kept[members[nms_sorted_like_mmcv(boxes_for_nms[members], scores[members], iou_threshold)]] = True
-    keep = kept.nonzero().view(-1)
-    return keep[scores[keep].sort(descending=True)[1]]
+    for group in torch.unique(sorted_idxs):
+        members = (sorted_idxs == group).nonzero().view(-1)
+        # scores already descend: the kernel's stable sort keeps this order
+        kept[members[nms(boxes_for_nms[order[members]], scores[order[members]], iou_threshold)]] = True
+    return order[kept]
 
 
 def box_wh(boxes):
