@@ -48,6 +48,20 @@ def test_gather_equals_torchvision_roi_align(output_size, channels_last):
     assert got[300].abs().max() == 0 and got[304].abs().max() > 0   # outside; whole image
 
 
+def test_gather_of_a_bf16_map_is_fp32_roi_align_rounded_once():
+    """The CPU's BF16 path samples the BF16 maps as they are (BF16 sample weights, FP32 sums): the
+    result is torchvision's FP32 RoIAlign of the same map to within BF16 rounding."""
+    gen = torch.Generator().manual_seed(3)
+    feat = torch.randn(2, 64, 40, 56, generator=gen).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    rois = torch.cat([random_rois(300, 320, 448, gen), torch.tensor(EDGE_ROIS, dtype=torch.float32)])
+    expected = roi_align(feat.float(), rois, 7, 1 / 8, sampling_ratio=0, aligned=True)
+    got = roi_align_nhwc(feat, rois, 7, 1 / 8).permute(0, 3, 1, 2)
+    assert got.dtype == torch.bfloat16
+    error = (got.float() - expected).abs()
+    assert float(error.max()) <= 2 ** -7 * float(expected.abs().max())   # two BF16 roundings at most
+    assert float(error.norm() / expected.norm()) < 2 ** -8
+
+
 def test_gather_of_no_rois():
     assert roi_align_nhwc(torch.zeros(1, 8, 5, 5), torch.zeros(0, 5), 7, 0.25).shape == (0, 7, 7, 8)
 

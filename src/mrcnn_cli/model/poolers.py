@@ -21,9 +21,11 @@ GATHER, STACKED, PER_LEVEL = 'gather', 'stacked', 'per_level'
 
 
 class RoIFeatureMaps(NamedTuple):
-    """P2..P5 in FP32 (RoIAlign samples in FP32, as torchvision's autocast rule does), in the form
-    their path samples: four channels-last maps (gather), one stacked tensor (stacked), four NCHW
-    maps (per_level)."""
+    """P2..P5 in the form their path samples: four channels-last maps in the network's dtype
+    (gather), one stacked FP32 tensor (stacked), four NCHW FP32 maps (per_level).  The GPU and
+    the export sample in FP32, as torchvision's autocast rule for RoIAlign does; the CPU gather
+    samples BF16 maps as they are, adding in FP32 and rounding once to the BF16 the heads read
+    (converting the maps to FP32 first cost more than the whole gather)."""
     path: str
     maps: object
 
@@ -46,7 +48,7 @@ def roi_feature_maps(feats):
     feats = feats[:len(ROI_STRIDES)]
     path = sampling_path(feats[0])
     if path == GATHER:
-        return RoIFeatureMaps(path, [f.contiguous(memory_format=torch.channels_last).to(torch.float32) for f in feats])
+        return RoIFeatureMaps(path, [f.contiguous(memory_format=torch.channels_last) for f in feats])
     if path == PER_LEVEL:
         return RoIFeatureMaps(path, [f.contiguous().to(torch.float32) for f in feats])
     return RoIFeatureMaps(path, stack_levels(feats))
