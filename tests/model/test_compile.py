@@ -18,10 +18,17 @@ def test_compiled_model_matches_mmdetection_reference(checkpoint, torch_predicto
     import torch._inductor.config as inductor_config
 
     from mrcnn_cli import load
+    from torch._dynamo.utils import counters
     settings = (inductor_config.freezing, dynamo_config.recompile_limit)
     predictor = load(weights=checkpoint('r50'), style='pytorch', device='cpu', compile=True)
     assert predictor.compiled
-    det = predictor(read_image(COCO_IMAGES / '000000397133.jpg'), score_thr=0)
+    counters.clear()
+    with inductor_config.patch(fx_graph_cache=False):   # a cached graph would not count its rewrites
+        det = predictor(read_image(COCO_IMAGES / '000000397133.jpg'), score_thr=0)
+    # frozen weights: every convolution of backbone, FPN and RPN head (53 + 8 + 3) pre-packed for
+    # oneDNN, with its ReLU or residual sum fused
+    assert counters['inductor']['mkldnn_conv_weight_pack_matcher_count'] >= 64
+    assert counters['inductor']['mkldnn_conv_binary_unary_fusion_matcher_count'] >= 16   # a sum+ReLU per block
     # the compile options are the compiled modules' own: no process-wide torch setting changed
     assert (inductor_config.freezing, dynamo_config.recompile_limit) == settings
     ref = json.loads((SHARED / 'data' / 'reference' / 'r50_fpn__000000397133.json').read_text())['detections']

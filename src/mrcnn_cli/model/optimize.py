@@ -40,12 +40,10 @@ def compile_dense(model, device):
     """torch.compile the backbone, FPN and RPN head in place.  Shapes are static: each new padded
     input size compiles once (tens of seconds on a CPU), so it pays off on video, fixed-size
     inputs and long runs.  On CUDA the compiled region also runs as a CUDA graph; inductor
-    freezes the weights as constants (pre-packed for oneDNN on the CPU).  The options apply to
-    these modules only; no process-wide torch setting changes.  The RoI stages stay eager:
-    their sizes depend on the data."""
-    options = {'freezing': True}
-    if device.type == 'cuda':
-        options['triton.cudagraphs'] = True   # what mode='reduce-overhead' sets
+    freezes the weights as constants (pre-packed for oneDNN on the CPU) under the settings
+    `MaskRCNN._compile_scope` holds for the length of each call: no process-wide torch setting
+    changes.  The RoI stages stay eager: their sizes depend on the data."""
+    options = {'triton.cudagraphs': True} if device.type == 'cuda' else {}   # what mode='reduce-overhead' sets
     for module in (model.backbone, model.neck, model.rpn_head):
         module.compile(dynamic=False, fullgraph=True, options=options)
     model.compiled = True
