@@ -80,19 +80,21 @@ weights/synthetic_r50.pth: | setup
 runs/bench/r50.onnx: weights/synthetic_r50.pth $(wildcard src/mrcnn_cli/*.py src/mrcnn_cli/*/*.py)
 	$(BIN)/mrcnn export --onnx $@ --weights weights/synthetic_r50.pth --style pytorch
 
-# INT8 (`mrcnn export --int8`, calibrated on the bench images but the last 20, which the guard holds out) timed
-# beside every other row, then each backend and precision scored by the guard's check (tools/int8_agreement.py).
-# The synthetic weights fail the guard (docs/int8.md says why), so it is written with --force.
-runs/bench/r50_int8.xml: runs/bench/r50.onnx | test-deps
+# INT8 (`mrcnn export --int8`, calibrated on the bench images but the last 20, which the guard holds out), for
+# OpenVINO (NNCF, .xml) and onnxruntime (QDQ, .onnx), timed beside every other row, then each backend and
+# precision scored by the guard's check (tools/int8_agreement.py).  The synthetic weights fail the guard
+# (docs/int8.md says why), so they are written with --force.
+runs/bench/r50_int8.xml runs/bench/r50_int8.onnx: runs/bench/r50.onnx | test-deps
 	$(BIN)/mrcnn export --onnx runs/bench/r50.onnx --int8 $@ --weights weights/synthetic_r50.pth --style pytorch \
 		--calib $(BENCH_IMAGES) --int8-check-n 20 --force
 
-bench-int8: runs/bench/r50_int8.xml
+bench-int8: runs/bench/r50_int8.xml runs/bench/r50_int8.onnx
 	$(BIN)/mrcnn bench --fps --weights weights/synthetic_r50.pth --style pytorch --backend all --onnx runs/bench/r50.onnx \
-		--int8 runs/bench/r50_int8.xml --images $(BENCH_IMAGES) --n $(BENCH_N) --compare torchvision \
-		--json runs/bench/int8.json
+		--int8 runs/bench/r50_int8.xml --int8 runs/bench/r50_int8.onnx --images $(BENCH_IMAGES) --n $(BENCH_N) \
+		--compare torchvision --json runs/bench/int8.json
 	$(BIN)/python tools/int8_agreement.py --weights weights/synthetic_r50.pth --onnx runs/bench/r50.onnx \
-		--int8 runs/bench/r50_int8.xml --images $(BENCH_IMAGES) --n 20 --json runs/bench/int8_agreement.json
+		--int8 runs/bench/r50_int8.xml --int8 runs/bench/r50_int8.onnx --images $(BENCH_IMAGES) --n 20 \
+		--json runs/bench/int8_agreement.json
 
 # Sliced inference (`predict --tile 1024 --save-geojson`, with pictures) on generated GeoTIFFs of 2,000 to
 # 20,000 pixels a side: time against area and each run's peak RSS, in runs/bench-large/ (about 12 minutes).

@@ -2,7 +2,8 @@
 backend and precision against OpenVINO FP32 on the same held-out images (the guard's reference),
 so the INT8 file's numbers can be read beside BF16's and FP32-on-another-backend's.
 
-    python tools/int8_agreement.py --weights W.pth --onnx r50.onnx --int8 r50_int8.xml --images DIR [--n 20]
+    python tools/int8_agreement.py --weights W.pth --onnx r50.onnx --int8 r50_int8.xml [--int8 r50_int8.onnx]
+        --images DIR [--n 20]
 
 The held-out images are the last N readable images of DIR, as `mrcnn export --int8` holds them
 out of --calib.  Prints one line per row and writes JSON with --json."""
@@ -25,18 +26,18 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--weights', required=True)
     ap.add_argument('--onnx', required=True)
-    ap.add_argument('--int8', required=True)
+    ap.add_argument('--int8', required=True, action='append', help='an INT8 file (repeatable)')
     ap.add_argument('--images', required=True)
     ap.add_argument('--n', type=int, default=20)
     ap.add_argument('--json')
     args = ap.parse_args()
     check = int8_images([args.images], check_n=args.n).check
     reference = load(onnx=args.onnx, backend='openvino', device='cpu').backend
-    rows = {'openvino int8 (the file)': lambda: load(args.int8, device='cpu'),
-            'openvino bf16': lambda: load(onnx=args.onnx, backend='openvino', device='cpu', precision='bf16'),
-            'torch bf16': lambda: load(weights=args.weights, style='pytorch', device='cpu', precision='bf16'),
-            'torch fp32': lambda: load(weights=args.weights, style='pytorch', device='cpu'),
-            'onnxruntime fp32': lambda: load(onnx=args.onnx, backend='onnx', device='cpu')}
+    rows = {f'int8 {Path(path).name}': lambda path=path: load(path, device='cpu') for path in args.int8}
+    rows |= {'openvino bf16': lambda: load(onnx=args.onnx, backend='openvino', device='cpu', precision='bf16'),
+             'torch bf16': lambda: load(weights=args.weights, style='pytorch', device='cpu', precision='bf16'),
+             'torch fp32': lambda: load(weights=args.weights, style='pytorch', device='cpu'),
+             'onnxruntime fp32': lambda: load(onnx=args.onnx, backend='onnx', device='cpu')}
     print(f'cpu: {cpu_line()}; reference: openvino fp32; {len(check)} held-out images')
     out = {'cpu': cpu_line(), 'images': [p.name for p in check], 'rows': {}}
     for name, make in rows.items():

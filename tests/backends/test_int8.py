@@ -1,5 +1,5 @@
-"""`mrcnn export --int8`: NNCF quantization for OpenVINO behind an accuracy guard, and the INT8 file
-through predict, eval, bench, serve and load.
+"""`mrcnn export --int8`: NNCF quantization for OpenVINO (FILE.xml) and onnxruntime's QDQ quantization
+(FILE.onnx) behind an accuracy guard, and the INT8 files through predict, eval, bench, serve and load.
 
 The synthetic checkpoints cannot show how much INT8 costs in accuracy: their heads turn any
 rounding into other detections (OpenVINO BF16 itself agrees with FP32 at a box agreement AP near
@@ -38,9 +38,9 @@ def image_folder(folder, names):
     return folder
 
 
-def export_int8(checkpoint, out, calib, *extra):
+def export_int8(checkpoint, out, calib, *extra, int8_name='r50_int8.xml'):
     return mrcnn_here('export', '--weights', checkpoint('r50'), '--style', 'pytorch', '--device', 'cpu', *FAST,
-                      '--onnx', out / 'r50.onnx', '--int8', out / 'r50_int8.xml', '--calib', calib,
+                      '--onnx', out / 'r50.onnx', '--int8', out / int8_name, '--calib', calib,
                       *[a for name in CHECK for a in ('--int8-check', COCO_IMAGES / name)], *extra)
 
 
@@ -168,9 +168,9 @@ def test_an_int8_file_of_another_mrcnn_version_is_refused(int8_export, tmp_path)
 
 @pytest.mark.slow
 def test_a_cpu_without_int8_dot_products_gets_one_warning(int8_export, monkeypatch):
-    from mrcnn_cli.backends import openvino
+    from mrcnn_cli.io import cpu
     out, _ = int8_export
-    monkeypatch.setattr(openvino, 'cpu_has_int8_dot_product', lambda: False)
+    monkeypatch.setattr(cpu, 'cpu_has_int8_dot_product', lambda: False)
     with pytest.warns(MrcnnWarning, match='no INT8 dot-product units'):
         load(out / 'r50_int8.xml', device='cpu')
 
@@ -222,10 +222,95 @@ def test_int8_export_refusals_come_before_any_work(checkpoint, tmp_path, monkeyp
     assert len([ln for ln in proc.stderr.splitlines() if ln.startswith('warning:') and 'broken.jpg' in ln]) == 1
     assert not (tmp_path / 'x.onnx').exists()
     assert_one_error_line(mrcnn_here(*base, '--int8', tmp_path / 'x.onnx8', '--calib', calib),
-                          'an INT8 model is an OpenVINO .xml file')
+                          'an INT8 model is an OpenVINO .xml file (NNCF; its weights go to the .bin beside it) or '
+                          'an .onnx file')
+    assert_one_error_line(mrcnn_here(*base, '--int8', tmp_path / 'x.onnx', '--calib', calib),
+                          '--int8 names the FP32 file --onnx writes')
     assert_one_error_line(mrcnn_here(*base, '--int8', tmp_path / 'x.xml'), '--int8 needs --calib')
     assert_one_error_line(mrcnn_here(*base, '--int8', tmp_path / 'x.xml', '--calib', calib, '--int8-guard', '2,0,0'),
                           'BOX_AP,MASK_AP,FOUND')
     monkeypatch.setitem(__import__('sys').modules, 'nncf', None)
     assert_one_error_line(mrcnn_here(*base, '--int8', tmp_path / 'x.xml', '--calib', calib),
                           "pip install 'mrcnn-cli[int8]'")
+
+
+@pytest.fixture(scope='module')
+def qdq_export(checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp('qdq')
+    proc = export_int8(checkpoint, out, image_folder(out / 'calib', CALIBRATION), '--int8-guard', '0,0,0',
+                       int8_name='r50_int8.onnx')
+    assert proc.returncode == 0, proc.stderr
+    return out, proc
+
+
+@pytest.mark.slow
+def test_the_onnx_int8_file_is_qdq_with_what_made_it_and_its_guard(qdq_export):
+    """onnxruntime's QDQ file: every convolution and matrix product reads INT8 weights through a
+    DequantizeLinear and UINT8 activations through a Quantize/DequantizeLinear pair; its metadata is
+    the FP32 export's, with what calibrated it and what its guard measured, as NNCF's file has."""
+    import onnx
+    out, proc = qdq_export
+    qdq, fp32 = onnx.load(str(out / 'r50_int8.onnx')), onnx.load(str(out / 'r50.onnx'))
+    assert not no_partial_files(out) and not list(out.glob('*.bin'))
+    producers = {o: n for n in qdq.graph.node for o in n.output}
+    initializers = {i.name: i for i in qdq.graph.initializer}
+    dense = [n for n in qdq.graph.node if n.op_type in ('Conv', 'MatMul', 'Gemm')]
+    assert len(dense) == sum(n.op_type in ('Conv', 'MatMul', 'Gemm') for n in fp32.graph.node) > 60
+    for node in dense:
+        activation, weight = (producers.get(name) for name in node.input[:2])
+        assert activation is not None and activation.op_type == 'DequantizeLinear', node.name
+        assert producers[activation.input[0]].op_type == 'QuantizeLinear', node.name
+        if node.op_type == 'Conv':   # the weight: an INT8 constant, one scale per output channel
+            assert weight.op_type == 'DequantizeLinear'
+            assert initializers[weight.input[0]].data_type == onnx.TensorProto.INT8
+            assert len(initializers[weight.input[1]].dims) == 1
+    meta = {p.key: p.value for p in qdq.metadata_props}
+    fp32_meta = {p.key: p.value for p in fp32.metadata_props}
+    assert meta['precision'] == 'int8' and fp32_meta['precision'] == 'fp32'
+    for key in ('classes', 'source_sha256', 'source_checkpoint', 'mrcnn_version', 'mean', 'std', 'depth'):
+        assert meta[key] == fp32_meta[key], key
+    calibration = json.loads(meta['calibration'])
+    assert calibration['images'] == len(CALIBRATION) and calibration['tool'].startswith('onnxruntime ')
+    agreement = json.loads(meta['agreement'])
+    assert agreement['images'] == len(CHECK) and agreement['passed'] is True
+    assert f'box agreement AP {agreement["box_ap"]:.3f}' in proc.stdout
+
+
+@pytest.mark.slow
+def test_the_onnx_int8_file_runs_on_onnxruntime_and_its_guard_is_what_it_gives(qdq_export, tmp_path):
+    from mrcnn_cli.engine.compare import agreement_ap
+    from mrcnn_cli.io.images import read_image
+    out, _ = qdq_export
+    int8 = load(out / 'r50_int8.onnx', device='cpu', scale=FAST_SCALE)
+    fp32 = load(onnx=out / 'r50.onnx', device='cpu', scale=FAST_SCALE)
+    assert (int8.name, int8.precision, fp32.precision) == ('onnx', 'int8', 'fp32')
+    images = [read_image(COCO_IMAGES / name) for name in CHECK]
+    measured = agreement_ap([fp32(img, score_thr=0) for img in images], [int8(img, score_thr=0) for img in images])
+    recorded = int8.backend.agreement
+    assert measured.reference_detections == recorded['reference_detections'] > 0
+    for key in ('box_ap', 'mask_ap', 'found'):
+        assert getattr(measured, key) == pytest.approx(recorded[key], abs=1e-4), key
+    proc = mrcnn_here('predict', COCO_IMAGES / CHECK[0], '--onnx', out / 'r50_int8.onnx', '--device', 'cpu',
+                      '--out', tmp_path / 'p', '--no-vis', *FAST)
+    assert proc.returncode == 0 and 'onnxruntime CPUExecutionProvider (int8' in proc.stderr, proc.stderr
+    proc = mrcnn_here('bench', '--onnx', out / 'r50.onnx', '--backend', 'onnx', '--int8', out / 'r50_int8.onnx',
+                      '--device', 'cpu', '--n', '1', '--warmup', '0', '--json', tmp_path / 'b.json', *FAST)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads((tmp_path / 'b.json').read_text())['rows']
+    assert [(r['backend'], r['precision']) for r in rows] == [('onnx', 'fp32'), ('onnx', 'int8')]
+    assert rows[1]['agreement'] == recorded
+    for args, message in ((('--bf16',), 'does not apply to the onnx backend'),
+                          (('--precision', 'int8', '--onnx', out / 'r50.onnx'), 'is an fp32 export')):
+        assert_one_error_line(mrcnn_here('predict', COCO_IMAGES / CHECK[0], '--onnx', out / 'r50_int8.onnx', *args,
+                                         '--device', 'cpu', '--out', tmp_path / 'x', '--no-vis'), message)
+
+
+@pytest.mark.slow
+def test_the_onnx_guard_refuses_a_model_calibrated_on_blank_images_and_writes_nothing(checkpoint, tmp_path):
+    blank = tmp_path / 'blank'
+    blank.mkdir()
+    for i in range(8):
+        cv2.imwrite(str(blank / f'grey{i}.png'), np.full((480, 640, 3), 114, np.uint8))
+    proc = export_int8(checkpoint, tmp_path, blank, int8_name='r50_int8.onnx')
+    assert_one_error_line(proc, 'INT8 model refused by the accuracy guard: box agreement AP')
+    assert not (tmp_path / 'r50_int8.onnx').exists() and not no_partial_files(tmp_path)

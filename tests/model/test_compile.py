@@ -16,9 +16,9 @@ from matching import assert_matches_reference, assert_same_to_rounding, from_ref
 def test_compiled_model_matches_mmdetection_reference(checkpoint, torch_predictor):
     import torch._dynamo.config as dynamo_config
     import torch._inductor.config as inductor_config
+    from torch._dynamo.utils import counters
 
     from mrcnn_cli import load
-    from torch._dynamo.utils import counters
     settings = (inductor_config.freezing, dynamo_config.recompile_limit)
     predictor = load(weights=checkpoint('r50'), style='pytorch', device='cpu', compile=True)
     assert predictor.compiled

@@ -21,6 +21,13 @@ class GraphBackend(Backend):
 
     batches = False      # the graph takes one image per call
     runs_graph = True
+    metadata: dict[str, str]   # the file's metadata_props (rt_info for an OpenVINO IR)
+
+    @property
+    def agreement(self) -> dict | None:
+        """An INT8 file's accuracy guard, as its export measured it (None for other files)."""
+        from mrcnn_cli.backends.onnx_metadata import int8_agreement
+        return int8_agreement(self.metadata)
 
     def run_graph(self, inputs):
         """{'image': 1x3xHxW float32, 'img_shape': (2,) int64} -> the four outputs as numpy arrays

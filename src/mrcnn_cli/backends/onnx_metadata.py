@@ -5,7 +5,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from mrcnn_cli.errors import MrcnnError, first_line
+from mrcnn_cli.engine.choice import Precision
+from mrcnn_cli.errors import MrcnnError, first_line, option, warn
+from mrcnn_cli.io import cpu
 from mrcnn_cli.model.spec import ModelSpec, Normalization
 from mrcnn_cli.version import __version__
 
@@ -51,3 +53,31 @@ def parse_metadata(meta: dict[str, str], path) -> GraphInfo:
         return GraphInfo(spec, tuple(json.loads(meta['classes'])), palette)
     except (KeyError, ValueError, TypeError, IndexError, RecursionError) as e:
         raise MrcnnError(f'{path}: not an mrcnn ONNX export (metadata {first_line(e)} missing or invalid)') from None
+
+
+def check_int8_file(meta: dict[str, str], path, precision: Precision, *, on_cpu: bool) -> Precision:
+    """An INT8 file (`mrcnn export --int8`) runs as it was quantized (its floating-point parts in
+    FP32) and only in the mrcnn version that wrote it; `precision` int8 needs one.  Returns the
+    precision the file runs in; on a CPU without INT8 dot-product units, one warning."""
+    made_in = meta.get('precision', 'fp32')
+    if made_in != Precision.INT8:
+        if precision == Precision.INT8:
+            raise MrcnnError(f'{option("precision", "int8")} runs an INT8 file from `mrcnn export --int8`; {path} '
+                             f'is an {made_in} export')
+        return precision
+    if precision not in (Precision.FP32, Precision.INT8):
+        raise MrcnnError(f'{path} is an INT8 model: it runs in int8 (its other parts in FP32), not '
+                         f'{option("precision", str(precision))}')
+    if meta.get('mrcnn_version') != __version__:
+        raise MrcnnError(f'{path} was quantized by mrcnn {meta.get("mrcnn_version") or "(unknown)"}, this is mrcnn '
+                         f'{__version__}: export it again with this version')
+    if on_cpu and cpu.cpu_has_int8_dot_product() is False:
+        warn('this CPU has no INT8 dot-product units (VNNI, AMX): INT8 runs slowly here; '
+             '--precision bf16 or fp32 on the FP32 export is faster')
+    return Precision.INT8
+
+
+def int8_agreement(meta: dict[str, str]) -> dict | None:
+    """An INT8 file's accuracy guard, as its export measured it (None for other files)."""
+    text = meta.get('agreement') if meta.get('precision') == Precision.INT8 else None
+    return json.loads(text) if text else None

@@ -5,8 +5,8 @@ import os
 
 from mrcnn_cli.backends.base import resolve_device
 from mrcnn_cli.backends.onnx_graph import GraphBackend
-from mrcnn_cli.backends.onnx_metadata import parse_metadata
-from mrcnn_cli.engine.choice import ModelChoice
+from mrcnn_cli.backends.onnx_metadata import check_int8_file, parse_metadata
+from mrcnn_cli.engine.choice import ModelChoice, Precision
 from mrcnn_cli.engine.preprocess import TEST_SCALE
 from mrcnn_cli.errors import MrcnnError, first_line, option
 from mrcnn_cli.io.files import model_file_kind
@@ -54,10 +54,11 @@ class OnnxBackend(GraphBackend):
     """An `mrcnn export` file run by ONNX Runtime (its CUDA or TensorRT provider on a GPU)."""
 
     name = 'onnx'
+    precisions = (Precision.FP32, Precision.INT8)   # FP32 for any export: the graph runs in what it was made in
     takes_provider = True
     describe_template = '{name} backend on onnxruntime {device}'
-    precision_hint = ('; the graph runs as exported: `mrcnn export --fp16` makes an FP16 one, `mrcnn export --int8` '
-                      'an INT8 one for OpenVINO')
+    precision_hint = ('; the graph runs as exported: `mrcnn export --fp16` makes an FP16 one, `mrcnn export --int8 '
+                      'FILE.onnx` an INT8 one')
 
     @classmethod
     def check_choice(cls, choice: ModelChoice) -> None:
@@ -68,9 +69,9 @@ class OnnxBackend(GraphBackend):
 
     @classmethod
     def from_choice(cls, choice: ModelChoice) -> OnnxBackend:
-        return cls(choice.onnx, choice.device, choice.ort_provider, scale=choice.scale)
+        return cls(choice.onnx, choice.device, choice.ort_provider, scale=choice.scale, precision=choice.precision)
 
-    def __init__(self, path, device='auto', provider=None, threads=None, scale=TEST_SCALE):
+    def __init__(self, path, device='auto', provider=None, threads=None, scale=TEST_SCALE, precision='fp32'):
         import onnxruntime as ort
         dev = resolve_device(device)
         try:
@@ -85,9 +86,12 @@ class OnnxBackend(GraphBackend):
         except Exception as e:  # noqa: BLE001 - e.g. metadata that is not UTF-8
             raise MrcnnError(f'{path}: not an mrcnn ONNX export (unreadable metadata: {first_line(e)})') from None
         info = parse_metadata(meta, path)
-        super().__init__(info.spec, info.classes, dev, str(path), meta.get('precision', 'fp32'), info.palette, scale)
-        self.metadata = meta
         self.providers = self.session.get_providers()
+        int8 = check_int8_file(meta, path, Precision.of(precision), on_cpu=self.providers[0] == PROVIDERS['cpu'])
+        # the graph runs in what it was exported in
+        precision = Precision.INT8 if int8 == Precision.INT8 else meta.get('precision', 'fp32')
+        super().__init__(info.spec, info.classes, dev, str(path), precision, info.palette, scale)
+        self.metadata = meta
 
     def run_graph(self, inputs):
         return self.session.run(None, inputs)

@@ -12,11 +12,10 @@ import numpy as np
 import torch
 
 from mrcnn_cli.backends.onnx_graph import GraphBackend
-from mrcnn_cli.backends.onnx_metadata import parse_metadata
+from mrcnn_cli.backends.onnx_metadata import check_int8_file, parse_metadata
 from mrcnn_cli.engine.choice import ModelChoice, Precision
 from mrcnn_cli.engine.preprocess import TEST_SCALE
-from mrcnn_cli.errors import MrcnnError, first_line, option, warn
-from mrcnn_cli.io.cpu import cpu_info
+from mrcnn_cli.errors import MrcnnError, first_line, option
 from mrcnn_cli.io.files import file_sha256
 
 DEVICES = {'auto': 'AUTO', 'cpu': 'CPU', 'gpu': 'GPU', 'npu': 'NPU'}
@@ -73,35 +72,6 @@ def device_capabilities(core, target):
         return list(core.get_property(target, 'OPTIMIZATION_CAPABILITIES'))
     except Exception:  # noqa: BLE001 - a device OpenVINO does not have
         return None
-
-
-INT8_DOT_FLAGS = {'avx512_vnni', 'avx_vnni', 'amx_int8', 'asimddp', 'i8mm'}   # x86 VNNI/AMX, Arm dot product
-
-
-def cpu_has_int8_dot_product():
-    """Whether this CPU has INT8 dot-product units (VNNI, AMX-INT8, Arm's SDOT); None where its
-    flags cannot be read (not Linux)."""
-    flags = cpu_info().flags
-    return None if flags is None else bool(flags & INT8_DOT_FLAGS)
-
-
-def check_int8_file(meta, path, precision):
-    """An INT8 file runs as it was quantized (its floating-point parts in FP32) and only in the mrcnn
-    version that wrote it; `precision` int8 needs one.  Returns the precision it runs in."""
-    from mrcnn_cli.version import __version__
-    made_in = meta.get('precision', 'fp32')
-    if made_in != Precision.INT8:
-        if precision == Precision.INT8:
-            raise MrcnnError(f'{option("precision", "int8")} runs an INT8 file from `mrcnn export --int8`; {path} '
-                             f'is an {made_in} export')
-        return Precision.of(precision)
-    if precision not in (Precision.FP32, Precision.INT8):
-        raise MrcnnError(f'{path} is an INT8 model: it runs in int8 (its other parts in FP32), not '
-                         f'{option("precision", str(precision))}')
-    if meta.get('mrcnn_version') != __version__:
-        raise MrcnnError(f'{path} was quantized by mrcnn {meta.get("mrcnn_version") or "(unknown)"}, this is mrcnn '
-                         f'{__version__}: export it again with this version')
-    return Precision.INT8
 
 
 def model_metadata(model) -> dict[str, str]:
@@ -165,13 +135,10 @@ class OpenVinoBackend(GraphBackend):
         except Exception as e:  # noqa: BLE001
             raise MrcnnError(f'{path}: cannot load the ONNX model in OpenVINO ({first_line(e)})') from None
         info = parse_metadata(meta, path)
-        precision = check_int8_file(meta, path, Precision.of(precision))
+        precision = check_int8_file(meta, path, Precision.of(precision), on_cpu=target == 'CPU')
         # INT8 files hold their own quantization: their other parts run in FP32, as the guard measured them
         hint = Precision.FP32 if precision == Precision.INT8 else precision
         check_precision(core, target, hint)
-        if precision == Precision.INT8 and target == 'CPU' and cpu_has_int8_dot_product() is False:
-            warn('this CPU has no INT8 dot-product units (VNNI, AMX): INT8 runs slowly here; '
-                 '--precision bf16 or fp32 on the FP32 export is faster')
         config = compile_config(target, hint, threads)
         cache = Path(cache_dir) if cache_dir else default_cache_dir()
         try:
@@ -193,13 +160,6 @@ class OpenVinoBackend(GraphBackend):
                 check_precision(core, chosen.strip(), precision)
         super().__init__(info.spec, info.classes, torch.device('cpu'), str(path), precision, info.palette, scale)
         self.metadata = meta
-
-    @property
-    def agreement(self) -> dict | None:
-        """An INT8 file's accuracy guard, as its export measured it (None for other files)."""
-        import json
-        text = self.metadata.get('agreement') if self.precision == Precision.INT8 else None
-        return json.loads(text) if text else None
 
     @functools.cached_property
     def weights_sha256(self) -> str | None:

@@ -399,17 +399,21 @@ def _torchvision_row(peer, plan):
     return measure('torchvision', 'fp32', plan.device, runner.predict_batch, plan)
 
 
-def bench_rows(choice, batch_size=1, warn=print, int8=None):
+def bench_rows(choice, batch_size=1, warn=print, int8=()):
     """The rows `mrcnn bench` times, one ModelChoice each: the backend `choice` names, or with
-    backend='all' every backend that is installed, in the precisions each is timed in; then, with
-    `int8` (a file from `mrcnn export --int8`), OpenVINO's INT8 row.  An option a row's backend
-    does not take is refused (one backend) or said in one warning line ('all'), never ignored."""
+    backend='all' every backend that is installed, in the precisions each is timed in; then, for
+    each file of `int8` (from `mrcnn export --int8`), its INT8 row on the runtime it was made for
+    (OpenVINO for an .xml, onnxruntime for an .onnx).  An option a row's backend does not take is
+    refused (one backend) or said in one warning line ('all'), never ignored."""
+    from mrcnn_cli.backends.onnx_runtime import OnnxBackend
+    from mrcnn_cli.backends.openvino import OpenVinoBackend
+    from mrcnn_cli.io.files import model_file_kind
     rows = _choice_rows(choice, warn)
-    if int8 is not None:
-        from mrcnn_cli.backends.openvino import OpenVinoBackend
-        rows.append(ModelChoice(onnx=int8, backend=OpenVinoBackend.name, precision=Precision.INT8,
-                                device=OpenVinoBackend.device_for(choice.device), scale=choice.scale))
-        OpenVinoBackend.check_choice(rows[-1])
+    for path in int8:
+        cls = OpenVinoBackend if model_file_kind(path) == 'openvino' else OnnxBackend
+        rows.append(ModelChoice(onnx=path, backend=cls.name, precision=Precision.INT8,
+                                device=cls.device_for(choice.device), scale=choice.scale))
+        cls.check_choice(rows[-1])
     if batch_size > 1 and not all(backend_for(row).batches for row in rows):
         warn('warning: the ONNX graph takes one image per call: --batch-size applies to the torch rows only')
     return rows

@@ -5,6 +5,7 @@ import signal
 import sys
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import click
 
@@ -240,8 +241,8 @@ def _parse_guard(ctx, param, value):
 @click.option('--check-image', type=click.Path(dir_okay=False, exists=True), default=None,
               help='Image for the onnxruntime-vs-PyTorch check (default: the bundled demo photo).')
 @click.option('--int8', 'int8_path', type=click.Path(dir_okay=False), default=None,
-              help='Also write an INT8 model for OpenVINO (FILE.xml, its weights in FILE.bin), quantized from the '
-                   'ONNX file with NNCF and checked against it.')
+              help='Also write an INT8 model, quantized from the ONNX file and checked against it: FILE.xml for '
+                   'OpenVINO (NNCF; its weights in FILE.bin), FILE.onnx for onnxruntime (QDQ).')
 @click.option('--calib', 'calib_sources', multiple=True,
               help='Calibration images for --int8: a folder, a glob or files (repeatable).')
 @click.option('--calib-n', type=click.IntRange(1), default=300, show_default=True,
@@ -259,9 +260,9 @@ def export(onnx_path, model, opset, fp16, check_image, int8_path, calib_sources,
     """Export one ONNX file (standard operators, dynamic size) and check it against PyTorch.
 
     The export itself always traces on the CPU; --device picks where onnxruntime runs the
-    self-check (auto: its CUDA provider when there is a GPU).  With --int8 FILE.xml and --calib,
-    also an INT8 model for OpenVINO, written only if it agrees with the FP32 model on held-out
-    images (box and mask agreement AP, detections found; see docs/int8.md)."""
+    self-check (auto: its CUDA provider when there is a GPU).  With --int8 FILE.xml (OpenVINO) or
+    FILE.onnx (onnxruntime) and --calib, also an INT8 model, written only if it agrees with the
+    FP32 model on held-out images (box and mask agreement AP, detections found; see docs/int8.md)."""
     from dataclasses import replace
 
     ctx = click.get_current_context()
@@ -275,10 +276,12 @@ def export(onnx_path, model, opset, fp16, check_image, int8_path, calib_sources,
         if fp16:
             raise click.UsageError('--int8 quantizes the FP32 export: drop --fp16')
         try:
-            quantize.check_int8_path(int8_path)
+            if quantize.check_int8_path(int8_path).resolve() == Path(onnx_path).resolve():
+                raise click.UsageError('--int8 names the FP32 file --onnx writes: give the INT8 model another path')
         except MrcnnError as e:
             raise click.UsageError(str(e)) from None
-        quantize.require_nncf()   # before the FP32 export, as the image checks are
+        if Path(int8_path).suffix == '.xml':
+            quantize.require_nncf()   # before the FP32 export, as the image checks are
         int8_images = quantize.int8_images(calib_sources, check_sources, calibration_n=calib_n, check_n=check_n,
                                            warn=warn)
 
@@ -438,19 +441,20 @@ def _print_evaluation(evaluation, published, classwise=False):
 @click.option('--tile', default=None, metavar='SIZE',
               help='Also time `mrcnn predict --tile SIZE --save-geojson` over each of --images once (tiles/s, '
                    'megapixels/s, what the CPU side adds to the network time).')
-@click.option('--int8', 'int8_path', type=click.Path(dir_okay=False, exists=True), default=None,
-              help='Also time this INT8 model (from `mrcnn export --int8`) on OpenVINO, with its agreement figures.')
+@click.option('--int8', 'int8_paths', type=click.Path(dir_okay=False, exists=True), multiple=True,
+              help='Also time this INT8 model (from `mrcnn export --int8`) on its runtime (OpenVINO for .xml, '
+                   'onnxruntime for .onnx), with its agreement figures (repeatable).')
 @click.option('--track', is_flag=True,
               help='Also time what tracking adds per frame (20 objects; mask and box association).')
 def bench(fps, model, images_dir, count, warmup, batch_size, compare, json_path, pipeline, replay, no_vis, tile,
-          int8_path, track):
+          int8_paths, track):
     """Speed: fps, latency percentiles, peak memory and a per-stage breakdown, per backend."""
     from mrcnn_cli.backends.base import resolve_device
     from mrcnn_cli.commands import bench as bench_lib
     from mrcnn_cli.io.files import write_json
     if (replay or no_vis) and not pipeline:
         raise click.UsageError('--replay and --no-vis go with --pipeline')
-    rows = bench_lib.bench_rows(model, batch_size, warn=warn, int8=int8_path)
+    rows = bench_lib.bench_rows(model, batch_size, warn=warn, int8=int8_paths)
     # only the images the timed batches use (they cycle from the first)
     images, decode_ms = bench_lib.load_images(images_dir, limit=min(64, -(-count // batch_size) * batch_size))
     plan = bench_lib.BenchPlan(images, count, warmup, batch_size, str(resolve_device(rows[0].device)),

@@ -97,7 +97,7 @@ def model_choice(*, backends: tuple[str, ...] | None = ('torch', 'onnx', 'openvi
             ('precision', click.option('--precision', type=click.Choice([p.value for p in Precision]), default=None,
                                        help='The network\'s precision [default: fp32, or an INT8 file\'s int8]: '
                                             'fp16 on a CUDA GPU, bf16 on CPUs with BF16 or GPUs, int8 for an '
-                                            '--onnx file from `mrcnn export --int8` (OpenVINO).')),
+                                            '--onnx file from `mrcnn export --int8`.')),
             ('fp16', click.option('--fp16', is_flag=True, help='Same as --precision fp16.')),
             ('bf16', click.option('--bf16', is_flag=True, help='Same as --precision bf16.')),
             ('compile_model', click.option('--compile', 'compile_model', is_flag=True,

@@ -43,3 +43,13 @@ def isa_flags(info: CpuInfo | None = None) -> str:
     if info.flags is None:
         return 'unknown'
     return ' '.join(f for f in ISA_FLAGS if f in info.flags) or 'none of ' + ', '.join(ISA_FLAGS[:3])
+
+
+INT8_DOT_FLAGS = frozenset({'avx512_vnni', 'avx_vnni', 'amx_int8', 'asimddp', 'i8mm'})   # x86 VNNI/AMX, Arm dot product
+
+
+def cpu_has_int8_dot_product() -> bool | None:
+    """Whether this CPU has INT8 dot-product units (VNNI, AMX-INT8, Arm's SDOT); None where its
+    flags cannot be read (not Linux)."""
+    flags = cpu_info().flags
+    return None if flags is None else bool(flags & INT8_DOT_FLAGS)
