@@ -175,7 +175,8 @@ def quantize_int8(onnx_path, out_path, images: Int8Images, *, scale: tuple[int, 
     with tempfile.TemporaryDirectory(dir=out_path.parent, prefix='.int8-') as tmp:
         trial = Path(tmp) / out_path.name
         quantizer.save(trial, {'precision': 'int8', 'calibration': json.dumps(calibration)})
-        measured = measure_agreement(*quantizer.backends(onnx_path, trial, Path(tmp), scale), images.check)
+        reference, quantized = quantizer.backends(onnx_path, trial, Path(tmp), scale)
+        measured = measure_agreement(reference, quantized, images.check)
         failures = guard.failures(measured)
         if failures and not force:
             raise MrcnnError(f'INT8 model refused by the accuracy guard: {"; ".join(failures)} (on '
@@ -231,10 +232,9 @@ class OpenVinoQuantizer:
 class OnnxRuntimeQuantizer:
     """onnxruntime's static quantization into QDQ (per-channel INT8 weights, UINT8 activations, the
     layout its x86 INT8 kernels take) of the convolutions and matrix products, calibrated by
-    MinMax (its calibration graph reduces each tensor to its range in the graph, so each image
-    adds a few numbers per tensor, not the tensors; its option to merge every N images drops the
-    ranges it clears in onnxruntime 1.31); its guard runs both models on onnxruntime's CPU
-    provider."""
+    MinMax over all calibration images (its option to merge ranges every N images drops the
+    ranges it clears in onnxruntime 1.31, so it is not used; the ranges it keeps per image are
+    reduced in the graph and small); its guard runs both models on onnxruntime's CPU provider."""
     tool = 'onnxruntime'
 
     def read(self, onnx_path) -> dict[str, str]:
