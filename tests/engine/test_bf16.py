@@ -11,6 +11,8 @@ Mask IoU >= 0.95 is required of every COCO medium or large mask (>= 32x32 px) an
 median mask: on masks of a few dozen pixels a sub-pixel box change flips enough pixels to
 drop the IoU of any two correct answers below 0.95 (the synthetic masks are also ragged).
 """
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -84,3 +86,18 @@ def test_bf16_backbone_and_fpn_at_rounding_level(torch_predictor, bf16_predictor
     assert worst <= 0.02, f'a BF16 block differs by {worst:.3%}'
     assert worst_fpn <= 0.02, f'the BF16 FPN differs by {worst_fpn:.3%}'
     assert worst > 0  # the BF16 model really ran in BF16
+
+
+def test_bf16_without_native_support_warns_once_naming_the_faster_choice(monkeypatch):
+    """Emulated BF16 (a CPU without AVX512-BF16 or AMX) runs slower than FP32: never silently."""
+    from mrcnn_cli import MrcnnWarning
+    from mrcnn_cli.backends import pytorch
+    from mrcnn_cli.errors import command_line_voice
+    monkeypatch.setattr(pytorch, 'cpu_has_native_bf16', lambda: False)
+    with pytest.warns(MrcnnWarning) as said, command_line_voice():
+        assert pytorch.check_precision('bf16', torch.device('cpu')) == torch.bfloat16
+    assert len(said) == 1 and '--bf16 will be slow; --precision fp32 is faster here' in str(said[0].message)
+    monkeypatch.setattr(pytorch, 'cpu_has_native_bf16', lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        pytorch.check_precision('bf16', torch.device('cpu'))

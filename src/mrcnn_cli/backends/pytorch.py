@@ -106,7 +106,8 @@ def check_precision(precision, device):
         return torch.float16
     if precision == Precision.BF16:
         if device.type == 'cpu' and not cpu_has_native_bf16():
-            warn(f'this CPU has no native BF16 support (AVX512-BF16/AMX): {option("precision", "bf16")} will be slow')
+            warn(f'this CPU has no native BF16 support (AVX512-BF16/AMX): {option("precision", "bf16")} will be slow; '
+                 f'{option("precision", "fp32")} is faster here')
         return torch.bfloat16
     return None
 
