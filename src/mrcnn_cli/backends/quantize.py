@@ -1,6 +1,6 @@
 """`mrcnn export --int8`: post-training INT8 quantization of an `mrcnn export` ONNX file, behind an
 accuracy guard: with NNCF into an OpenVINO IR (.xml beside its .bin), or with onnxruntime's static
-quantization into a QDQ ONNX file (.onnx: onnxruntime, and OpenVINO, run it).  Calibration images
+quantization into a QDQ ONNX file (.onnx, for onnxruntime).  Calibration images
 go through the model's own preprocessing; the quantized model is measured against the FP32 one on
 held-out images, on the runtime it was made for, and is written only when the guard passes or is
 forced."""
