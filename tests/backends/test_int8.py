@@ -302,3 +302,23 @@ def test_the_onnx_int8_file_runs_on_onnxruntime_and_its_guard_is_what_it_gives(q
                           (('--precision', 'int8', '--onnx', out / 'r50.onnx'), 'is an fp32 export')):
         assert_one_error_line(mrcnn_here('predict', COCO_IMAGES / CHECK[0], '--onnx', out / 'r50_int8.onnx', *args,
                                          '--device', 'cpu', '--out', tmp_path / 'x', '--no-vis'), message)
+
+
+@pytest.mark.slow
+def test_the_onnx_int8_file_is_refused_by_another_version_and_warns_without_dot_products(qdq_export, tmp_path,
+                                                                                        monkeypatch):
+    import onnx
+
+    from mrcnn_cli import __version__
+    from mrcnn_cli.io import cpu
+    out, _ = qdq_export
+    monkeypatch.setattr(cpu, 'cpu_has_int8_dot_product', lambda: False)
+    with pytest.warns(MrcnnWarning, match='no INT8 dot-product units'):
+        load(out / 'r50_int8.onnx', device='cpu')
+    model = onnx.load(str(out / 'r50_int8.onnx'))
+    version = next(p for p in model.metadata_props if p.key == 'mrcnn_version')
+    assert version.value == __version__
+    version.value = '0.0.9'
+    onnx.save(model, str(tmp_path / 'old.onnx'))
+    with pytest.raises(MrcnnError, match=rf'quantized by mrcnn 0\.0\.9, this is mrcnn {__version__}'):
+        load(tmp_path / 'old.onnx', device='cpu')
