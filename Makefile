@@ -83,12 +83,14 @@ runs/bench/r50.onnx: weights/synthetic_r50.pth $(wildcard src/mrcnn_cli/*.py src
 # INT8 (`mrcnn export --int8`, calibrated on the bench images but the last 20, which the guard holds out), for
 # OpenVINO (NNCF, .xml) and onnxruntime (QDQ, .onnx), timed beside every other row, then each backend and
 # precision scored by the guard's check (tools/int8_agreement.py).  The synthetic weights fail the guard
-# (docs/int8.md says why), so they are written with --force.
-runs/bench/r50_int8.xml runs/bench/r50_int8.onnx: runs/bench/r50.onnx | test-deps
-	$(BIN)/mrcnn export --onnx runs/bench/r50.onnx --int8 $@ --weights weights/synthetic_r50.pth --style pytorch \
+# (docs/int8.md says why), so they are written with --force.  Each quantizes an FP32 export of its own (the
+# same graph as r50.onnx), so that making one does not rewrite what the other was made from.
+runs/bench/r50_int8.xml runs/bench/r50_int8.onnx: weights/synthetic_r50.pth | test-deps
+	$(BIN)/mrcnn export --onnx $@.fp32.onnx --int8 $@ --weights weights/synthetic_r50.pth --style pytorch \
 		--calib $(BENCH_IMAGES) --int8-check-n 20 --force
+	rm -f $@.fp32.onnx
 
-bench-int8: runs/bench/r50_int8.xml runs/bench/r50_int8.onnx
+bench-int8: runs/bench/r50.onnx runs/bench/r50_int8.xml runs/bench/r50_int8.onnx
 	$(BIN)/mrcnn bench --fps --weights weights/synthetic_r50.pth --style pytorch --backend all --onnx runs/bench/r50.onnx \
 		--int8 runs/bench/r50_int8.xml --int8 runs/bench/r50_int8.onnx --images $(BENCH_IMAGES) --n $(BENCH_N) \
 		--compare torchvision --json runs/bench/int8.json
