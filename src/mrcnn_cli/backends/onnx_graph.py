@@ -4,6 +4,7 @@ import numpy as np
 import torch
 
 from mrcnn_cli.backends.base import Backend
+from mrcnn_cli.backends.onnx_metadata import int8_agreement
 from mrcnn_cli.engine.timing import no_stage
 from mrcnn_cli.model.roi_heads import NetworkOutput
 
@@ -26,7 +27,6 @@ class GraphBackend(Backend):
     @property
     def agreement(self) -> dict | None:
         """An INT8 file's accuracy guard, as its export measured it (None for other files)."""
-        from mrcnn_cli.backends.onnx_metadata import int8_agreement
         return int8_agreement(self.metadata)
 
     def run_graph(self, inputs):

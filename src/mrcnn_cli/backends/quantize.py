@@ -239,11 +239,11 @@ class OnnxRuntimeQuantizer:
 
     def read(self, onnx_path) -> dict[str, str]:
         import onnx
-        try:
-            self.model = onnx.load(str(onnx_path), load_external_data=False)
+        try:   # only its metadata is kept: quantize_static reads the file itself
+            model = onnx.load(str(onnx_path), load_external_data=False)
         except Exception as e:  # noqa: BLE001 - onnx's reader raises its own untyped errors
             raise MrcnnError(f'{onnx_path}: cannot read the ONNX model ({first_line(e)})') from None
-        return {p.key: p.value for p in self.model.metadata_props}
+        return {p.key: p.value for p in model.metadata_props}
 
     def quantize(self, onnx_path, calibration_set) -> dict[str, str]:
         import onnx
