@@ -70,14 +70,16 @@ class Int8Export:
 
 def require_nncf():
     """Import NNCF (and OpenVINO), or one MrcnnError naming the extra to install."""
-    import logging
-    # importing NNCF looks for a CUDA toolkit through torch, which logs a warning on CPU machines
+    # NNCF imports its torch part (when quantizing, to tell which framework a model is from), which
+    # imports torch.utils.cpp_extension, whose import logs a warning on machines without CUDA: imported
+    # here first with that logger quiet, so that the later imports are no-ops and log nothing
     cpp_logger = logging.getLogger('torch.utils.cpp_extension')
     level = cpp_logger.level
     cpp_logger.setLevel(logging.ERROR)
     try:
         import nncf  # noqa: F401
         import openvino  # noqa: F401
+        import torch.utils.cpp_extension  # noqa: F401
     except ImportError:
         raise MrcnnError(INSTALL) from None
     finally:
