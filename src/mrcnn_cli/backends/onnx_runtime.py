@@ -87,10 +87,9 @@ class OnnxBackend(GraphBackend):
             raise MrcnnError(f'{path}: not an mrcnn ONNX export (unreadable metadata: {first_line(e)})') from None
         info = parse_metadata(meta, path)
         self.providers = self.session.get_providers()
-        int8 = check_int8_file(meta, path, Precision.of(precision), on_cpu=self.providers[0] == PROVIDERS['cpu'])
-        # the graph runs in what it was exported in
-        precision = Precision.INT8 if int8 == Precision.INT8 else meta.get('precision', 'fp32')
-        super().__init__(info.spec, info.classes, dev, str(path), precision, info.palette, scale)
+        # its refusals and its slow-CPU warning; the graph runs in what it was exported in (int8 for an INT8 file)
+        check_int8_file(meta, path, Precision.of(precision), on_cpu=self.providers[0] == PROVIDERS['cpu'])
+        super().__init__(info.spec, info.classes, dev, str(path), meta.get('precision', 'fp32'), info.palette, scale)
         self.metadata = meta
 
     def run_graph(self, inputs):
